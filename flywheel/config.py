@@ -1,0 +1,202 @@
+"""One validated Settings object for every stage, chosen by profile.
+
+Precedence, lowest first: built-in defaults, the profile's defaults, a YAML config file
+(``--config`` or ``FLYWHEEL_CONFIG``), environment variables (``FLYWHEEL_*``, nested with
+``__``, e.g. ``FLYWHEEL_FEAST__ONLINE_STORE=redis``), then explicit overrides from the CLI.
+
+Nothing here touches the file system on import or on construction: paths are derived, and
+the stage that writes to one creates it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+Profile = Literal["local", "kind", "prod"]
+PROFILES: tuple[Profile, ...] = ("local", "kind", "prod")
+
+
+class ConfigError(ValueError):
+    """Raised when the configuration is invalid; the message names the field and value."""
+
+
+class RaySettings(BaseModel):
+    """How stages reach Ray."""
+
+    #: ``None`` starts an in-process local Ray; ``ray://host:10001`` or ``auto`` joins a cluster.
+    address: str | None = None
+    #: CPUs a local Ray may use (``None``: all of the machine's).
+    num_cpus: int | None = Field(default=None, ge=1)
+    #: Ray Train data-parallel workers.
+    num_workers: int = Field(default=2, ge=1)
+    #: CPUs reserved per training worker. Fractional so 2 workers fit on a 2-core machine.
+    cpus_per_worker: float = Field(default=0.5, gt=0)
+    #: Rows per Ray Data batch in feature and ingest transforms.
+    batch_size: int = Field(default=250_000, ge=1_000)
+
+
+class FeastSettings(BaseModel):
+    """The Feast feature store: project, offline store and online store."""
+
+    project: str = "flywheel"
+    offline_store: Literal["duckdb", "dask"] = "duckdb"
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_connection_string: str = "localhost:6379"
+    #: Registry location; ``None`` puts a file registry in the workspace.
+    registry: str | None = None
+    #: Version suffix of the feature service shared by training and serving.
+    feature_service_version: int = Field(default=1, ge=1)
+
+
+class IngestSettings(BaseModel):
+    """Event-lake ingest rules."""
+
+    #: Events stamped more than this many seconds after the ingest time are quarantined.
+    max_future_skew_s: int = Field(default=3600, ge=0)
+
+
+class Settings(BaseModel):
+    """Everything a stage needs to know about where it runs and what it touches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: Profile = "local"
+    workspace: Path = Path(".flywheel")
+    #: Container image the pipeline components run in (cluster profiles).
+    image: str = "flywheel-platform:0.1.0"
+    ray: RaySettings = Field(default_factory=RaySettings)
+    feast: FeastSettings = Field(default_factory=FeastSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+
+    @field_validator("workspace")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return Path(os.path.expanduser(str(v)))
+
+    # ---- derived locations (never created here) -------------------------------------
+    @property
+    def lake_dir(self) -> Path:
+        return self.workspace / "lake"
+
+    @property
+    def events_dir(self) -> Path:
+        """Validated events, Parquet partitioned by ``date=YYYY-MM-DD``."""
+        return self.lake_dir / "events"
+
+    @property
+    def items_path(self) -> Path:
+        """The item catalog, one row per item (latest version wins)."""
+        return self.lake_dir / "items.parquet"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.workspace / "quarantine"
+
+    @property
+    def state_dir(self) -> Path:
+        """Watermarks and other small bookkeeping files."""
+        return self.workspace / "state"
+
+    @property
+    def feature_data_dir(self) -> Path:
+        """Feature tables (Feast offline store files); also the Feast repo_path."""
+        return self.workspace / "features"
+
+    @property
+    def feast_dir(self) -> Path:
+        """Feast registry and SQLite online store."""
+        return self.workspace / "feast"
+
+
+_PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "local": {},
+    "kind": {
+        "workspace": "/mnt/flywheel",
+        "ray": {"address": "auto", "num_workers": 2, "cpus_per_worker": 1.0},
+        "feast": {"online_store": "redis", "redis_connection_string": "redis:6379"},
+    },
+    "prod": {
+        "workspace": "/mnt/flywheel",
+        "ray": {"address": "auto", "num_workers": 4, "cpus_per_worker": 2.0},
+        "feast": {"online_store": "redis", "redis_connection_string": "redis:6379"},
+    },
+}
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_layer() -> dict[str, Any]:
+    """The FLYWHEEL_* environment variables as a nested dict (strings; pydantic coerces)."""
+    layer: dict[str, Any] = {}
+    for name, value in os.environ.items():
+        if not name.startswith("FLYWHEEL_") or name == "FLYWHEEL_CONFIG":
+            continue
+        keys = name[len("FLYWHEEL_") :].lower().split("__")
+        node = layer
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return layer
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(data)}")
+    return data
+
+
+def load_settings(
+    profile: str | None = None,
+    config_file: str | Path | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build the Settings for a run.
+
+    Args:
+        profile: ``local``, ``kind`` or ``prod``; default from ``FLYWHEEL_PROFILE`` or the
+            config file, else ``local``.
+        config_file: a YAML file of settings; default ``FLYWHEEL_CONFIG`` if set.
+        **overrides: top-level fields set explicitly (``None`` values are ignored).
+
+    Raises:
+        ConfigError: naming the offending field and value.
+    """
+    file_layer: dict[str, Any] = {}
+    config_file = config_file or os.environ.get("FLYWHEEL_CONFIG")
+    if config_file:
+        file_layer = _read_config_file(Path(config_file))
+    env_layer = _env_layer()
+    chosen = profile or env_layer.get("profile") or file_layer.get("profile") or "local"
+    if chosen not in PROFILES:
+        raise ConfigError(f"profile {chosen!r} is unknown; expected one of {', '.join(PROFILES)}")
+    merged = _deep_merge(_PROFILE_DEFAULTS[chosen], file_layer)
+    merged = _deep_merge(merged, env_layer)
+    merged = _deep_merge(merged, {k: v for k, v in overrides.items() if v is not None})
+    merged["profile"] = chosen
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}={err.get('input')!r}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
