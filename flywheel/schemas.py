@@ -91,3 +91,88 @@ def describe(schema: pa.Schema) -> str:
         f"| `{f.name}` | `{f.type}` | {'yes' if not f.nullable else 'no'} |" for f in schema
     ]
     return "\n".join(lines)
+
+
+# ---- Feature tables (written by flywheel.features, served by Feast) ---------------------
+# Every feature row is stamped with ``event_timestamp``: the moment its values became true.
+# Rows are snapshots taken at the end of each hour in which the entity had activity; a
+# window of length W at snapshot time T covers events with ``T - W <= ts < T``. Nothing at
+# or after T is used, so a point-in-time join can never leak the future.
+# ``created_timestamp`` is when the row was computed (Feast's tie-breaker).
+
+#: Hour-end snapshot cadence of the activity feature tables.
+SNAPSHOT_SECONDS: Final = 3600
+
+#: Window lengths, in seconds, used in feature names (``_1h``, ``_24h``, ``_7d``).
+WINDOWS: Final[dict[str, int]] = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
+
+_FEATURE_KEYS = [
+    pa.field("event_timestamp", TS_TYPE, nullable=False),
+    pa.field("created_timestamp", TS_TYPE, nullable=False),
+]
+
+#: Per-user activity. Rates are ``numerator / views_7d`` and 0.0 when ``views_7d`` is 0.
+#: ``avg_price_7d`` is the mean catalog price of items the user viewed in 7d (0.0 if none).
+#: ``last_event_unix`` is the epoch seconds of the user's latest event before the snapshot.
+USER_ACTIVITY_SCHEMA: Final = pa.schema(
+    [
+        pa.field("user_id", pa.int64(), nullable=False),
+        *_FEATURE_KEYS,
+        pa.field("views_1h", pa.int64(), nullable=False),
+        pa.field("views_24h", pa.int64(), nullable=False),
+        pa.field("views_7d", pa.int64(), nullable=False),
+        pa.field("carts_24h", pa.int64(), nullable=False),
+        pa.field("carts_7d", pa.int64(), nullable=False),
+        pa.field("purchases_7d", pa.int64(), nullable=False),
+        pa.field("clicks_7d", pa.int64(), nullable=False),
+        pa.field("cart_rate_7d", pa.float64(), nullable=False),
+        pa.field("conversion_rate_7d", pa.float64(), nullable=False),
+        pa.field("avg_price_7d", pa.float64(), nullable=False),
+        pa.field("last_event_unix", pa.float64(), nullable=False),
+    ]
+)
+
+#: Per (user, category) affinity over 7d, one row per category the user viewed in the
+#: window at each of the user's snapshots. ``cat_affinity_7d = cat_views_7d / views_7d``.
+USER_CATEGORY_SCHEMA: Final = pa.schema(
+    [
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        *_FEATURE_KEYS,
+        pa.field("cat_views_7d", pa.int64(), nullable=False),
+        pa.field("cat_affinity_7d", pa.float64(), nullable=False),
+    ]
+)
+
+#: Per-item popularity. Rates are ``numerator / item_views_7d`` (0.0 when no views).
+ITEM_ACTIVITY_SCHEMA: Final = pa.schema(
+    [
+        pa.field("item_id", pa.int64(), nullable=False),
+        *_FEATURE_KEYS,
+        pa.field("item_views_24h", pa.int64(), nullable=False),
+        pa.field("item_views_7d", pa.int64(), nullable=False),
+        pa.field("item_carts_7d", pa.int64(), nullable=False),
+        pa.field("item_purchases_7d", pa.int64(), nullable=False),
+        pa.field("item_clicks_7d", pa.int64(), nullable=False),
+        pa.field("item_conversion_rate_7d", pa.float64(), nullable=False),
+    ]
+)
+
+#: Static item attributes from the catalog, stamped with ``created_ts``.
+ITEM_CATALOG_SCHEMA: Final = pa.schema(
+    [
+        pa.field("item_id", pa.int64(), nullable=False),
+        *_FEATURE_KEYS,
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("price", pa.float64(), nullable=False),
+    ]
+)
+
+#: Directory names of the feature tables under ``Settings.feature_data_dir`` (the Feast
+#: repo_path), keyed by Feast feature view name.
+FEATURE_TABLES: Final[dict[str, pa.Schema]] = {
+    "user_activity": USER_ACTIVITY_SCHEMA,
+    "user_category": USER_CATEGORY_SCHEMA,
+    "item_activity": ITEM_ACTIVITY_SCHEMA,
+    "item_catalog": ITEM_CATALOG_SCHEMA,
+}
