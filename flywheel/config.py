@@ -28,6 +28,8 @@ class ConfigError(ValueError):
 class RaySettings(BaseModel):
     """How stages reach Ray."""
 
+    model_config = ConfigDict(extra="forbid")
+
     #: ``None`` starts an in-process local Ray; ``ray://host:10001`` or ``auto`` joins a cluster.
     address: str | None = None
     #: CPUs a local Ray may use (``None``: all of the machine's).
@@ -43,6 +45,8 @@ class RaySettings(BaseModel):
 class FeastSettings(BaseModel):
     """The Feast feature store: project, offline store and online store."""
 
+    model_config = ConfigDict(extra="forbid")
+
     project: str = "flywheel"
     offline_store: Literal["duckdb", "dask"] = "duckdb"
     online_store: Literal["sqlite", "redis"] = "sqlite"
@@ -55,6 +59,8 @@ class FeastSettings(BaseModel):
 
 class IngestSettings(BaseModel):
     """Event-lake ingest rules."""
+
+    model_config = ConfigDict(extra="forbid")
 
     #: Events stamped more than this many seconds after the ingest time are quarantined.
     max_future_skew_s: int = Field(default=3600, ge=0)
