@@ -87,9 +87,7 @@ def column_names(schema: pa.Schema) -> list[str]:
 def describe(schema: pa.Schema) -> str:
     """Render a contract as a Markdown table (used by the README and error messages)."""
     lines = ["| column | type | required |", "|---|---|---|"]
-    lines += [
-        f"| `{f.name}` | `{f.type}` | {'yes' if not f.nullable else 'no'} |" for f in schema
-    ]
+    lines += [f"| `{f.name}` | `{f.type}` | {'yes' if not f.nullable else 'no'} |" for f in schema]
     return "\n".join(lines)
 
 
