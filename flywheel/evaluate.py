@@ -1,0 +1,380 @@
+"""Evaluate a challenger against the champion on the same test split and decide blessing.
+
+Metrics (all in plain numpy except AUC, which uses scikit-learn):
+
+- ``auc``: area under the ROC curve.
+- ``logloss``: mean binary cross-entropy, probabilities clipped to ``[1e-15, 1 - 1e-15]``.
+- ``ece``: expected calibration error over 10 equal-width probability bins
+  ``[0, .1), [.1, .2), ..., [.9, 1]``: ``sum_b n_b / N * |mean(p_b) - mean(y_b)|``; empty
+  bins contribute nothing.
+- ``ndcg_at_10``: NDCG@10 per ``group_id`` with binary gains, averaged over the groups with
+  at least one positive (groups without one have no ideal ranking to compare against).
+  Ties in score are broken pessimistically (negatives first), so a constant scorer cannot
+  look good by the accident of row order.
+
+Artefacts written to ``out_dir``: ``metrics.json``, ``roc.png``, ``calibration.png`` and a
+self-contained ``report.html`` (plots embedded as base64) for the KFP UI.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from flywheel.train import check_labels, inspect_shards, load_booster, predict, read_split
+
+log = logging.getLogger(__name__)
+
+N_CALIBRATION_BINS: Final = 10
+NDCG_K: Final = 10
+_EPS: Final = 1e-15
+#: Metrics where a larger value is better; the others are losses.
+HIGHER_IS_BETTER: Final = frozenset({"auc", "ndcg_at_10"})
+
+
+# ---- metric maths --------------------------------------------------------------------
+
+
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC of scores ``p`` for binary labels ``y``; NaN when ``y`` has one class."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(y)) < 2:
+        return math.nan
+    return float(roc_auc_score(y, p))
+
+
+def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean binary cross-entropy of probabilities ``p`` against labels ``y`` (natural log)."""
+    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1.0 - _EPS)
+    y = np.asarray(y, dtype=np.float64)
+    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))
+
+
+def calibration_bins(
+    y: np.ndarray, p: np.ndarray, n_bins: int = N_CALIBRATION_BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width bin on [0, 1]: ``(count, mean predicted, observed positive rate)``.
+
+    Bin ``b`` holds ``b/n <= p < (b+1)/n``; ``p == 1`` falls in the last bin. Empty bins
+    have count 0 and NaN means.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    idx = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins).astype(np.float64)
+    sum_p = np.bincount(idx, weights=p, minlength=n_bins)
+    sum_y = np.bincount(idx, weights=np.asarray(y, dtype=np.float64), minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return count, sum_p / count, sum_y / count
+
+
+def expected_calibration_error(
+    y: np.ndarray, p: np.ndarray, n_bins: int = N_CALIBRATION_BINS
+) -> float:
+    """ECE: the count-weighted mean gap between predicted and observed rate per bin."""
+    count, mean_p, rate = calibration_bins(y, p, n_bins)
+    filled = count > 0
+    return float(np.sum(count[filled] * np.abs(mean_p[filled] - rate[filled])) / count.sum())
+
+
+def ndcg_at_k(y: np.ndarray, p: np.ndarray, groups: np.ndarray, k: int = NDCG_K) -> float:
+    """Mean NDCG@k over groups with at least one positive (binary gains, log2 discount).
+
+    Args:
+        y: binary relevance per row; p: scores; groups: the group key per row.
+
+    Returns:
+        The mean over qualifying groups, or NaN if no group has a positive.
+    """
+    _, gid = np.unique(groups, return_inverse=True)
+    y = np.asarray(y, dtype=np.float64)
+    # Sort by group, then score descending, then label ascending (pessimistic ties).
+    order = np.lexsort((y, -np.asarray(p, dtype=np.float64), gid))
+    g_sorted, y_sorted = gid[order], y[order]
+    starts = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
+    sizes = np.diff(np.r_[starts, len(g_sorted)])
+    rank = np.arange(len(g_sorted)) - np.repeat(starts, sizes)
+    discount = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
+    n_groups = int(gid.max()) + 1 if len(gid) else 0
+    dcg = np.bincount(g_sorted, weights=y_sorted * discount, minlength=n_groups)
+    positives = np.bincount(gid, weights=y, minlength=n_groups).astype(np.int64)
+    ideal_prefix = np.r_[0.0, np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))]
+    idcg = ideal_prefix[np.minimum(positives, k)]
+    keep = positives > 0
+    return float(np.mean(dcg[keep] / idcg[keep])) if keep.any() else math.nan
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    """How one model scores on the test split."""
+
+    auc: float
+    logloss: float
+    ece: float
+    ndcg_at_10: float
+    rows: int
+    groups_with_positive: int
+    positive_rate: float
+    mean_prediction: float
+
+
+def score_metrics(y: np.ndarray, p: np.ndarray, groups: np.ndarray) -> ModelMetrics:
+    """All test metrics of predictions ``p`` for labels ``y`` and ``groups``."""
+    _, gid = np.unique(groups, return_inverse=True)
+    return ModelMetrics(
+        auc=auc(y, p),
+        logloss=log_loss(y, p),
+        ece=expected_calibration_error(y, p),
+        ndcg_at_10=ndcg_at_k(y, p, groups),
+        rows=len(y),
+        groups_with_positive=int(np.count_nonzero(np.bincount(gid, weights=y) > 0)),
+        positive_rate=float(np.mean(y)),
+        mean_prediction=float(np.mean(p)),
+    )
+
+
+# ---- the blessing rule ---------------------------------------------------------------
+
+
+class BlessingRule(BaseModel):
+    """When a challenger may replace the champion.
+
+    Blessed iff the challenger's AUC is at least ``min_auc`` and, when there is a champion,
+    the challenger beats it on ``metric`` by strictly more than ``min_improvement`` (so an
+    identical retrain is not promoted at the default 0.0) and its logloss is no more than
+    ``max_logloss_regression`` above the champion's (``None`` turns that check off).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: Literal["auc", "ndcg_at_10", "logloss", "ece"] = "auc"
+    min_improvement: float = Field(default=0.0, ge=0.0)
+    max_logloss_regression: float | None = Field(default=0.01, ge=0.0)
+    min_auc: float = Field(default=0.55, ge=0.0, le=1.0)
+
+
+@dataclass(frozen=True)
+class Decision:
+    blessed: bool
+    reason: str
+
+
+def decide(rule: BlessingRule, challenger: ModelMetrics, champion: ModelMetrics | None) -> Decision:
+    """Apply ``rule``; the reason names the numbers that decided it."""
+    if not challenger.auc >= rule.min_auc:  # also catches NaN
+        return Decision(
+            False, f"challenger AUC {challenger.auc:.4f} is below the floor {rule.min_auc:.4f}"
+        )
+    if champion is None:
+        return Decision(
+            True,
+            f"no champion yet; challenger AUC {challenger.auc:.4f} passes the floor "
+            f"{rule.min_auc:.4f}",
+        )
+    ours, theirs = getattr(challenger, rule.metric), getattr(champion, rule.metric)
+    gain = ours - theirs if rule.metric in HIGHER_IS_BETTER else theirs - ours
+    if not gain > rule.min_improvement:
+        return Decision(
+            False,
+            f"challenger {rule.metric} {ours:.4f} does not beat champion {theirs:.4f} by more "
+            f"than {rule.min_improvement:.4f} (gain {gain:+.4f})",
+        )
+    regression = challenger.logloss - champion.logloss
+    limit = rule.max_logloss_regression
+    if limit is not None and regression > limit:
+        return Decision(
+            False,
+            f"challenger logloss {challenger.logloss:.4f} regresses {regression:+.4f} on the "
+            f"champion's {champion.logloss:.4f}; at most {limit:.4f} allowed",
+        )
+    return Decision(
+        True,
+        f"challenger {rule.metric} {ours:.4f} beats champion {theirs:.4f} by {gain:+.4f} "
+        f"(> {rule.min_improvement:.4f}); logloss change {regression:+.4f}",
+    )
+
+
+# ---- the stage -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalSummary:
+    """The blessing decision, both models' test metrics and where the artefacts are."""
+
+    blessed: bool
+    reason: str
+    challenger: ModelMetrics
+    champion: ModelMetrics | None
+    test_rows: int
+    metrics_path: Path
+    report_path: Path
+    seconds: float
+
+
+def evaluate(
+    challenger_path: str | Path,
+    champion_path: str | Path | None,
+    shards_dir: str | Path,
+    out_dir: str | Path,
+    rule: BlessingRule | None = None,
+) -> EvalSummary:
+    """Score challenger and champion on the same test split and decide whether to bless.
+
+    Args:
+        challenger_path: the new model (``model.ubj`` from :func:`flywheel.train.train_model`).
+        champion_path: the serving model's booster file, or ``None`` if there is none yet.
+        shards_dir: preprocessed shards; only ``test/`` and ``metadata.json`` are read.
+        out_dir: created if needed; receives ``metrics.json``, ``roc.png``,
+            ``calibration.png`` and ``report.html``.
+        rule: the blessing rule (default :class:`BlessingRule()`).
+
+    Raises:
+        ShardError: the test split is missing, empty, unreadable or single-class.
+        FileNotFoundError: a model file does not exist.
+    """
+    started = time.perf_counter()
+    rule = rule or BlessingRule()
+    out = Path(out_dir)
+    info = inspect_shards(shards_dir, splits=("test",))
+    check_labels(info, "test")
+    x, y, groups = read_split(info, "test")
+    scores = {"challenger": predict(load_booster(challenger_path), x)}
+    if champion_path is not None:
+        scores["champion"] = predict(load_booster(champion_path), x)
+    metrics = {name: score_metrics(y, p, groups) for name, p in scores.items()}
+    decision = decide(rule, metrics["challenger"], metrics.get("champion"))
+    log.info("%s: %s", "blessed" if decision.blessed else "not blessed", decision.reason)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = {
+        "roc": _plot_roc(y, scores, out / "roc.png"),
+        "calibration": _plot_calibration(y, scores, out / "calibration.png"),
+    }
+    record = {
+        "blessed": decision.blessed,
+        "reason": decision.reason,
+        "rule": rule.model_dump(),
+        "challenger": asdict(metrics["challenger"]),
+        "champion": asdict(metrics["champion"]) if "champion" in metrics else None,
+        "challenger_path": str(challenger_path),
+        "champion_path": None if champion_path is None else str(champion_path),
+        "test_rows": len(y),
+        "data_window": info.metadata.get("data_window"),
+    }
+    metrics_path = out / "metrics.json"
+    metrics_path.write_text(json.dumps(record, indent=2, allow_nan=True))
+    report_path = out / "report.html"
+    report_path.write_text(_render_report(record, plots))
+    return EvalSummary(
+        blessed=decision.blessed,
+        reason=decision.reason,
+        challenger=metrics["challenger"],
+        champion=metrics.get("champion"),
+        test_rows=len(y),
+        metrics_path=metrics_path,
+        report_path=report_path,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _new_figure() -> Any:
+    # The Agg canvas directly: no pyplot, no global backend switch, safe in any process.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _plot_roc(y: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> bytes:
+    """Draw both ROC curves to ``path``; return the PNG bytes for embedding."""
+    from sklearn.metrics import roc_curve
+
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    for name, p in scores.items():
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc(y, p):.3f})")
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, test split")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path.read_bytes()
+
+
+def _plot_calibration(y: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> bytes:
+    """Draw the reliability diagram (10 equal-width bins) to ``path``; return PNG bytes."""
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    for name, p in scores.items():
+        count, mean_p, rate = calibration_bins(y, p)
+        filled = count > 0
+        ece = expected_calibration_error(y, p)
+        ax.plot(mean_p[filled], rate[filled], marker="o", label=f"{name} (ECE {ece:.3f})")
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
+    ax.set(xlabel="mean predicted probability", ylabel="observed positive rate")
+    ax.set(title="Calibration, test split", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path.read_bytes()
+
+
+_METRIC_ROWS: Final = (
+    "auc",
+    "logloss",
+    "ece",
+    "ndcg_at_10",
+    "rows",
+    "groups_with_positive",
+    "positive_rate",
+    "mean_prediction",
+)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "&ndash;"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return html.escape(str(value))
+
+
+def _render_report(record: dict[str, Any], plots: dict[str, bytes]) -> str:
+    """A self-contained HTML page: decision, metrics table, the two plots inline."""
+    challenger, champion = record["challenger"], record["champion"] or {}
+    rows = "".join(
+        f"<tr><th>{name}</th><td>{_cell(challenger[name])}</td>"
+        f"<td>{_cell(champion.get(name))}</td></tr>"
+        for name in _METRIC_ROWS
+    )
+    verdict = "BLESSED" if record["blessed"] else "NOT BLESSED"
+    colour = "#1a7f37" if record["blessed"] else "#cf222e"
+    images = "".join(
+        f'<figure><img alt="{name}" src="data:image/png;base64,'
+        f'{base64.b64encode(png).decode("ascii")}"/></figure>'
+        for name, png in plots.items()
+    )
+    rule = html.escape(json.dumps(record["rule"]))
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Flywheel evaluation</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
+        "figure{display:inline-block;margin:0 1em 0 0}</style></head><body>"
+        f"<h1>Evaluation: <span style='color:{colour}'>{verdict}</span></h1>"
+        f"<p><b>Reason:</b> {html.escape(record['reason'])}</p>"
+        f"<p><b>Rule:</b> <code>{rule}</code> &middot; test rows: {record['test_rows']:,}</p>"
+        "<table><tr><th>metric</th><th>challenger</th><th>champion</th></tr>"
+        f"{rows}</table>{images}</body></html>"
+    )

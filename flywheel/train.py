@@ -1,0 +1,454 @@
+"""Train the ranking model: data-parallel XGBoost on Ray Train over the preprocessed shards.
+
+Input: a shards directory ``D`` written by the preprocess stage, holding
+``D/{train,valid,test}/*.parquet`` (float32 :data:`~flywheel.ranking.MODEL_FEATURES`, int8
+``label``, string ``group_id``, ids and ``event_timestamp``) and ``D/metadata.json``.
+Output (in ``out_dir``): ``model.ubj`` (the booster), ``train_metrics.json`` and the Ray
+Train run directory with its checkpoint under ``out_dir/ray_results``.
+
+Each ``ray.train.report()`` costs about 2 s on a small machine (FIELD_NOTES), so workers
+report exactly once, after boosting ends: metrics plus a checkpoint from rank 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+
+from flywheel.ranking import MODEL_FEATURES
+from flywheel.ray_runtime import ensure_ray
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import xgboost as xgb
+
+    from flywheel.config import Settings
+
+log = logging.getLogger(__name__)
+
+LABEL: Final = "label"
+GROUP: Final = "group_id"
+SPLITS: Final[tuple[str, ...]] = ("train", "valid", "test")
+MODEL_FILENAME: Final = "model.ubj"
+METRICS_FILENAME: Final = "train_metrics.json"
+
+#: Booster parameters; anything here can be overridden through ``params``. Chosen for
+#: 100k-1M rows of ~20 dense features: moderate depth, row/column subsampling against
+#: overfitting, and a learning rate that converges in a few hundred rounds.
+DEFAULT_PARAMS: Final[dict[str, Any]] = {
+    "objective": "binary:logistic",
+    # Early stopping watches the last metric listed, so logloss (smoother than AUC) is last.
+    "eval_metric": ["auc", "logloss"],
+    "tree_method": "hist",
+    "eta": 0.1,
+    "max_depth": 6,
+    "min_child_weight": 5.0,
+    "subsample": 0.8,
+    "colsample_bytree": 0.8,
+    "lambda": 1.0,
+    "max_bin": 256,
+}
+#: Training-loop knobs accepted in ``params`` next to the booster parameters.
+DEFAULT_NUM_BOOST_ROUND: Final = 1000
+DEFAULT_EARLY_STOPPING_ROUNDS: Final = 30
+
+
+class ShardError(ValueError):
+    """The shards directory breaks the preprocess contract; the message says where and how."""
+
+
+@dataclass(frozen=True)
+class ShardsInfo:
+    """What a validated shards directory holds."""
+
+    root: Path
+    metadata: dict[str, Any]
+    files: dict[str, list[Path]]
+    rows: dict[str, int]
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What one training run produced (paths) and how it went (metrics, timings)."""
+
+    model_path: Path
+    metrics_path: Path
+    checkpoint_path: str
+    best_iteration: int
+    train_rows: int
+    valid_rows: int
+    valid_auc: float
+    valid_logloss: float
+    seconds: float
+
+
+# ---- shard contract ------------------------------------------------------------------
+
+
+def inspect_shards(shards_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> ShardsInfo:
+    """Validate a shards directory against the preprocess contract, reading only footers.
+
+    Args:
+        shards_dir: the directory holding ``metadata.json`` and one folder per split.
+        splits: the splits that must be present and non-empty.
+
+    Returns:
+        The metadata, the Parquet files and the row count of each requested split.
+
+    Raises:
+        ShardError: missing/invalid ``metadata.json``, feature columns that differ from
+            ``MODEL_FEATURES``, a missing or empty split, an unreadable Parquet file, or a
+            file lacking a required column.
+    """
+    root = Path(shards_dir)
+    metadata = _read_metadata(root)
+    files: dict[str, list[Path]] = {}
+    rows: dict[str, int] = {}
+    for split in splits:
+        files[split] = sorted((root / split).glob("*.parquet"))
+        if not files[split]:
+            raise ShardError(f"split {split!r} has no Parquet files in {root / split}")
+        rows[split] = sum(_check_shard_file(f) for f in files[split])
+        if rows[split] == 0:
+            raise ShardError(f"split {split!r} in {root / split} has 0 rows; expected > 0")
+    return ShardsInfo(root=root, metadata=metadata, files=files, rows=rows)
+
+
+def _read_metadata(root: Path) -> dict[str, Any]:
+    path = root / "metadata.json"
+    if not path.is_file():
+        raise ShardError(f"{path} does not exist; a shards directory needs its metadata.json")
+    try:
+        metadata = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ShardError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(metadata, dict):
+        raise ShardError(f"{path} must hold a JSON object; got {type(metadata).__name__}")
+    for key, expected in (("label", LABEL), ("group", GROUP)):
+        if metadata.get(key, expected) != expected:
+            raise ShardError(f"{path}: {key!r} is {metadata[key]!r}; expected {expected!r}")
+    columns = metadata.get("feature_columns")
+    if columns != list(MODEL_FEATURES):
+        got = set(columns or [])
+        raise ShardError(
+            f"{path}: feature_columns do not match flywheel.ranking.MODEL_FEATURES "
+            f"(missing {sorted(set(MODEL_FEATURES) - got)}, unexpected "
+            f"{sorted(got - set(MODEL_FEATURES))}, order must match too); got {columns!r}"
+        )
+    return dict(metadata)
+
+
+def _check_shard_file(path: Path) -> int:
+    """Return the row count of one shard after checking it opens and has the columns."""
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for bad files
+        raise ShardError(f"shard {path} is not readable Parquet: {exc}") from exc
+    names = set(parquet.schema_arrow.names)
+    missing = [c for c in (*MODEL_FEATURES, LABEL) if c not in names]
+    if missing:
+        raise ShardError(f"shard {path} lacks required columns {missing}")
+    return int(parquet.metadata.num_rows)
+
+
+def check_labels(info: ShardsInfo, split: str) -> dict[int, int]:
+    """Count each label value in a split; raise ShardError unless both 0 and 1 occur.
+
+    A single-class split cannot train a classifier nor score AUC, so it is refused early.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    counts: dict[int, int] = {}
+    for path in info.files[split]:
+        column = _read_columns(pq, path, [LABEL]).column(LABEL)
+        for entry in pc.value_counts(column).to_pylist():
+            counts[int(entry["values"])] = counts.get(int(entry["values"]), 0) + entry["counts"]
+    if set(counts) - {0, 1}:
+        raise ShardError(f"split {split!r}: label values {sorted(counts)}; expected 0 and 1")
+    if len(counts) < 2:
+        raise ShardError(
+            f"split {split!r}: label has one class only ({counts}); expected both 0 and 1"
+        )
+    return counts
+
+
+def _read_columns(pq: Any, path: Path, columns: list[str]) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns)
+    except Exception as exc:  # a valid footer can still hide corrupt pages
+        raise ShardError(f"shard {path} could not be read: {exc}") from exc
+
+
+def read_split(info: ShardsInfo, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Load one split in-process: ``(X float32 [n, n_features], y int8 [n], group_id [n])``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = [*MODEL_FEATURES, LABEL, GROUP]
+    table = pa.concat_tables(_read_columns(pq, p, columns) for p in info.files[split])
+    x = np.column_stack([table.column(c).to_numpy().astype(np.float32) for c in MODEL_FEATURES])
+    y = table.column(LABEL).to_numpy().astype(np.int8)
+    groups = table.column(GROUP).to_numpy(zero_copy_only=False)
+    return x, y, groups
+
+
+# ---- model helpers -------------------------------------------------------------------
+
+
+def load_booster(path: str | Path) -> xgb.Booster:
+    """Load an XGBoost booster saved by :func:`train_model` (``model.ubj``)."""
+    import xgboost as xgb
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    booster = xgb.Booster()
+    booster.load_model(str(path))
+    return booster
+
+
+def predict(booster: xgb.Booster, x: np.ndarray) -> np.ndarray:
+    """Click probabilities (float64, shape ``[n]``) for a ``[n, len(MODEL_FEATURES)]`` matrix."""
+    import xgboost as xgb
+
+    if x.ndim != 2 or x.shape[1] != len(MODEL_FEATURES):
+        raise ValueError(f"X has shape {x.shape}; expected (n, {len(MODEL_FEATURES)})")
+    matrix = xgb.DMatrix(np.asarray(x, dtype=np.float32), feature_names=list(MODEL_FEATURES))
+    return np.asarray(booster.predict(matrix), dtype=np.float64)
+
+
+# ---- Ray Train -----------------------------------------------------------------------
+
+
+def _shard_matrix(split: str) -> xgb.DMatrix:
+    """Materialise this worker's shard of a split as a DMatrix (runs on a Ray worker)."""
+    import pyarrow as pa
+    import ray.train
+    import xgboost as xgb
+
+    shard = ray.train.get_dataset_shard(split)
+    assert shard is not None, f"no dataset shard named {split!r}"
+    batches = list(shard.iter_batches(batch_size=None, batch_format="pyarrow"))
+    table = pa.concat_tables(batches) if batches else None
+    if table is None or table.num_rows == 0:
+        empty = np.zeros((0, len(MODEL_FEATURES)), dtype=np.float32)
+        return xgb.DMatrix(empty, label=np.zeros(0), feature_names=list(MODEL_FEATURES))
+    x = np.column_stack([table.column(c).to_numpy().astype(np.float32) for c in MODEL_FEATURES])
+    y = table.column(LABEL).to_numpy().astype(np.float32)
+    return xgb.DMatrix(x, label=y, feature_names=list(MODEL_FEATURES))
+
+
+def _train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker body: load shards, boost with early stopping, report once."""
+    import xgboost as xgb
+
+    started_unix, started = time.time(), time.perf_counter()
+    dtrain, dvalid = _shard_matrix("train"), _shard_matrix("valid")
+    loaded = time.perf_counter()
+    evals_result: dict[str, Any] = {}
+    stopper = xgb.callback.EarlyStopping(
+        rounds=config["early_stopping_rounds"],
+        metric_name="logloss",
+        data_name="valid",
+        save_best=True,
+    )
+    booster = xgb.train(
+        config["params"],
+        dtrain,
+        num_boost_round=config["num_boost_round"],
+        evals=[(dtrain, "train"), (dvalid, "valid")],
+        evals_result=evals_result,
+        callbacks=[stopper],
+        verbose_eval=False,
+    )
+    metrics = _best_metrics(evals_result)
+    metrics.update(
+        load_seconds=loaded - started,
+        boost_seconds=time.perf_counter() - loaded,
+        # Wall-clock stamps (same host clock locally) let the driver split the fit time.
+        worker_started_unix=started_unix,
+        worker_done_unix=time.time(),
+        num_boosted_rounds=len(evals_result["valid"]["logloss"]),
+        worker_train_rows=dtrain.num_row(),
+    )
+    _report_once(booster, metrics)
+
+
+def _best_metrics(evals_result: dict[str, Any]) -> dict[str, Any]:
+    """Metrics at the iteration with the lowest valid logloss (what early stopping kept)."""
+    best = int(np.argmin(evals_result["valid"]["logloss"]))
+    out: dict[str, Any] = {"best_iteration": best}
+    for data in ("train", "valid"):
+        for metric in ("logloss", "auc"):
+            out[f"{data}_{metric}"] = float(evals_result[data][metric][best])
+    return out
+
+
+def _report_once(booster: xgb.Booster, metrics: dict[str, Any]) -> None:
+    """Every worker must report; only rank 0 attaches the checkpoint (all hold the model)."""
+    import ray.train
+
+    if ray.train.get_context().get_world_rank() != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        booster.save_model(str(Path(tmp) / MODEL_FILENAME))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _split_params(params: dict[str, Any] | None, seed: int) -> dict[str, Any]:
+    """Merge overrides into the defaults and pull out the training-loop knobs."""
+    merged = {**DEFAULT_PARAMS, "seed": seed, **(params or {})}
+    return {
+        "num_boost_round": int(merged.pop("num_boost_round", DEFAULT_NUM_BOOST_ROUND)),
+        "early_stopping_rounds": int(
+            merged.pop("early_stopping_rounds", DEFAULT_EARLY_STOPPING_ROUNDS)
+        ),
+        "params": merged,
+    }
+
+
+def _fit(settings: Settings, info: ShardsInfo, config: dict[str, Any], out_dir: Path) -> Any:
+    """Run the XGBoostTrainer and return its Result."""
+    import ray.data
+    import ray.train
+    from ray.train.xgboost import XGBoostTrainer
+
+    columns = [*MODEL_FEATURES, LABEL]
+    datasets: dict[str, Any] = {
+        split: ray.data.read_parquet([str(p) for p in info.files[split]]).select_columns(columns)
+        for split in ("train", "valid")
+    }
+    trainer = XGBoostTrainer(
+        _train_loop_per_worker,
+        train_loop_config=config,
+        datasets=datasets,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=settings.ray.num_workers,
+            resources_per_worker={"CPU": settings.ray.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            # A fresh name per call: Train V2 treats a same-named run as a restart of it.
+            name=f"xgboost-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+            storage_path=str((out_dir / "ray_results").resolve()),
+        ),
+    )
+    return trainer.fit()
+
+
+def train_model(
+    settings: Settings,
+    shards_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> TrainSummary:
+    """Train a binary click model on the train split, early-stopped on the valid split.
+
+    Args:
+        settings: Ray address and worker sizing (``settings.ray``).
+        shards_dir: preprocessed shards (see the module docstring).
+        out_dir: created if needed; receives ``model.ubj``, ``train_metrics.json`` and
+            ``ray_results/`` (the Ray Train run with its checkpoint).
+        params: XGBoost parameters overriding :data:`DEFAULT_PARAMS`, plus optionally
+            ``num_boost_round`` and ``early_stopping_rounds``.
+        seed: the booster's random seed (subsampling), fixed for reproducibility.
+
+    Returns:
+        A :class:`TrainSummary`.
+
+    Raises:
+        ShardError: the shards break the contract (names the file or split and the problem).
+    """
+    marks = {"start": time.time()}  # wall-clock stamps: workers report the same clock
+    out = Path(out_dir)
+    info = inspect_shards(shards_dir, splits=("train", "valid"))
+    for split in ("train", "valid"):
+        check_labels(info, split)
+    config = _split_params(params, seed)
+    log.info("training on %s train / %s valid rows", f"{info.rows['train']:,}", info.rows["valid"])
+    out.mkdir(parents=True, exist_ok=True)
+    marks["validated"] = time.time()
+    ensure_ray(settings)
+    marks["fit_start"] = time.time()
+    result = _fit(settings, info, config, out)
+    marks["fit_done"] = time.time()
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train run in {out / 'ray_results'} reported no checkpoint")
+    model_path = out / MODEL_FILENAME
+    with result.checkpoint.as_directory() as ckpt_dir:
+        shutil.copyfile(Path(ckpt_dir) / MODEL_FILENAME, model_path)
+    metrics = _metrics_record(info, config, dict(result.metrics), settings, seed)
+    metrics["checkpoint_path"] = result.checkpoint.path
+    metrics["seconds"] = _timings(marks, metrics)
+    metrics_path = out / METRICS_FILENAME
+    metrics_path.write_text(json.dumps(metrics, indent=2))
+    log.info(
+        "trained %d rounds (best %d): valid auc %.4f, logloss %.4f in %.1fs",
+        metrics["num_boosted_rounds"],
+        metrics["best_iteration"],
+        metrics["valid_auc"],
+        metrics["valid_logloss"],
+        metrics["seconds"]["total"],
+    )
+    return TrainSummary(
+        model_path=model_path,
+        metrics_path=metrics_path,
+        checkpoint_path=str(result.checkpoint.path),
+        best_iteration=int(metrics["best_iteration"]),
+        train_rows=info.rows["train"],
+        valid_rows=info.rows["valid"],
+        valid_auc=float(metrics["valid_auc"]),
+        valid_logloss=float(metrics["valid_logloss"]),
+        seconds=float(metrics["seconds"]["total"]),
+    )
+
+
+def _timings(marks: dict[str, float], metrics: dict[str, Any]) -> dict[str, float]:
+    """Where the wall time went; moves the workers' raw timing fields out of ``metrics``."""
+    worker_start, worker_done = metrics.pop("worker_started_unix"), metrics.pop("worker_done_unix")
+    return {
+        "total": time.time() - marks["start"],
+        "validate_shards": marks["validated"] - marks["start"],
+        "ray_init": marks["fit_start"] - marks["validated"],
+        "fit": marks["fit_done"] - marks["fit_start"],
+        "fit_worker_start": worker_start - marks["fit_start"],
+        "fit_load_shards": metrics.pop("load_seconds"),
+        "fit_boost": metrics.pop("boost_seconds"),
+        "fit_report_and_teardown": marks["fit_done"] - worker_done,
+    }
+
+
+def _metrics_record(
+    info: ShardsInfo,
+    config: dict[str, Any],
+    reported: dict[str, Any],
+    settings: Settings,
+    seed: int,
+) -> dict[str, Any]:
+    """The content of ``train_metrics.json`` (checkpoint and timings are added after)."""
+    return {
+        **reported,
+        "rows": {"train": info.rows["train"], "valid": info.rows["valid"]},
+        "feature_columns": list(MODEL_FEATURES),
+        "data_window": info.metadata.get("data_window"),
+        "params": config["params"],
+        "num_boost_round": config["num_boost_round"],
+        "early_stopping_rounds": config["early_stopping_rounds"],
+        "seed": seed,
+        "num_workers": settings.ray.num_workers,
+        "cpus_per_worker": settings.ray.cpus_per_worker,
+    }
