@@ -1,0 +1,207 @@
+"""Benchmark: point-in-time training-set retrieval, DuckDB vs dask offline store.
+
+Generates feature tables of realistic size in the contract shape (``flywheel.schemas``),
+registers the Feast definitions once, then retrieves a training set for N entity rows
+(user_id, item_id, category, event_timestamp) through the ranking feature service with each
+offline store, each in a fresh process (``benchmarks.harness.measure``). Both go through
+``flywheel.feature_store.historical_features``, i.e. Feast's offline store API.
+
+    .venv/bin/python benchmarks/pit_retrieval.py --entity-rows 1000000 --out bench-out/pit.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness import dump, machine, measure
+from flywheel.schemas import FEATURE_TABLES, SNAPSHOT_SECONDS
+
+log = logging.getLogger("pit_retrieval")
+END = pd.Timestamp("2024-03-31", tz="UTC")
+N_CATEGORIES = 24
+SAMPLE_ROWS = 5_000
+
+
+def _write(name: str, frame: pd.DataFrame, data_dir: Path, rng: np.random.Generator) -> int:
+    """Fill the feature columns with random values of the contract type; write Parquet."""
+    schema = FEATURE_TABLES[name]
+    for field in schema:
+        if field.name not in frame.columns:
+            size = len(frame)
+            ints = pa.types.is_integer(field.type)
+            frame[field.name] = rng.integers(0, 500, size) if ints else rng.random(size) * 50
+    table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+    pq.write_table(table, data_dir / f"{name}.parquet")
+    return len(frame)
+
+
+def _hours(rng: np.random.Generator, size: int, days: int) -> pd.Series:
+    """Hour-end snapshot times spread over the ``days`` before END."""
+    hours = rng.integers(1, days * 24, size)
+    stamps = END - pd.to_timedelta(hours * SNAPSHOT_SECONDS, unit="s")
+    return pd.Series(stamps.as_unit("us"))
+
+
+def build_tables(data_dir: Path, users: int, items: int, days: int, seed: int) -> dict[str, int]:
+    """Write the four feature tables; return their row counts."""
+    rng = np.random.default_rng(seed)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    categories = np.array([f"cat{c:02d}" for c in range(N_CATEGORIES)])
+    n_ua = users * 20  # ~20 active hours per user in the window
+    ua = pd.DataFrame(
+        {"user_id": rng.integers(0, users, n_ua), "event_timestamp": _hours(rng, n_ua, days)}
+    )
+    ua = ua.drop_duplicates(["user_id", "event_timestamp"], ignore_index=True)
+    ua["created_timestamp"] = ua["event_timestamp"]
+    # One or two categories viewed per user snapshot.
+    uc = pd.concat([ua[["user_id", "event_timestamp"]]] * 2, ignore_index=True)
+    uc = uc.sample(frac=0.75, random_state=seed, ignore_index=True)
+    uc["category"] = categories[rng.integers(0, N_CATEGORIES, len(uc))]
+    uc = uc.drop_duplicates(["user_id", "category", "event_timestamp"], ignore_index=True)
+    uc["created_timestamp"] = uc["event_timestamp"]
+    n_ia = items * days * 12  # items active half of the hours
+    ia = pd.DataFrame(
+        {"item_id": rng.integers(0, items, n_ia), "event_timestamp": _hours(rng, n_ia, days)}
+    )
+    ia = ia.drop_duplicates(["item_id", "event_timestamp"], ignore_index=True)
+    ia["created_timestamp"] = ia["event_timestamp"]
+    created = END - pd.to_timedelta(rng.integers(days * 24, 400 * 24, items), unit="h")
+    cat = pd.DataFrame(
+        {"item_id": np.arange(items), "category": categories[np.arange(items) % N_CATEGORIES]}
+    )
+    cat["event_timestamp"] = cat["created_timestamp"] = pd.Series(created.as_unit("us"))
+    return {
+        "user_activity": _write("user_activity", ua, data_dir, rng),
+        "user_category": _write("user_category", uc, data_dir, rng),
+        "item_activity": _write("item_activity", ia, data_dir, rng),
+        "item_catalog": _write("item_catalog", cat, data_dir, rng),
+    }
+
+
+def build_entities(path: Path, rows: int, users: int, items: int, days: int, seed: int) -> None:
+    """Labelled-impression-like entity rows over the last ``days - 7`` days, with a row_id."""
+    rng = np.random.default_rng(seed + 1)
+    item = rng.integers(0, items, rows)
+    seconds = rng.integers(0, (days - 7) * 86_400, rows)
+    frame = pd.DataFrame(
+        {
+            "row_id": np.arange(rows),
+            "user_id": rng.integers(0, users, rows),
+            "item_id": item,
+            "category": np.array([f"cat{c:02d}" for c in range(N_CATEGORIES)])[item % N_CATEGORIES],
+            "event_timestamp": (END - pd.to_timedelta(seconds, unit="s")).as_unit("us"),
+            "label": rng.integers(0, 2, rows),
+        }
+    )
+    frame.to_parquet(path, index=False)
+
+
+def retrieve(workspace: str, offline_store: str, entity_path: str) -> dict[str, Any]:
+    """Child process: one training-set retrieval through the feature service."""
+    from flywheel import feature_store as fs
+    from flywheel.config import FeastSettings, Settings
+
+    feast = FeastSettings(offline_store=offline_store)  # type: ignore[arg-type]
+    settings = Settings(workspace=Path(workspace), feast=feast)
+    entities = pd.read_parquet(entity_path)
+    start = time.perf_counter()
+    result = fs.historical_features(settings, entities)
+    seconds = time.perf_counter() - start
+    sample = result[result["row_id"] < SAMPLE_ROWS].sort_values("row_id")
+    features = [c for c in result.columns if c not in entities.columns]
+    return {
+        "rows": len(result),
+        "retrieval_seconds": seconds,
+        "features": len(features),
+        "sample": sample[["row_id", *features]].astype(float).to_numpy().tolist(),
+    }
+
+
+def _compare(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Largest absolute difference between two stores' sample rows (NaN equal to NaN)."""
+    x, y = np.array(a["sample"]), np.array(b["sample"])
+    if x.shape != y.shape:
+        raise AssertionError(f"samples differ in shape: {x.shape} vs {y.shape}")
+    if not np.array_equal(np.isnan(x), np.isnan(y)):
+        raise AssertionError("samples differ in which values are null")
+    return float(np.nanmax(np.abs(x - y), initial=0.0))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Generate data, run each store in a fresh process, print and write the comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entity-rows", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--items", type=int, default=2_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stores", default="duckdb,dask")
+    parser.add_argument("--workspace", default="bench-out/pit-workspace")
+    parser.add_argument("--out", default="bench-out/pit.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    from flywheel import feature_store as fs
+    from flywheel.config import Settings
+
+    workspace = Path(args.workspace).absolute()
+    settings = Settings(workspace=workspace)
+    started = time.perf_counter()
+    sizes = build_tables(settings.feature_data_dir, args.users, args.items, args.days, args.seed)
+    entity_path = workspace / "entities.parquet"
+    build_entities(entity_path, args.entity_rows, args.users, args.items, args.days, args.seed)
+    log.info("generated %s in %.1f s", sizes, time.perf_counter() - started)
+    fs.apply(settings)
+
+    runs = {}
+    for store in args.stores.split(","):
+        log.info("retrieving %d entity rows with %s ...", args.entity_rows, store)
+        m = measure(store, retrieve, str(workspace), store, str(entity_path))
+        rate = m.result["rows"] / m.result["retrieval_seconds"]
+        runs[store] = {
+            "rows": m.result["rows"],
+            "features": m.result["features"],
+            "retrieval_seconds": m.result["retrieval_seconds"],
+            "process_seconds": m.seconds,
+            "rows_per_s": rate,
+            "peak_mib": m.peak_mib,
+            "sample": m.result["sample"],
+        }
+        print(
+            f"{store:>7}: {rate:>10,.0f} rows/s  {m.result['retrieval_seconds']:7.1f} s  "
+            f"peak {m.peak_mib:8,.0f} MiB  ({m.result['rows']:,} rows)"
+        )
+    payload: dict[str, Any] = {
+        "machine": machine(),
+        "entity_rows": args.entity_rows,
+        "feature_rows": sizes,
+        "runs": {k: {kk: vv for kk, vv in v.items() if kk != "sample"} for k, v in runs.items()},
+    }
+    if {"duckdb", "dask"} <= set(runs):
+        duck, dask = runs["duckdb"], runs["dask"]
+        payload["speedup"] = duck["rows_per_s"] / dask["rows_per_s"]
+        payload["memory_ratio"] = duck["peak_mib"] / dask["peak_mib"]
+        payload["max_abs_diff_on_sample"] = _compare(duck, dask)
+        print(
+            f"duckdb/dask: {payload['speedup']:.1f}x rows/s at {payload['memory_ratio']:.2f}x "
+            f"peak memory; sample of {SAMPLE_ROWS} rows agrees (max |diff| "
+            f"{payload['max_abs_diff_on_sample']:.3g})"
+        )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    dump(args.out, payload)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Feast definitions of the Flywheel feature tables (declarative only).
+
+Each table is one Parquet file named after its feature view (``flywheel/schemas.py``,
+``FEATURE_TABLES``). Paths are relative to the Feast ``repo_path``: ``flywheel.feature_store``
+anchors them to ``Settings.feature_data_dir`` when it registers these objects.
+"""
+
+from datetime import timedelta
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
+from feast.types import Float64, Int64, String
+
+# How long an activity snapshot stays valid for a point-in-time join or an online lookup.
+ACTIVITY_TTL = timedelta(days=7)
+
+# A shopper; the key of every per-user table.
+user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
+
+# A catalog item; the key of every per-item table.
+item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64)
+
+# An item category; with `user` it keys the user x category affinity table.
+category = Entity(name="category", join_keys=["category"], value_type=ValueType.STRING)
+
+# Hourly per-user activity snapshots written by the feature build.
+user_activity_source = FileSource(
+    name="user_activity_source",
+    path="user_activity.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created_timestamp",
+)
+
+# Real-time user activity pushed by the serving layer; backfills from the file above.
+user_activity_push = PushSource(name="user_activity_push", batch_source=user_activity_source)
+
+# Hourly per (user, category) affinity snapshots.
+user_category_source = FileSource(
+    name="user_category_source",
+    path="user_category.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created_timestamp",
+)
+
+# Hourly per-item popularity snapshots.
+item_activity_source = FileSource(
+    name="item_activity_source",
+    path="item_activity.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created_timestamp",
+)
+
+# Static catalog attributes, stamped with the item's creation time.
+item_catalog_source = FileSource(
+    name="item_catalog_source",
+    path="item_catalog.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created_timestamp",
+)
+
+# What a user has been doing lately (views, carts, purchases, rates, recency).
+user_activity = FeatureView(
+    name="user_activity",
+    entities=[user],
+    ttl=ACTIVITY_TTL,
+    schema=[
+        Field(name="user_id", dtype=Int64),
+        Field(name="views_1h", dtype=Int64),
+        Field(name="views_24h", dtype=Int64),
+        Field(name="views_7d", dtype=Int64),
+        Field(name="carts_24h", dtype=Int64),
+        Field(name="carts_7d", dtype=Int64),
+        Field(name="purchases_7d", dtype=Int64),
+        Field(name="clicks_7d", dtype=Int64),
+        Field(name="cart_rate_7d", dtype=Float64),
+        Field(name="conversion_rate_7d", dtype=Float64),
+        Field(name="avg_price_7d", dtype=Float64),
+        Field(name="last_event_unix", dtype=Float64),
+    ],
+    source=user_activity_push,
+    online=True,
+)
+
+# How much of a user's attention went to one category over the last week.
+user_category = FeatureView(
+    name="user_category",
+    entities=[user, category],
+    ttl=ACTIVITY_TTL,
+    schema=[
+        Field(name="user_id", dtype=Int64),
+        Field(name="category", dtype=String),
+        Field(name="cat_views_7d", dtype=Int64),
+        Field(name="cat_affinity_7d", dtype=Float64),
+    ],
+    source=user_category_source,
+    online=True,
+)
+
+# How popular an item has been lately.
+item_activity = FeatureView(
+    name="item_activity",
+    entities=[item],
+    ttl=ACTIVITY_TTL,
+    schema=[
+        Field(name="item_id", dtype=Int64),
+        Field(name="item_views_24h", dtype=Int64),
+        Field(name="item_views_7d", dtype=Int64),
+        Field(name="item_carts_7d", dtype=Int64),
+        Field(name="item_purchases_7d", dtype=Int64),
+        Field(name="item_clicks_7d", dtype=Int64),
+        Field(name="item_conversion_rate_7d", dtype=Float64),
+    ],
+    source=item_activity_source,
+    online=True,
+)
+
+# Catalog attributes; they never expire (ttl 0). `category` is served so the ranking
+# layer can find an item's user_category row.
+item_catalog = FeatureView(
+    name="item_catalog",
+    entities=[item],
+    ttl=timedelta(0),
+    schema=[
+        Field(name="item_id", dtype=Int64),
+        Field(name="category", dtype=String),
+        Field(name="price", dtype=Float64),
+    ],
+    source=item_catalog_source,
+    online=True,
+)
+
+# The ranking model's inputs, version 1: training sets and serving both read through it.
+# `item_catalog.category` is left out: it is a join key of the entity rows, not an input.
+ranking_v1 = FeatureService(
+    name="ranking_v1",
+    features=[user_activity, user_category, item_activity, item_catalog[["price"]]],
+    description="Ranking model features, version 1 (training and serving).",
+    tags={"model": "ranking", "version": "1"},
+)

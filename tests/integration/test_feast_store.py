@@ -1,0 +1,373 @@
+"""The Feast feature store end to end: point-in-time retrieval, materialize, online, push.
+
+Feature tables are built here by hand in the contract shape; every retrieval is checked
+against ``reference_pit_join``, a plain-Python point-in-time join written from the rule
+(latest row at or before the entity time, within ttl, ties broken by created_timestamp).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from flywheel import feature_store as fs
+from flywheel.config import Settings
+from flywheel.schemas import FEATURE_TABLES
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+H = timedelta(hours=1)
+D = timedelta(days=1)
+PLUS2 = timezone(timedelta(hours=2))
+MINUS5 = timezone(timedelta(hours=-5))
+TTL = {"user_activity": 7 * D, "user_category": 7 * D, "item_activity": 7 * D}
+KEYS = {
+    "user_activity": ["user_id"],
+    "user_category": ["user_id", "category"],
+    "item_activity": ["item_id"],
+    "item_catalog": ["item_id"],
+}
+CATEGORY = {10: "shoes", 11: "books", 12: "toys", 13: "shoes"}
+
+
+# ---- data built by hand ------------------------------------------------------------------
+
+
+def _rows(keys: list[dict[str, Any]], stamps: list[tuple[datetime, datetime]]) -> list[dict]:
+    pairs = zip(keys, stamps, strict=True)
+    return [{**k, "event_timestamp": e, "created_timestamp": c} for k, (e, c) in pairs]
+
+
+def _snapshots() -> dict[str, list[dict[str, Any]]]:
+    """Key and timestamp columns of each table; edge cases are named in the comments."""
+    u = [
+        # user 1: an old row, recent rows, a tie at T0 (created later wins), a later row
+        (1, T0 - 10 * D, T0 - 10 * D),
+        (1, T0 - 2 * D, T0 - 2 * D),
+        (1, T0 - H, T0 - H),
+        (1, T0, T0 + timedelta(minutes=5)),
+        (1, T0, T0 + timedelta(minutes=1)),
+        (1, T0 + 3 * H, T0 + 3 * H),
+        (2, T0 - 8 * D, T0 - 8 * D),  # user 2: only a row that has expired by T0
+        (3, T0 - 7 * D, T0 - 7 * D),  # user 3: exactly at the ttl boundary at T0
+        # user 4 has no rows at all
+    ]
+    uc = [
+        (1, "shoes", T0 - D),
+        (1, "shoes", T0 + H),
+        (1, "books", T0 - 3 * D),
+        (2, "shoes", T0 - 9 * D),
+        (3, "books", T0 - timedelta(minutes=30)),
+    ]
+    ia = [(10, T0 - D), (10, T0 + 2 * H), (11, T0 - 12 * D), (13, T0 - 6 * D)]
+    cat = [(10, T0 - 100 * D), (11, T0 - 50 * D), (12, T0 - 20 * D), (13, T0 + D)]
+    return {
+        "user_activity": _rows([{"user_id": a} for a, _, _ in u], [(e, c) for _, e, c in u]),
+        "user_category": _rows(
+            [{"user_id": a, "category": b} for a, b, _ in uc], [(e, e) for *_, e in uc]
+        ),
+        "item_activity": _rows([{"item_id": a} for a, _ in ia], [(e, e) for _, e in ia]),
+        "item_catalog": _rows(
+            [{"item_id": a, "category": CATEGORY[a]} for a, _ in cat], [(e, e) for _, e in cat]
+        ),
+    }
+
+
+def build_tables(data_dir: Path, seed: int = 7) -> dict[str, pd.DataFrame]:
+    """Write the four feature tables (distinct random feature values); return them."""
+    rng = np.random.default_rng(seed)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tables = {}
+    for name, rows in _snapshots().items():
+        schema = FEATURE_TABLES[name]
+        frame = pd.DataFrame(rows)
+        for field in schema:
+            if field.name in frame.columns:
+                continue
+            if pa.types.is_integer(field.type):
+                frame[field.name] = rng.integers(0, 1_000_000, len(frame))
+            else:
+                frame[field.name] = rng.random(len(frame)) * 100
+        frame = frame[schema.names]
+        pq.write_table(
+            pa.Table.from_pandas(frame, schema=schema, preserve_index=False),
+            data_dir / f"{name}.parquet",
+        )
+        tables[name] = frame
+    return tables
+
+
+def entity_rows() -> pd.DataFrame:
+    """Entity rows in mixed time zones (object column), with the edge cases listed."""
+    times = [
+        T0,  # exactly at user 1's tied rows and user 3's ttl boundary
+        (T0 + 2 * H).astimezone(PLUS2),
+        (T0 - 30 * timedelta(minutes=1)).astimezone(MINUS5),
+        T0 + 90 * timedelta(minutes=1),
+        T0 - 7 * D,
+        (T0 + 5 * D).astimezone(PLUS2),
+        T0 + 3 * H,  # exactly at user 1's last row
+    ]
+    rows = [
+        {"user_id": u, "item_id": i, "category": CATEGORY[i], "event_timestamp": t}
+        for t in times
+        for u in (1, 2, 3, 4)
+        for i in (10, 11, 12, 13)
+    ]
+    # A user x category pair that exists only for another user.
+    rows.append({"user_id": 3, "item_id": 10, "category": "books", "event_timestamp": T0})
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "row_id", range(len(frame)))
+    frame["event_timestamp"] = pd.Series(list(frame["event_timestamp"]), dtype=object)
+    return frame
+
+
+# ---- the independent reference -----------------------------------------------------------
+
+
+def _latest(table: pd.DataFrame, keys: dict[str, Any], at: datetime, ttl: timedelta | None):
+    """The row of ``table`` matching ``keys`` that a point-in-time join at ``at`` returns."""
+    best = None
+    for row in table.to_dict("records"):
+        if any(row[k] != v for k, v in keys.items()):
+            continue
+        ts = row["event_timestamp"].to_pydatetime()
+        if ts > at or (ttl is not None and ts < at - ttl):
+            continue
+        rank = (ts, row["created_timestamp"].to_pydatetime())
+        if best is None or rank > best[0]:
+            best = (rank, row)
+    return None if best is None else best[1]
+
+
+def reference_pit_join(
+    tables: dict[str, pd.DataFrame], entities: pd.DataFrame, features: dict[str, list[str]]
+) -> pd.DataFrame:
+    """Point-in-time join in plain Python: one output row per entity row, floats/NaN."""
+    out = []
+    for ent in entities.to_dict("records"):
+        at = ent["event_timestamp"].astimezone(UTC)
+        row: dict[str, Any] = {"row_id": ent["row_id"]}
+        for view, names in features.items():
+            keys = {k: ent[k] for k in KEYS[view]}
+            hit = _latest(tables[view], keys, at, TTL.get(view))
+            row.update({n: np.nan if hit is None else float(hit[n]) for n in names})
+        out.append(row)
+    return pd.DataFrame(out).set_index("row_id").sort_index()
+
+
+def service_features(settings: Settings) -> dict[str, list[str]]:
+    store = fs.get_store(settings)
+    service = store.get_feature_service(fs.feature_service_name(settings))
+    return {p.name: [f.name for f in p.features] for p in service.feature_view_projections}
+
+
+# ---- offline: point-in-time retrieval ----------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["duckdb", "dask"])
+def offline(request, tmp_path_factory) -> tuple[Settings, dict[str, pd.DataFrame]]:
+    workspace = tmp_path_factory.mktemp(f"ws-{request.param}")
+    settings = Settings(workspace=workspace, feast={"offline_store": request.param})
+    tables = build_tables(settings.feature_data_dir)
+    fs.apply(settings)
+    return settings, tables
+
+
+def test_point_in_time_retrieval_matches_reference(offline, monkeypatch, tmp_path):
+    settings, tables = offline
+    monkeypatch.chdir(tmp_path)  # table paths must not depend on the working directory
+    entities = entity_rows()
+    got = fs.historical_features(settings, entities)
+    features = service_features(settings)
+    expected = reference_pit_join(tables, entities, features)
+    names = [n for ns in features.values() for n in ns]
+    got = got.set_index("row_id").sort_index()
+    assert len(got) == len(entities)
+    pd.testing.assert_frame_equal(got[names].astype(float), expected[names], check_exact=False)
+    # Entity timestamps come back as the same instants, in UTC.
+    want_ts = pd.to_datetime(entities.set_index("row_id")["event_timestamp"], utc=True)
+    assert (got["event_timestamp"] == want_ts.sort_index()).all()
+
+
+def _one(result: pd.DataFrame, user: int, item: int, at: datetime, cat: str | None = None):
+    at_utc = pd.Timestamp(at).tz_convert("UTC")
+    hit = result[
+        (result.user_id == user)
+        & (result.item_id == item)
+        & (result.event_timestamp == at_utc)
+        & (result.category == (cat or CATEGORY[item]))
+    ]
+    assert len(hit) == 1
+    return hit.iloc[0]
+
+
+def test_point_in_time_edge_cases(offline):
+    settings, tables = offline
+    got = fs.historical_features(settings, entity_rows())
+    ua, uc = tables["user_activity"], tables["user_category"]
+    # A tie at T0: the row created later (index 3) wins; the entity row is exactly at T0.
+    assert _one(got, 1, 10, T0)["views_7d"] == ua.loc[3, "views_7d"]
+    # +02:00 entity time 04:00 is 02:00 UTC: user 1's T0 row, not the T0+3h one.
+    assert _one(got, 1, 10, (T0 + 2 * H).astimezone(PLUS2))["views_7d"] == ua.loc[3, "views_7d"]
+    # Exactly at a feature timestamp: that row is visible.
+    assert _one(got, 1, 12, T0 + 3 * H)["views_7d"] == ua.loc[5, "views_7d"]
+    # Expired (8 days old): null. At exactly 7 days: still visible.
+    assert np.isnan(_one(got, 2, 10, T0)["views_7d"])
+    assert _one(got, 3, 10, T0)["views_7d"] == ua.loc[7, "views_7d"]
+    # A user with no rows at all: null everywhere, but item features still join.
+    row = _one(got, 4, 10, T0)
+    assert np.isnan(row["views_7d"]) and np.isnan(row["cat_affinity_7d"])
+    assert row["item_views_7d"] == tables["item_activity"].loc[0, "item_views_7d"]
+    # user x category: user 1's shoes row at T0-1d, then the T0+1h one.
+    assert _one(got, 1, 10, T0)["cat_views_7d"] == uc.loc[0, "cat_views_7d"]
+    later = T0 + 90 * timedelta(minutes=1)
+    assert _one(got, 1, 13, later)["cat_views_7d"] == uc.loc[1, "cat_views_7d"]
+    assert _one(got, 3, 10, T0, cat="books")["cat_views_7d"] == uc.loc[4, "cat_views_7d"]
+    # The catalog never expires; an item created in the future has no price yet.
+    assert _one(got, 1, 10, T0)["price"] == tables["item_catalog"].loc[0, "price"]
+    assert np.isnan(_one(got, 1, 13, T0)["price"])
+
+
+def test_entity_df_errors_name_the_column(offline):
+    settings, _ = offline
+    entities = entity_rows()
+    with pytest.raises(fs.EntityDataFrameError, match="'category'"):
+        fs.historical_features(settings, entities.drop(columns=["category"]))
+    naive = entities.assign(event_timestamp=pd.Timestamp("2024-03-01"))
+    with pytest.raises(fs.EntityDataFrameError, match=r"'event_timestamp'.*naive"):
+        fs.historical_features(settings, naive)
+
+
+# ---- online: materialize and push --------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A real redis-server on a free port, without persistence, for this module."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        reason = "redis-server is not on PATH (apt-get install -y redis-server)"
+        if os.environ.get("FLYWHEEL_REQUIRE_REDIS") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    port = _free_port()
+    cmd = [binary, "--port", str(port), "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"redis-server did not listen on port {port} within 10 s")
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def online(request, tmp_path) -> tuple[Settings, dict[str, pd.DataFrame]]:
+    feast: dict[str, Any] = {"online_store": request.param}
+    if request.param == "redis":
+        feast["redis_connection_string"] = request.getfixturevalue("redis_url")
+        feast["project"] = f"t{time.monotonic_ns()}"  # one Redis serves every test
+    settings = Settings(workspace=tmp_path, feast=feast)
+    tables = build_tables(settings.feature_data_dir)
+    fs.apply(settings)
+    return settings, tables
+
+
+def _online_reference(tables, settings, user: int, items: list[int], at: datetime):
+    """What serving should see at ``at``: each item's category as the catalog then knew it."""
+    catalog = [_latest(tables["item_catalog"], {"item_id": i}, at, None) for i in items]
+    categories = [None if c is None else c["category"] for c in catalog]
+    entities = pd.DataFrame(
+        {
+            "row_id": range(len(items)),
+            "user_id": user,
+            "item_id": items,
+            "category": [c or "" for c in categories],
+            "event_timestamp": at,
+        }
+    )
+    features = reference_pit_join(tables, entities, service_features(settings))
+    return categories, features.reset_index(drop=True)
+
+
+def _assert_online(settings, tables, store_or_settings, at: datetime, items: list[int]):
+    got = fs.online_features(store_or_settings, 1, items, as_of=at)
+    categories, want = _online_reference(tables, settings, 1, items, at)
+    assert got["item_id"].tolist() == items
+    assert got["category"].tolist() == categories
+    got = got[list(want.columns)].astype(float)
+    pd.testing.assert_frame_equal(got, want, check_exact=False)
+
+
+def test_materialize_then_online_lookup_and_push(online):
+    settings, tables = online
+    # 13 is in the catalog only from T0+1d on; 99 is unknown everywhere.
+    items = [10, 11, 12, 13, 99]
+    first = fs.materialize(settings, end=T0 + H)
+    assert {v.name for v in first.views} == set(FEATURE_TABLES)
+    _assert_online(settings, tables, settings, T0 + H, items)
+
+    # Incremental: the next run starts where the first ended and picks up newer rows.
+    second = fs.materialize(settings, end=T0 + 2 * D)
+    assert all(v.start == T0 + H for v in second.views)
+    assert all(v.end == T0 + 2 * D for v in second.views)
+    _assert_online(settings, tables, settings, T0 + 2 * D, items)
+
+    # A push from serving replaces the user's activity in the online store.
+    pushed = tables["user_activity"].iloc[[5]].copy()
+    pushed["event_timestamp"] = pushed["created_timestamp"] = T0 + 2 * D + H
+    pushed["views_7d"] = 123_456_789
+    store = fs.get_store(settings)
+    fs.push_user_activity(store, pushed)
+    got = fs.online_features(store, 1, [10, 11], as_of=T0 + 2 * D + H)
+    assert got["views_7d"].tolist() == [123_456_789, 123_456_789]
+    assert got.loc[0, "item_views_7d"] == tables["item_activity"].loc[1, "item_views_7d"]
+
+
+def test_push_rejects_rows_missing_contract_columns(online):
+    settings, tables = online
+    store = fs.get_store(settings)
+    rows = tables["user_activity"].drop(columns=["views_1h"])
+    with pytest.raises(fs.EntityDataFrameError, match="'views_1h'"):
+        fs.push_user_activity(store, rows)
+
+
+def test_unreachable_redis_is_a_clear_error(tmp_path):
+    build_tables(Settings(workspace=tmp_path).feature_data_dir)
+    fs.apply(Settings(workspace=tmp_path))
+    where = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    settings = Settings(
+        workspace=tmp_path, feast={"online_store": "redis", "redis_connection_string": where}
+    )
+    with pytest.raises(fs.OnlineStoreUnavailableError, match=where.replace(".", r"\.")):
+        fs.online_features(settings, 1, [10])
+    with pytest.raises(fs.OnlineStoreUnavailableError, match="unreachable"):
+        fs.materialize(settings, end=T0)

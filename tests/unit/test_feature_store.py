@@ -1,0 +1,174 @@
+"""Unit tests of flywheel.feature_store and feature_repo: configuration, definitions, errors.
+
+No registry, online store or retrieval is touched here (see tests/integration/test_feast_*).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from flywheel import feature_store as fs
+from flywheel.config import Settings
+from flywheel.schemas import FEATURE_TABLES
+
+# Contract arrow types -> the Feast types the definitions must declare.
+FEAST_TYPE = {pa.int64(): "Int64", pa.float64(): "Float64", pa.string(): "String"}
+TIMESTAMPS = {"event_timestamp", "created_timestamp"}
+
+
+def test_importing_the_module_does_not_import_feast():
+    code = "import sys, flywheel.feature_store, feature_repo; print('feast' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_repo_config_local_defaults(tmp_path):
+    settings = Settings(workspace=tmp_path)
+    config = fs.repo_config(settings)
+    assert config.project == "flywheel"
+    assert config.provider == "local"
+    assert config.offline_store.type == "duckdb"
+    assert config.online_store.type == "sqlite"
+    assert Path(config.online_store.path) == tmp_path / "feast" / "online.db"
+    assert Path(config.registry.path) == tmp_path / "feast" / "registry.db"
+    assert config.registry.registry_type == "file"
+    assert Path(config.repo_path) == tmp_path / "features"
+    assert config.entity_key_serialization_version == 3
+
+
+def test_repo_config_dask_redis_and_custom_registry(tmp_path):
+    settings = Settings(
+        workspace=tmp_path,
+        feast={
+            "project": "p1",
+            "offline_store": "dask",
+            "online_store": "redis",
+            "redis_connection_string": "redis.example:6380,db=1",
+            "registry": "postgresql+psycopg://u@db/feast",
+        },
+    )
+    config = fs.repo_config(settings)
+    assert config.project == "p1"
+    assert config.offline_store.type == "dask"
+    assert config.online_store.type == "redis"
+    assert config.online_store.connection_string == "redis.example:6380,db=1"
+    assert config.registry.path == "postgresql+psycopg://u@db/feast"
+    assert config.registry.registry_type == "sql"
+
+
+def test_feature_service_name_follows_settings(tmp_path):
+    settings = Settings(workspace=tmp_path, feast={"feature_service_version": 3})
+    assert fs.feature_service_name(settings) == "ranking_v3"
+
+
+def test_feature_views_declare_the_contract_schemas():
+    import feature_repo.definitions as d
+
+    views = {v.name: v for v in (d.user_activity, d.user_category, d.item_activity, d.item_catalog)}
+    assert set(views) == set(FEATURE_TABLES)
+    for name, schema in FEATURE_TABLES.items():
+        view = views[name]
+        declared = {f.name: str(f.dtype) for f in [*view.entity_columns, *view.features]}
+        expected = {f.name: FEAST_TYPE[f.type].upper() for f in schema if f.name not in TIMESTAMPS}
+        assert {k: v.upper() for k, v in declared.items()} == expected, name
+        assert view.batch_source.path == f"{name}.parquet"
+        assert view.batch_source.timestamp_field == "event_timestamp"
+        assert view.batch_source.created_timestamp_column == "created_timestamp"
+    assert views["user_activity"].stream_source.name == "user_activity_push"
+    assert {v.ttl for n, v in views.items() if n != "item_catalog"} == {timedelta(days=7)}
+    assert not views["item_catalog"].ttl
+
+
+def test_ranking_service_uses_all_four_views_but_not_the_category_key():
+    import feature_repo.definitions as d
+
+    used = {p.name: {f.name for f in p.features} for p in d.ranking_v1.feature_view_projections}
+    assert set(used) == set(FEATURE_TABLES)
+    assert used["item_catalog"] == {"price"}
+    assert used["user_activity"] == set(FEATURE_TABLES["user_activity"].names) - TIMESTAMPS - {
+        "user_id"
+    }
+
+
+def test_definitions_are_anchored_to_the_data_dir_without_touching_the_module(tmp_path):
+    from feast import FileSource
+
+    import feature_repo.definitions as d
+
+    objects = fs._definitions(tmp_path / "features")
+    paths = {o.name: o.path for o in objects if isinstance(o, FileSource)}
+    assert paths == {
+        f"{name}_source": str(tmp_path / "features" / f"{name}.parquet") for name in FEATURE_TABLES
+    }
+    views = {o.name: o for o in objects if type(o).__name__ == "FeatureView"}
+    assert views["user_activity"].batch_source.path == paths["user_activity_source"]
+    assert d.user_activity_source.path == "user_activity.parquet"
+
+
+def test_apply_refuses_an_undefined_service_version(tmp_path):
+    settings = Settings(workspace=tmp_path, feast={"feature_service_version": 9})
+    with pytest.raises(fs.FeatureServiceNotFoundError, match=r"'ranking_v9'.*ranking_v1"):
+        fs.apply(settings)
+    assert not (tmp_path / "feast").exists()
+
+
+def test_missing_feature_tables_name_the_file_and_the_fix(tmp_path):
+    settings = Settings(workspace=tmp_path)
+    settings.feature_data_dir.mkdir(parents=True)
+    (settings.feature_data_dir / "user_activity.parquet").touch()
+    with pytest.raises(fs.FeatureTablesMissingError) as err:
+        fs.check_feature_tables(settings)
+    message = str(err.value)
+    assert str(settings.feature_data_dir / "item_catalog.parquet") in message
+    assert "user_activity.parquet" not in message
+    assert "flywheel features" in message
+    entities = pd.DataFrame({"event_timestamp": [datetime.now(UTC)]})
+    with pytest.raises(fs.FeatureTablesMissingError, match=r"item_activity\.parquet"):
+        fs.historical_features(settings, entities)
+    with pytest.raises(fs.FeatureTablesMissingError, match="flywheel features"):
+        fs.materialize(settings, end=datetime.now(UTC))
+
+
+def test_materialize_refuses_a_naive_end(tmp_path):
+    with pytest.raises(fs.FeatureStoreError, match="end=2024-03-01T00:00:00 is naive"):
+        fs.materialize(Settings(workspace=tmp_path), end=datetime(2024, 3, 1))
+
+
+def test_utc_column_converts_mixed_time_zones_to_the_same_instants():
+    plus2 = timezone(timedelta(hours=2))
+    values = [datetime(2024, 3, 1, 12, tzinfo=UTC), datetime(2024, 3, 1, 14, tzinfo=plus2)]
+    got = fs._utc_column(pd.Series(values, dtype=object), "ts")
+    assert str(got.dtype) == "datetime64[ns, UTC]"
+    assert got.tolist() == [pd.Timestamp("2024-03-01 12:00", tz="UTC")] * 2
+    aware = pd.Series(pd.to_datetime(["2024-03-01 14:00"]).tz_localize(plus2))
+    assert fs._utc_column(aware, "ts").tolist() == [pd.Timestamp("2024-03-01 12:00", tz="UTC")]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pd.Series(pd.to_datetime(["2024-03-01"])),
+        pd.Series([datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 1)], dtype=object),
+        pd.Series(["2024-03-01T00:00:00Z"]),
+    ],
+    ids=["naive-dtype", "one-naive-value", "strings"],
+)
+def test_utc_column_refuses_naive_or_non_timestamps_naming_the_column(values):
+    with pytest.raises(fs.EntityDataFrameError, match="column 'event_timestamp'"):
+        fs._utc_column(values, "event_timestamp")
+
+
+def test_missing_columns_are_named():
+    frame = pd.DataFrame({"user_id": [1], "event_timestamp": [datetime.now(UTC)]})
+    with pytest.raises(fs.EntityDataFrameError, match=r"missing column.*'item_id', 'category'"):
+        fs._require_columns(
+            frame, ["user_id", "item_id", "category", "event_timestamp"], "entity_df"
+        )
