@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import typer
 
 from flywheel.config import ConfigError, Settings, load_settings
-from flywheel.console import console, setup_logging
+from flywheel.console import console, print_summary, setup_logging
 
 app = typer.Typer(
     name="flywheel",
@@ -51,7 +51,7 @@ def _clear_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, KeyError, PermissionError) as exc:
+        except (ValueError, FileNotFoundError, KeyError, PermissionError, RuntimeError) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from exc
 
@@ -83,3 +83,170 @@ def main(
 def settings(ctx: typer.Context) -> None:
     """Print the resolved settings (profile, workspace, Ray, Feast)."""
     console.print_json(_settings(ctx).model_dump_json())
+
+
+@app.command()
+@_clear_errors
+def simulate(
+    ctx: typer.Context,
+    users: int = typer.Option(2_000, help="Simulated users."),
+    items: int = typer.Option(500, help="Catalog size."),
+    days: int = typer.Option(14, help="Days of web logs to write."),
+    seed: int = typer.Option(0, help="Same seed, same world and events."),
+    drift_day: float | None = typer.Option(
+        None, help="Day (after the start) at which tastes shift; none by default."
+    ),
+    categories: int = typer.Option(12, help="Item categories."),
+    start_day: int = typer.Option(0, help="Continue an earlier run's timeline from this day."),
+    out: Path | None = typer.Option(
+        None, help="Output folder (default: <workspace>/raw): events/, items.parquet, world/."
+    ),
+) -> None:
+    """Write raw web-log events and the item catalog of a simulated shop."""
+    from flywheel.simulate import World, make_world, simulate_events
+
+    s = _settings(ctx)
+    out = out or s.workspace / "raw"
+    world_dir = out / "world"
+    if start_day > 0 and world_dir.exists():
+        world = World.load(world_dir)  # continue the same users and catalog
+    else:
+        world = make_world(users, items, categories, seed=seed, drift_day=drift_day)
+    summary = simulate_events(world, days, out, seed=seed, start_day=start_day)
+    print_summary("simulate", summary)
+    console.print(
+        f"{summary.events_per_second:,.0f} events/s; next: flywheel ingest --events {out}"
+    )
+
+
+def _expand_event_inputs(paths: list[Path], items: Path | None) -> tuple[list[Path], Path | None]:
+    """A simulator output folder (``events/`` + ``items.parquet``) stands for both inputs."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir() and (p / "events").is_dir():
+            out.append(p / "events")
+            if items is None and (p / "items.parquet").is_file():
+                items = p / "items.parquet"
+        else:
+            out.append(p)
+    return out, items
+
+
+@app.command()
+@_clear_errors
+def ingest(
+    ctx: typer.Context,
+    events: list[Path] = typer.Option(
+        ...,
+        "--events",
+        help="Event files or folders (Parquet, JSON lines, CSV); repeatable. A simulator "
+        "output folder means its events/ and items.parquet.",
+    ),
+    items: Path | None = typer.Option(None, "--items", help="Item catalog file to upsert."),
+) -> None:
+    """Validate raw events into the date-partitioned event lake (idempotent)."""
+    from flywheel.ingest import ingest_events
+
+    s = _settings(ctx)
+    paths, items = _expand_event_inputs(events, items)
+    summary = ingest_events(s, paths, items=items)
+    print_summary("ingest", summary)
+    if summary.quarantined:
+        console.print(
+            f"[yellow]{summary.quarantined:,} rows quarantined[/yellow]: {summary.quarantine_file}"
+        )
+
+
+@app.command()
+@_clear_errors
+def features(
+    ctx: typer.Context,
+    materialize: bool = typer.Option(
+        True, help="Also load the latest values into the online store (incremental)."
+    ),
+) -> None:
+    """Build feature tables from the lake (Ray Data), `feast apply`, materialize online."""
+    from flywheel import feature_store
+    from flywheel.features import build_features
+
+    s = _settings(ctx)
+    print_summary("features", build_features(s))
+    print_summary("feast apply", feature_store.apply(s))
+    if materialize:
+        from flywheel.lake import feature_time
+
+        print_summary("feast materialize", feature_store.materialize(s, end=feature_time(s)))
+
+
+@app.command("compile")
+@_clear_errors
+def compile_cmd(
+    ctx: typer.Context,
+    out: Path = typer.Option(Path("pipeline.yaml"), "--out", help="KFP IR YAML to write."),
+) -> None:
+    """Compile the continuous-training pipeline to KFP IR YAML for the chosen profile."""
+    from flywheel.cycle import compile_pipeline
+
+    path = compile_pipeline(_settings(ctx), out)
+    console.print(f"wrote {path}; submit with `flywheel submit` or `kfp run create`")
+
+
+def _stage_table(summary: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"cycle {summary.run_id}", header_style="bold")
+    for col in ("stage", "status", "seconds", "detail"):
+        table.add_column(col, overflow="fold")
+    for s in summary.stages:
+        table.add_row(s.stage, s.status, f"{s.seconds:.1f}", s.detail)
+    console.print(table)
+    decision = {True: "blessed", False: "not blessed", None: "not evaluated"}[summary.blessed]
+    console.print(
+        f"decision: [bold]{decision}[/bold]; champion {summary.champion_before} -> "
+        f"{summary.champion_after}; {summary.seconds:.1f}s"
+    )
+
+
+@app.command()
+@_clear_errors
+def cycle(
+    ctx: typer.Context,
+    events: Path | None = typer.Option(
+        None,
+        "--events",
+        help="New raw events to ingest first (file or folder; a simulator "
+        "output folder means its events/ and items.parquet).",
+    ),
+    items: Path | None = typer.Option(None, "--items", help="Item catalog to upsert."),
+    window_days: float = typer.Option(14.0, help="Training window, days back from the data."),
+    attribution_minutes: int = typer.Option(60, help="Attribution window of a positive."),
+    max_rows: int = typer.Option(1_000_000, help="Cap on training impressions."),
+    seed: int = typer.Option(0, help="Sampling and training seed."),
+    min_auc: float = typer.Option(0.55, help="Blessing floor on test AUC."),
+    min_improvement: float = typer.Option(0.0, help="AUC margin over the champion."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Disable KFP caching."),
+) -> None:
+    """Run one full cycle of the pipeline locally with kfp.local."""
+    from flywheel.cycle import run_cycle
+    from flywheel.evaluate import BlessingRule
+
+    s = _settings(ctx)
+    events_uri, items_uri = "", ""
+    if events is not None:
+        paths, item_path = _expand_event_inputs([events], items)
+        events_uri, items_uri = (
+            str(paths[0].resolve()),
+            str(item_path.resolve()) if item_path else "",
+        )
+    summary = run_cycle(
+        s,
+        events_uri,
+        items_uri,
+        window_days=window_days,
+        attribution_minutes=attribution_minutes,
+        max_rows=max_rows,
+        seed=seed,
+        rule=BlessingRule(min_auc=min_auc, min_improvement=min_improvement),
+        caching=not no_cache,
+    )
+    _stage_table(summary)

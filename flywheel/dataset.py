@@ -16,6 +16,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
@@ -201,3 +202,89 @@ def build_training_set(
     frame = historical_features(settings, entity)
     log.info("point-in-time join: %d rows in %.1fs", len(frame), time.perf_counter() - started)
     return frame
+
+
+def lake_time_range(settings: Settings) -> tuple[datetime, datetime]:
+    """The first and last event timestamps in the lake (reads only the edge partitions)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from flywheel.lake import lake_files
+
+    files = lake_files(settings)
+    if not files:
+        raise DatasetError(
+            f"the event lake at {str(settings.events_dir)!r} is empty: run `flywheel ingest`"
+        )
+    first_day = [f for f in files if f.parent == files[0].parent]
+    last_day = [f for f in files if f.parent == files[-1].parent]
+    lo = min(pc.min(pq.read_table(f, columns=["ts"]).column(0)).as_py() for f in first_day)
+    hi = max(pc.max(pq.read_table(f, columns=["ts"]).column(0)).as_py() for f in last_day)
+    return lo, hi
+
+
+def build_dataset(
+    settings: Settings,
+    out_path: Path,
+    *,
+    window_days: float = 14.0,
+    attribution: timedelta = timedelta(hours=1),
+    max_rows: int = 1_000_000,
+    seed: int = 0,
+    end: datetime | None = None,
+) -> DatasetSummary:
+    """Labelled impressions of the training window + point-in-time features -> Parquet.
+
+    Args:
+        out_path: the training-set Parquet file to write (atomically).
+        window_days: how far back from ``end`` impressions are taken.
+        attribution: the attribution window of a positive.
+        max_rows: cap on impressions (whole groups are sampled, reproducibly by ``seed``).
+        end: end of the window (default: the lake's last event); only impressions whose
+            attribution window closed by then are labelled.
+
+    Raises:
+        DatasetError: empty lake, empty window, no catalog, or a window with one class only.
+    """
+    import pyarrow.parquet as pq
+
+    from flywheel.lake import read_lake_events, write_parquet_atomic
+
+    started = time.perf_counter()
+    if end is None:
+        end = lake_time_range(settings)[1] + timedelta(microseconds=1)
+    start = end - timedelta(days=window_days)
+    if not settings.items_path.exists():
+        raise DatasetError(
+            f"item catalog {str(settings.items_path)!r} is missing: ingest one with "
+            "`flywheel ingest --items FILE`"
+        )
+    cols = ["user_id", "item_id", "event_type", "ts", "session_id"]
+    events = read_lake_events(settings, columns=cols, start=start, end=end).to_pandas()
+    log.info("dataset: %d events in window %s .. %s", len(events), start, end)
+    impressions = label_organic_impressions(events, attribution, closed_before=end)
+    del events
+    total = len(impressions)
+    impressions = sample_impressions(impressions, max_rows, seed)
+    if impressions.empty:
+        raise DatasetError(f"no labelled impressions between {start} and {end}")
+    if impressions["label"].nunique() < 2:
+        raise DatasetError(
+            f"the window {start} .. {end} has only label={int(impressions['label'].iloc[0])}: "
+            "a model needs positives and negatives"
+        )
+    items = pq.read_table(settings.items_path, columns=["item_id", "category"]).to_pandas()
+    frame = build_training_set(settings, impressions, items)
+    import pyarrow as pa
+
+    write_parquet_atomic(pa.Table.from_pandas(frame, preserve_index=False), out_path)
+    positives = int(frame["label"].sum())
+    return DatasetSummary(
+        impressions=len(frame),
+        positives=positives,
+        positive_rate=round(positives / len(frame), 4),
+        window_start=start.isoformat(),
+        window_end=end.isoformat(),
+        sampled_from=total,
+        seconds=round(time.perf_counter() - started, 2),
+    )

@@ -269,6 +269,7 @@ def evaluate(
         "champion_path": None if champion_path is None else str(champion_path),
         "test_rows": len(y),
         "data_window": info.metadata.get("data_window"),
+        "roc_curve": roc_points(y, scores["challenger"]),
     }
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps(record, indent=2, allow_nan=True))
@@ -284,6 +285,21 @@ def evaluate(
         report_path=report_path,
         seconds=time.perf_counter() - started,
     )
+
+
+def roc_points(y: np.ndarray, p: np.ndarray, max_points: int = 200) -> dict[str, list[float]]:
+    """The challenger's ROC curve thinned to at most ``max_points`` (for the KFP UI)."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thresholds = roc_curve(y, p)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), max_points)).astype(int))
+    # sklearn's first threshold is +inf; JSON and KFP want a finite number.
+    thr = np.clip(thresholds[keep], 0.0, 1.0)
+    return {
+        "fpr": fpr[keep].tolist(),
+        "tpr": tpr[keep].tolist(),
+        "thresholds": thr.tolist(),
+    }
 
 
 def _new_figure() -> Any:

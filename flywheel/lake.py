@@ -189,3 +189,28 @@ def write_state(settings: Settings, state: dict[str, Any]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def watermark(settings: Settings) -> datetime | None:
+    """The latest event time the lake has accepted (``None`` before the first ingest)."""
+    value = read_state(settings).get("events", {}).get("watermark")
+    return datetime.fromisoformat(value) if value else None
+
+
+def feature_time(settings: Settings) -> datetime:
+    """The time up to which the lake's features are complete: the end of the snapshot hour
+    holding the watermark. Materialization runs up to here, not up to the wall clock, so
+    replayed or simulated history (whose events lie in the past) is served online too.
+
+    Raises:
+        ValueError: the lake is empty.
+    """
+    from flywheel.schemas import SNAPSHOT_SECONDS
+
+    mark = watermark(settings)
+    if mark is None:
+        raise ValueError(f"the event lake at {str(settings.events_dir)!r} is empty: run ingest")
+    hour = mark.replace(minute=0, second=0, microsecond=0)
+    # +1 s: the last snapshot row is stamped exactly at the hour's end, and Feast's
+    # materialization window excludes its end.
+    return hour + timedelta(seconds=SNAPSHOT_SECONDS + 1)

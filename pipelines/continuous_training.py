@@ -1,0 +1,82 @@
+"""The continuous-training DAG: wiring only.
+
+ingest -> features -> dataset -> preprocess -> train -> evaluate -> [blessed?] register -> deploy
+
+Stages that touch external systems (the event lake's storage, the feature store, the model
+store, the serving deployment) retry; register/deploy run only inside ``dsl.If`` on the
+evaluation's blessing, so an unblessed challenger stops there and the champion stays.
+"""
+
+# No `from __future__ import annotations`: kfp reads the pipeline signature's real types.
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flywheel.config import Settings
+
+PIPELINE_NAME = "flywheel-continuous-training"
+
+
+def make_pipeline(settings: "Settings") -> Any:
+    """Build the pipeline function for ``settings`` (its image and serialised Settings)."""
+    from kfp import dsl
+
+    import components
+    from flywheel.evaluate import BlessingRule
+
+    ops = components.build(settings.image)
+    settings_json = settings.model_dump_json()
+    default_rule = BlessingRule().model_dump_json()
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="One turn of the flywheel: new events to a deployed-if-better model.",
+    )
+    def continuous_training(
+        events_uri: str = "",
+        items_uri: str = "",
+        window_days: float = 14.0,
+        attribution_minutes: int = 60,
+        max_rows: int = 1_000_000,
+        seed: int = 0,
+        rule_json: str = default_rule,
+        settings_json: str = settings_json,
+    ) -> None:
+        ingest = ops.ingest(settings_json=settings_json, events_uri=events_uri, items_uri=items_uri)
+        # New files may land under the same URI: ingest always runs; its fingerprint of
+        # the lake is what downstream caching keys on.
+        ingest.set_caching_options(False).set_retry(num_retries=2, backoff_duration="5s")
+        features = ops.features(
+            settings_json=settings_json, lake_version=ingest.outputs["lake_version"]
+        ).set_retry(num_retries=2, backoff_duration="5s")
+        data = ops.dataset(
+            settings_json=settings_json,
+            features_version=features.outputs["Output"],
+            window_days=window_days,
+            attribution_minutes=attribution_minutes,
+            max_rows=max_rows,
+            seed=seed,
+        )
+        prep = ops.preprocess(
+            settings_json=settings_json, training_set=data.outputs["training_set"]
+        )
+        train = ops.train(settings_json=settings_json, shards=prep.outputs["shards"], seed=seed)
+        evaluate = ops.evaluate(
+            settings_json=settings_json,
+            shards=prep.outputs["shards"],
+            model=train.outputs["model"],
+            rule_json=rule_json,
+        )
+        with dsl.If(evaluate.outputs["Output"] == True, name="blessed"):  # noqa: E712
+            register = ops.register(
+                settings_json=settings_json,
+                model=train.outputs["model"],
+                shards=prep.outputs["shards"],
+                evaluation=evaluate.outputs["metrics"],
+                run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            ).set_retry(num_retries=2, backoff_duration="5s")
+            ops.deploy(settings_json=settings_json, model_tag=register.output).set_retry(
+                num_retries=1, backoff_duration="5s"
+            )
+
+    return continuous_training
