@@ -1,0 +1,323 @@
+"""The feature build: lake scan, the Ray Data pipeline, and the atomic publish.
+
+1. Read the lake's Parquet footers: event count and user/item id ranges (no data read).
+2. Stream the lake through ``map_batches(hourly_partials)``: every batch shrinks at once to
+   per-(entity, hour) partials, joined against the small catalog each task receives.
+3. ``groupby(bucket).map_groups``: buckets are contiguous user-id and item-id ranges; each
+   combines its partials, computes every window with one vectorised numpy pass and writes
+   its sorted part of each table into a staging folder.
+4. Concatenate the parts in bucket (= entity) order into one Parquet file per table,
+   written to a temp file and ``os.replace``d, so readers never see half a table.
+
+Each run rebuilds everything from the lake: simple and correct. An incremental build would
+recompute only the snapshots whose 7-day windows reach the new hours (a later optimisation).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from flywheel.features.aggregate import (
+    EVENT_COLUMNS,
+    KIND_ITEM,
+    CatalogIndex,
+    Columns,
+    FeatureBuildError,
+    bucket_features,
+    concat_partials,
+    hourly_partials,
+    item_catalog_table,
+)
+from flywheel.schemas import FEATURE_TABLES, ITEM_SCHEMA
+
+if TYPE_CHECKING:
+    from flywheel.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeatureBuildSummary:
+    """What one build did: rows per table, events read, seconds per phase."""
+
+    events_read: int
+    partial_rows: int
+    buckets: int
+    rows: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BucketPlan:
+    """Contiguous id ranges: user buckets ``0..n_user-1``, then the item buckets."""
+
+    user_lo: int
+    user_hi: int
+    n_user: int
+    item_lo: int
+    item_hi: int
+    n_item: int
+
+    @property
+    def total(self) -> int:
+        return self.n_user + self.n_item
+
+    def assign(self, kind: np.ndarray, entity: np.ndarray) -> np.ndarray:
+        """Bucket of each partial row; non-decreasing in entity among users and items."""
+        user = _range_bucket(entity, self.user_lo, self.user_hi, self.n_user)
+        item = self.n_user + _range_bucket(entity, self.item_lo, self.item_hi, self.n_item)
+        return np.where(kind == KIND_ITEM, item, user).astype(np.int32)
+
+
+def _range_bucket(entity: np.ndarray, lo: int, hi: int, n: int) -> np.ndarray:
+    # float64 keeps this monotone and overflow-free for ids spanning the whole int64 range
+    frac = (entity.astype(np.float64) - float(lo)) / (float(hi) - float(lo) + 1.0)
+    return np.clip(np.floor(frac * n), 0, n - 1).astype(np.int32)
+
+
+#: Events per user-range bucket: bounds the partials one ``map_groups`` call holds.
+EVENTS_PER_USER_BUCKET = 1_000_000
+#: Item activity is dense (few items, many hours each) and cheap, so fewer item buckets.
+EVENTS_PER_ITEM_BUCKET = 5_000_000
+
+
+@dataclass(frozen=True)
+class LakeScan:
+    """What the Parquet footers say about the lake: files, event count and id ranges."""
+
+    #: Units of work: (file, row group) pairs holding at least one event.
+    row_groups: tuple[tuple[str, int], ...]
+    events: int
+    user_range: tuple[int, int]
+    item_range: tuple[int, int]
+
+
+def lake_files(events_dir: Path) -> list[Path]:
+    """The lake's event files (``date=YYYY-MM-DD/*.parquet``); raises if there are none."""
+    files = sorted(events_dir.glob("date=*/*.parquet"))
+    if not files:
+        raise FeatureBuildError(
+            f"event lake {str(events_dir)!r} is empty: expected date=YYYY-MM-DD/*.parquet files"
+        )
+    return files
+
+
+def _column_range(path: Path, md: pq.FileMetaData, column: str) -> tuple[int, int]:
+    idx = md.schema.to_arrow_schema().get_field_index(column)
+    if idx < 0:
+        raise FeatureBuildError(f"lake file {str(path)!r} has no column {column!r}")
+    lows, highs = [], []
+    for rg in range(md.num_row_groups):
+        stats = md.row_group(rg).column(idx).statistics
+        if stats is None or not stats.has_min_max:  # no footer stats: read the column
+            values = pq.read_table(path, columns=[column])[column]
+            return int(pc.min(values).as_py()), int(pc.max(values).as_py())
+        lows.append(int(stats.min))
+        highs.append(int(stats.max))
+    return min(lows), max(highs)
+
+
+def scan_lake(files: Sequence[Path]) -> LakeScan:
+    """Count events and find the user/item id ranges from footers; raises on an empty lake."""
+    units, users, items = [], [], []
+    events = 0
+    for path in files:
+        md = pq.read_metadata(path)
+        if md.num_rows == 0:
+            continue
+        events += md.num_rows
+        units += [(str(path), rg) for rg in range(md.num_row_groups) if md.row_group(rg).num_rows]
+        users.append(_column_range(path, md, "user_id"))
+        items.append(_column_range(path, md, "item_id"))
+    if events == 0:
+        raise FeatureBuildError(f"event lake files under {str(files[0].parent.parent)!r} are empty")
+    return LakeScan(
+        tuple(units),
+        events,
+        (min(u[0] for u in users), max(u[1] for u in users)),
+        (min(i[0] for i in items), max(i[1] for i in items)),
+    )
+
+
+def plan_buckets(
+    scan: LakeScan,
+    events_per_user_bucket: int = EVENTS_PER_USER_BUCKET,
+    events_per_item_bucket: int = EVENTS_PER_ITEM_BUCKET,
+) -> BucketPlan:
+    """Split the id ranges into enough buckets that each one's partials fit in a task."""
+    n_user = max(2, -(-scan.events // events_per_user_bucket))
+    n_item = max(1, -(-scan.events // events_per_item_bucket))
+    return BucketPlan(*scan.user_range, n_user, *scan.item_range, n_item)
+
+
+def read_catalog(items_path: Path) -> pa.Table:
+    """The item catalog; raises if it is missing or lacks contract columns."""
+    if not items_path.is_file():
+        raise FeatureBuildError(f"item catalog {str(items_path)!r} does not exist")
+    return pq.read_table(items_path, columns=ITEM_SCHEMA.names)
+
+
+def _partials_udf(
+    units: Columns, catalog: CatalogIndex, plan: BucketPlan, batch_rows: int
+) -> Columns:
+    """Read (file, row group) units in batches of ``batch_rows``; reduce each to partials."""
+    parts = []
+    for path, row_group in zip(units["path"], units["row_group"], strict=True):
+        reader = pq.ParquetFile(str(path))
+        for batch in reader.iter_batches(batch_rows, [int(row_group)], EVENT_COLUMNS):
+            parts.append(hourly_partials(pa.Table.from_batches([batch]), catalog))
+    out = concat_partials(parts)
+    out["bucket"] = plan.assign(out["kind"], out["entity"])
+    return out
+
+
+def _bucket_udf(
+    group: Columns, categories: tuple[str, ...], created_us: int, staging: str
+) -> Columns:
+    """Compute one bucket's tables and write them as part files; return row counts."""
+    bucket = int(group["bucket"][0])
+    partials = {c: v for c, v in group.items() if c != "bucket"}
+    tables = bucket_features(partials, categories, created_us)
+    counts = {"bucket": bucket, "partials": len(group["bucket"])}
+    for name, table in tables.items():
+        counts[name] = table.num_rows
+        if table.num_rows:
+            part = Path(staging) / name / f"part-{bucket:05d}.parquet"
+            part.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, part, compression="none")  # read back once, at publish
+    return {name: np.array([value]) for name, value in counts.items()}
+
+
+def _run_pipeline(
+    settings: Settings, scan: LakeScan, catalog: CatalogIndex, created_us: int, staging: Path
+) -> pa.Table:
+    """Run the Ray Data pipeline; returns one summary row per non-empty bucket."""
+    import ray.data
+    from ray.data.context import ShuffleStrategy
+
+    plan = plan_buckets(scan)
+    log.info("features: %d user + %d item buckets", plan.n_user, plan.n_item)
+    # One task per (file, row group), each streaming its rows in batches: bounded memory
+    # and all cores busy, whatever the file sizes.
+    units = [{"path": path, "row_group": rg} for path, rg in scan.row_groups]
+    ds: ray.data.Dataset = ray.data.from_items(units, override_num_blocks=len(units))
+    # Task-based sort shuffle: measured faster here than the actor-based hash shuffle
+    # (10M events: 20 s vs 30 s on 2 cores) and it starts no long-lived aggregator actors.
+    ds.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    ds = ds.map_batches(
+        partial(_partials_udf, catalog=catalog, plan=plan, batch_rows=settings.ray.batch_size),
+        batch_size=1,
+        batch_format="numpy",
+    )
+    ds = ds.groupby("bucket", num_partitions=plan.total).map_groups(
+        partial(
+            _bucket_udf,
+            categories=catalog.categories,
+            created_us=created_us,
+            staging=str(staging),
+        ),
+        batch_format="numpy",
+    )
+    # one small row per bucket; empty blocks carry no schema, so collect rows, not tables
+    summary = pa.Table.from_pylist(ds.take_all())
+    if len(set(summary["bucket"].to_pylist())) != summary.num_rows:
+        # map_groups saw a bucket in pieces; its part files would overwrite each other
+        raise FeatureBuildError(
+            "a bucket was split across blocks; lower EVENTS_PER_USER_BUCKET "
+            f"({EVENTS_PER_USER_BUCKET}) so each bucket fits in one block"
+        )
+    log.debug("features: Ray Data stats\n%s", ds.stats())
+    return summary
+
+
+def _write_atomic(parts: Sequence[Path | pa.Table], schema: pa.Schema, dest: Path) -> None:
+    """Write parts (files or tables) in order as one Parquet file; readers never see half."""
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for part in parts:
+                table = part if isinstance(part, pa.Table) else pq.read_table(part)
+                writer.write_table(table.cast(schema))
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _publish(staging: Path, out_dir: Path, catalog_rows: pa.Table) -> dict[str, int]:
+    """Concatenate each table's bucket parts (entity-range order) into its final file."""
+    rows = {}
+    for name, schema in FEATURE_TABLES.items():
+        parts: list[Path | pa.Table] = (
+            [catalog_rows]
+            if name == "item_catalog"
+            else list(sorted((staging / name).glob("part-*.parquet")))
+        )
+        _write_atomic(parts or [schema.empty_table()], schema, out_dir / f"{name}.parquet")
+        rows[name] = sum(
+            p.num_rows if isinstance(p, pa.Table) else pq.read_metadata(p).num_rows for p in parts
+        )
+        log.info("features: wrote %s (%d rows)", name, rows[name])
+    return rows
+
+
+def build_features(settings: Settings) -> FeatureBuildSummary:
+    """Rebuild the four feature tables from the event lake and the catalog.
+
+    In: ``settings.events_dir`` (``date=YYYY-MM-DD/*.parquet`` with ``EVENT_SCHEMA``) and
+    ``settings.items_path``. Out: ``settings.feature_data_dir / "<table>.parquet"`` for each
+    table in ``FEATURE_TABLES``, and a summary (rows per table, events read, seconds per
+    phase). Raises ``FeatureBuildError`` if the lake is empty or the catalog is missing.
+    """
+    from flywheel.ray_runtime import ensure_ray
+
+    seconds: dict[str, float] = {}
+    start = mark = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        seconds[phase] = round(now - mark, 3)
+        mark = now
+
+    catalog_table = read_catalog(settings.items_path)
+    scan = scan_lake(lake_files(settings.events_dir))
+    catalog = CatalogIndex.from_table(catalog_table)
+    log.info(
+        "features: %d events in %d row groups, %d catalog items",
+        scan.events,
+        len(scan.row_groups),
+        catalog_table.num_rows,
+    )
+    lap("scan")
+    ensure_ray(settings)
+    lap("ray_start")
+    created_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+    out_dir = settings.feature_data_dir
+    staging = out_dir / f".build-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    try:
+        buckets = _run_pipeline(settings, scan, catalog, created_us, staging)
+        partial_rows = int(pc.sum(buckets["partials"]).as_py())
+        log.info("features: %d buckets from %d hourly partials", buckets.num_rows, partial_rows)
+        lap("aggregate")
+        rows = _publish(staging, out_dir, item_catalog_table(catalog_table, created_us))
+        lap("publish")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    seconds["total"] = round(time.perf_counter() - start, 3)
+    return FeatureBuildSummary(scan.events, partial_rows, buckets.num_rows, rows, seconds)
