@@ -69,6 +69,20 @@ def _log_numbers(metrics: Any, prefix: str, data: dict[str, Any]) -> None:
             metrics.log_metric(f"{prefix}{key}", float(value))
 
 
+def _seal(*artifacts: Any) -> None:
+    """Give metadata-only artifacts (Metrics, ClassificationMetrics) a file at their URI.
+
+    KFP keeps logged metrics in the artifact's metadata and writes no file; kfp.local's
+    cache then treats the missing file as a broken entry and re-runs the task. A JSON copy
+    of the metadata at the artifact's path makes cache hits work and is readable as is.
+    """
+    for artifact in artifacts:
+        path = Path(artifact.path)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(artifact.metadata, indent=2, default=str))
+
+
 def lake_fingerprint(settings: Settings) -> str:
     """A short hash of the lake's ingest state: changes exactly when new data is accepted."""
     from flywheel.lake import read_state
@@ -97,6 +111,7 @@ def run_ingest(
         _log_numbers(metrics, "", {k: summary[k] for k in ("rows_read", "accepted", "quarantined")})
     version = lake_fingerprint(settings)
     summary["lake_version"] = version
+    _seal(metrics)
     record_step(settings, "ingest", summary, time.perf_counter() - started)
     return version, new_rows
 
@@ -115,6 +130,7 @@ def run_features(settings_json: str, lake_version: str, metrics: Any) -> str:
     summary = _jsonable(built)
     _log_numbers(metrics, "rows_", summary.get("rows", {}))
     service = feature_store.feature_service_name(settings)
+    _seal(metrics)
     record_step(settings, "features", summary, time.perf_counter() - started)
     return f"{service}@{lake_version}"
 
@@ -145,6 +161,7 @@ def run_dataset(
     data = _jsonable(summary)
     training_set.metadata.update(data)
     _log_numbers(metrics, "", data)
+    _seal(metrics)
     record_step(settings, "dataset", data, time.perf_counter() - started)
 
 
@@ -165,6 +182,7 @@ def run_preprocess(settings_json: str, training_set: Any, shards: Any, metrics: 
     data["shards_dir"] = shards.path
     shards.metadata.update({"rows": data["rows"], "data_window": window})
     _log_numbers(metrics, "rows_", data["rows"])
+    _seal(metrics)
     record_step(settings, "preprocess", data, time.perf_counter() - started)
 
 
@@ -178,6 +196,7 @@ def run_train(settings_json: str, shards: Any, seed: int, model: Any, metrics: A
     data = _jsonable(summary)
     model.metadata.update({"framework": "xgboost", "best_iteration": summary.best_iteration})
     _log_numbers(metrics, "", {k: data[k] for k in ("valid_auc", "valid_logloss", "train_rows")})
+    _seal(metrics)
     record_step(settings, "train", data, time.perf_counter() - started)
 
 
@@ -217,6 +236,7 @@ def run_evaluate(
     record["champion_tag"] = champion
     record.pop("roc_curve")
     model.metadata.update({"blessed": summary.blessed, "reason": summary.reason})
+    _seal(metrics, roc)
     record_step(settings, "evaluate", record, time.perf_counter() - started)
     return summary.blessed
 

@@ -1,0 +1,109 @@
+"""One real cycle through kfp.local: every stage as a subprocess task, real Ray, Feast,
+Ray Train and the BentoML model store, on a small simulated shop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from flywheel.config import Settings
+from flywheel.cycle import CycleError, run_cycle
+from flywheel.evaluate import auc
+from flywheel.registry import current_champion, model_store
+from flywheel.simulate import make_world, simulate_events
+
+pytestmark = pytest.mark.integration
+
+#: Measured on this machine for this world (seed 3): model AUC ~0.70 vs oracle ~0.73.
+ORACLE_GAP = 0.06
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Path]:
+    root = tmp_path_factory.mktemp("cycle")
+    world = make_world(1_500, 300, seed=3)
+    simulate_events(world, days=8, out_dir=root / "raw", seed=3)
+    return Settings(workspace=root / "ws"), root / "raw"
+
+
+@pytest.fixture(scope="module")
+def first(shop: tuple[Settings, Path]):  # type: ignore[no-untyped-def]
+    settings, raw = shop
+    return run_cycle(
+        settings, str(raw / "events"), str(raw / "items.parquet"), window_days=7, seed=0
+    )
+
+
+def _record(settings: Settings, run_id: str, stage: str) -> dict:  # type: ignore[type-arg]
+    return json.loads((settings.workspace / "runs" / run_id / f"{stage}.json").read_text())
+
+
+def test_first_cycle_trains_blesses_registers_and_deploys(
+    shop: tuple[Settings, Path], first
+) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = shop
+    assert [s.status for s in first.stages] == ["ran"] * 8
+    assert first.blessed is True
+    assert first.champion_before is None
+    assert first.champion_after == current_champion(settings) is not None
+    import bentoml
+
+    with model_store(settings):
+        model = bentoml.models.get(first.champion_after)
+    assert model.info.labels["pipeline_run_id"] == first.run_id
+    assert model.info.labels["feature_service"] == "ranking_v1"
+    assert float(model.info.labels["auc"]) > 0.6
+
+
+def test_model_auc_is_close_to_the_oracle(shop: tuple[Settings, Path], first) -> None:  # type: ignore[no-untyped-def]
+    """The oracle scores each test impression with the world's true P(cart | view)."""
+    settings, raw = shop
+    from flywheel.simulate import World
+
+    world = World.load(raw / "world")
+    shards = Path(_record(settings, first.run_id, "preprocess")["summary"]["shards_dir"])
+    test = pq.read_table(shards / "test").to_pandas()
+    oracle = world.cart_given_view(
+        test["user_id"].to_numpy(),
+        test["item_id"].to_numpy(),
+        test["event_timestamp"].dt.tz_convert(None).to_numpy(),
+    )
+    oracle_auc = auc(test["label"].to_numpy(), oracle)
+    model_auc = _record(settings, first.run_id, "evaluate")["summary"]["challenger"]["auc"]
+    print(f"model AUC {model_auc:.4f}, oracle AUC {oracle_auc:.4f}")
+    assert np.isfinite(oracle_auc) and oracle_auc > 0.6
+    assert model_auc >= oracle_auc - ORACLE_GAP
+
+
+def test_rerun_without_new_data_changes_nothing(shop: tuple[Settings, Path], first) -> None:  # type: ignore[no-untyped-def]
+    settings, raw = shop
+    again = run_cycle(
+        settings, str(raw / "events"), str(raw / "items.parquet"), window_days=7, seed=0
+    )
+    statuses = {s.stage: s.status for s in again.stages}
+    assert statuses["ingest"] == "ran"  # ingest always runs (files skipped by watermark)
+    assert _record(settings, again.run_id, "ingest")["summary"]["accepted"] == 0
+    assert all(statuses[s] != "ran" for s in ("features", "dataset", "train", "register"))
+    assert again.champion_after == first.champion_after
+
+
+def test_empty_training_window_fails_clearly_and_keeps_the_champion(
+    shop: tuple[Settings, Path], first
+) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = shop
+    champion = current_champion(settings)
+    # Attribution longer than the window: no impression's window has closed.
+    with pytest.raises(CycleError, match="dataset"):
+        run_cycle(settings, window_days=0.01, attribution_minutes=60 * 24 * 30)
+    assert current_champion(settings) == champion
+
+
+def test_empty_lake_fails_at_features(tmp_path: Path) -> None:
+    settings = Settings(workspace=tmp_path / "ws")
+    with pytest.raises(CycleError, match="features"):
+        run_cycle(settings)
+    assert current_champion(settings) is None
