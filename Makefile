@@ -11,7 +11,7 @@ export FEAST_USAGE := False
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
 
-.PHONY: help install demo test test-unit test-integration lint fmt bench lock clean
+.PHONY: help install demo test test-unit test-integration lint fmt bench bench-quick lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -45,8 +45,11 @@ fmt: install  ## format and auto-fix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: install  ## benchmarks (minutes to an hour); figures go to bench-out/ and benchmarks/RESULTS.md
+bench: install  ## all benchmarks at full size (about an hour); bench-out/*.json, see benchmarks/RESULTS.md
 	$(PY) benchmarks/run_all.py
+
+bench-quick: install  ## the smallest size of each benchmark (minutes)
+	$(PY) benchmarks/run_all.py --quick
 
 lock: install  ## regenerate constraints.txt from the current environment
 	$(PY) -m pip freeze --exclude-editable | grep -v -iE '^(flywheel|pip|setuptools|wheel)==' \
