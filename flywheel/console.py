@@ -43,7 +43,8 @@ def _fmt(value: Any) -> str:
 
 def summary_table(title: str, summary: Any) -> Table:
     """A two-column table of a dataclass summary's fields (or a plain dict)."""
-    items = dataclasses.asdict(summary) if dataclasses.is_dataclass(summary) else dict(summary)
+    is_instance = dataclasses.is_dataclass(summary) and not isinstance(summary, type)
+    items = dataclasses.asdict(summary) if is_instance else dict(summary)
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("field")
     table.add_column("value", overflow="fold")

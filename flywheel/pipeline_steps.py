@@ -43,7 +43,8 @@ def _settings(settings_json: str) -> Settings:
 
 
 def _jsonable(summary: Any) -> dict[str, Any]:
-    data = dataclasses.asdict(summary) if dataclasses.is_dataclass(summary) else dict(summary)
+    is_instance = dataclasses.is_dataclass(summary) and not isinstance(summary, type)
+    data = dataclasses.asdict(summary) if is_instance else dict(summary)
     return json.loads(json.dumps(data, default=str))
 
 

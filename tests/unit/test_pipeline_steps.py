@@ -1,0 +1,69 @@
+"""Pipeline step adapters with stand-in artifacts (KFP itself is not involved here)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flywheel.config import Settings
+from flywheel.lake import write_state
+from flywheel.pipeline_steps import RUN_ID_ENV, _seal, lake_fingerprint, record_step, run_ingest
+
+
+@dataclass
+class FakeMetrics:
+    """Stands in for kfp.dsl.Metrics: a path and a metadata dict filled by log_metric."""
+
+    path: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def log_metric(self, name: str, value: float) -> None:
+        self.metadata[name] = value
+
+
+def test_seal_writes_metadata_once_so_kfp_cache_entries_stay_valid(tmp_path: Path) -> None:
+    m = FakeMetrics(str(tmp_path / "task" / "metrics"))
+    m.log_metric("rows", 3.0)
+    _seal(m)
+    assert json.loads(Path(m.path).read_text()) == {"rows": 3.0}
+    Path(m.path).write_text("kept")
+    _seal(m)  # an existing artifact file is never overwritten
+    assert Path(m.path).read_text() == "kept"
+
+
+def test_lake_fingerprint_changes_only_with_the_ingest_state(tmp_path: Path) -> None:
+    s = Settings(workspace=tmp_path)
+    empty = lake_fingerprint(s)
+    state = {"events": {"files": {"a.parquet": {"sha256": "x", "size": 1}}, "watermark": "t"}}
+    write_state(s, state)
+    first = lake_fingerprint(s)
+    assert first != empty
+    write_state(s, state)
+    assert lake_fingerprint(s) == first
+    state["events"]["files"]["b.parquet"] = {"sha256": "y", "size": 2}
+    write_state(s, state)
+    assert lake_fingerprint(s) != first
+
+
+def test_ingest_without_uri_only_fingerprints(tmp_path: Path) -> None:
+    s = Settings(workspace=tmp_path)
+    metrics = FakeMetrics(str(tmp_path / "m"))
+    version, rows = run_ingest(s.model_dump_json(), "", "", metrics)
+    assert (version, rows) == (lake_fingerprint(s), 0)
+    assert Path(metrics.path).exists()
+
+
+def test_steps_record_their_summary_for_the_cycle_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = Settings(workspace=tmp_path)
+    record_step(s, "train", {"valid_auc": 0.7}, 1.234)  # no run id: nothing recorded
+    assert not (tmp_path / "runs").exists()
+    monkeypatch.setenv(RUN_ID_ENV, "r1")
+    record_step(s, "train", {"valid_auc": 0.7}, 1.234)
+    data = json.loads((tmp_path / "runs" / "r1" / "train.json").read_text())
+    assert data == {"stage": "train", "seconds": 1.23, "summary": {"valid_auc": 0.7}}
