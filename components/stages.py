@@ -24,7 +24,7 @@ def ingest(
 
     from flywheel.pipeline_steps import run_ingest
 
-    outputs = namedtuple("IngestOutputs", ["lake_version", "new_rows"])
+    outputs = namedtuple("IngestOutputs", ["lake_version", "new_rows"])  # type: ignore[name-match]
     return outputs(*run_ingest(settings_json, events_uri, items_uri, metrics))
 
 

@@ -48,7 +48,9 @@ class FeastSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     project: str = "flywheel"
-    offline_store: Literal["duckdb", "dask"] = "duckdb"
+    #: ``duckdb-asof``: Flywheel's ASOF-join DuckDB store (``flywheel.feast_asof``); ``duckdb``
+    #: and ``dask``: Feast's stock stores.
+    offline_store: Literal["duckdb-asof", "duckdb", "dask"] = "duckdb-asof"
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_connection_string: str = "localhost:6379"
     #: Registry location; ``None`` puts a file registry in the workspace.

@@ -39,6 +39,13 @@ USER_ACTIVITY_PUSH = "user_activity_push"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Registry schemes that need Feast's SQL registry rather than its file registry.
 _SQL_REGISTRY_SCHEMES = ("postgresql", "mysql", "sqlite")
+#: Feast offline store type of each ``feast.offline_store`` setting. Feast imports a custom
+#: store by class path, so naming it here does not import Feast.
+OFFLINE_STORE_TYPES = {
+    "duckdb-asof": "flywheel.feast_asof.DuckDBAsofOfflineStore",
+    "duckdb": "duckdb",
+    "dask": "dask",
+}
 
 
 class FeatureStoreError(ValueError):
@@ -117,8 +124,9 @@ def repo_config(settings: Settings) -> RepoConfig:
     """Build Feast's ``RepoConfig`` from Settings (no YAML file involved).
 
     Args:
-        settings: project, offline store (``duckdb`` or ``dask``), online store (SQLite in
-            ``settings.feast_dir`` or Redis) and registry location are read from ``feast``.
+        settings: project, offline store (``duckdb-asof``, ``duckdb`` or ``dask``), online
+            store (SQLite in ``settings.feast_dir`` or Redis) and registry location are read
+            from ``feast``.
 
     Returns:
         A RepoConfig whose ``repo_path`` is ``settings.feature_data_dir``.
@@ -129,7 +137,7 @@ def repo_config(settings: Settings) -> RepoConfig:
         project=settings.feast.project,
         provider="local",
         registry=_registry(settings),
-        offline_store={"type": settings.feast.offline_store},
+        offline_store={"type": OFFLINE_STORE_TYPES[settings.feast.offline_store]},
         online_store=_online_store(settings),
         entity_key_serialization_version=3,
         repo_path=settings.feature_data_dir.absolute(),

@@ -179,7 +179,7 @@ def service_features(settings: Settings) -> dict[str, list[str]]:
 # ---- offline: point-in-time retrieval ----------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["duckdb", "dask"])
+@pytest.fixture(scope="module", params=["duckdb-asof", "duckdb", "dask"])
 def offline(request, tmp_path_factory) -> tuple[Settings, dict[str, pd.DataFrame]]:
     workspace = tmp_path_factory.mktemp(f"ws-{request.param}")
     settings = Settings(workspace=workspace, feast={"offline_store": request.param})
@@ -251,6 +251,141 @@ def test_entity_df_errors_name_the_column(offline):
     naive = entities.assign(event_timestamp=pd.Timestamp("2024-03-01"))
     with pytest.raises(fs.EntityDataFrameError, match=r"'event_timestamp'.*naive"):
         fs.historical_features(settings, naive)
+
+
+# ---- offline: the ASOF store's own contract ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def asof(tmp_path_factory) -> tuple[Settings, dict[str, pd.DataFrame]]:
+    settings = Settings(workspace=tmp_path_factory.mktemp("ws-asof"))
+    assert settings.feast.offline_store == "duckdb-asof"  # the default
+    tables = build_tables(settings.feature_data_dir)
+    fs.apply(settings)
+    return settings, tables
+
+
+def _utc(entities: pd.DataFrame) -> pd.DataFrame:
+    return entities.assign(event_timestamp=pd.to_datetime(entities["event_timestamp"], utc=True))
+
+
+def test_asof_job_is_a_feast_retrieval_job_in_entity_order(asof):
+    from flywheel.feast_asof import AsofRetrievalJob
+
+    settings, tables = asof
+    store = fs.get_store(settings)
+    service = store.get_feature_service(fs.feature_service_name(settings))
+    # Mixed time zones in an object column, rows shuffled: the store converts and keeps order.
+    entities = entity_rows().sample(frac=1.0, random_state=3, ignore_index=True)
+    job = store.get_historical_features(entity_df=entities.copy(), features=service)
+    assert isinstance(job, AsofRetrievalJob)
+    features = service_features(settings)
+    refs = [f"{view}:{name}" for view, names in features.items() for name in names]
+    meta = job.metadata
+    assert meta is not None
+    assert sorted(meta.features) == sorted(refs)
+    assert set(meta.keys) == {"row_id", "user_id", "item_id", "category"}
+    utc = pd.to_datetime(entities["event_timestamp"], utc=True)
+    assert (meta.min_event_timestamp, meta.max_event_timestamp) == (utc.min(), utc.max())
+    arrow = job.to_arrow()
+    names = [n for ns in features.values() for n in ns]
+    assert arrow.column_names == [*entities.columns, *names]
+    got = job.to_df()
+    assert got["row_id"].tolist() == entities["row_id"].tolist()
+    assert (got["event_timestamp"] == utc).all()
+    expected = reference_pit_join(tables, entities, features)
+    got = got.set_index("row_id")[names].astype(float).loc[expected.index]
+    pd.testing.assert_frame_equal(got, expected[names], check_exact=False)
+
+
+def test_asof_full_feature_names(asof):
+    settings, tables = asof
+    store = fs.get_store(settings)
+    service = store.get_feature_service(fs.feature_service_name(settings))
+    entities = _utc(entity_rows())
+    got = store.get_historical_features(
+        entity_df=entities, features=service, full_feature_names=True
+    ).to_df()
+    features = service_features(settings)
+    expected = reference_pit_join(tables, entities, features)
+    full = {f"{view}__{n}": n for view, names in features.items() for n in names}
+    assert set(full) <= set(got.columns)
+    got = got.set_index("row_id").sort_index()[list(full)].rename(columns=full).astype(float)
+    pd.testing.assert_frame_equal(got, expected[list(full.values())], check_exact=False)
+
+
+def _renamed_objects(tables: dict[str, pd.DataFrame], data_dir: Path) -> list[Any]:
+    """A view over a renamed copy of user_activity at a path relative to the repo, a view
+    over a file that lacks a feature column, and a service with an alias and a key map."""
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource
+    from feast.types import Int64
+
+    renamed = tables["user_activity"].rename(columns={"views_7d": "v7d_src"})
+    (data_dir / "renamed").mkdir()
+    renamed.to_parquet(data_dir / "renamed" / "ua.parquet", index=False)
+    renamed.drop(columns=["v7d_src"]).to_parquet(data_dir / "renamed" / "broken.parquet")
+    user = Entity(name="user", join_keys=["user_id"])
+    views = []
+    for name, path in (("ua_renamed", "renamed/ua.parquet"), ("broken", "renamed/broken.parquet")):
+        source = FileSource(
+            name=f"{name}_source",
+            path=path,  # relative: resolved against repo_path, not the working directory
+            timestamp_field="event_timestamp",
+            created_timestamp_column="created_timestamp",
+            field_mapping={"v7d_src": "views_7d"},
+        )
+        schema = [Field(name="user_id", dtype=Int64), Field(name="views_7d", dtype=Int64)]
+        views.append(
+            FeatureView(
+                name=name, entities=[user], ttl=TTL["user_activity"], schema=schema, source=source
+            )
+        )
+    projected = views[0].with_name("recent").with_join_key_map({"user_id": "buyer_id"})
+    service = FeatureService(name="renamed_v1", features=[projected])
+    return [user, *views, service]
+
+
+def test_asof_field_mapping_alias_key_map_and_relative_paths(asof, monkeypatch, tmp_path):
+    from flywheel.feast_asof import AsofSourceError
+
+    settings, tables = asof
+    store = fs.get_store(settings)
+    store.apply(_renamed_objects(tables, settings.feature_data_dir))
+    monkeypatch.chdir(tmp_path)
+    entities = _utc(entity_rows()).rename(columns={"user_id": "buyer_id"})
+    got = store.get_historical_features(
+        entity_df=entities,
+        features=store.get_feature_service("renamed_v1"),
+        full_feature_names=True,
+    ).to_df()
+    want = [
+        _latest(tables["user_activity"], {"user_id": e["buyer_id"]}, e["event_timestamp"], 7 * D)
+        for e in entities.to_dict("records")
+    ]
+    want_values = [np.nan if w is None else float(w["views_7d"]) for w in want]
+    np.testing.assert_array_equal(got["recent__views_7d"].to_numpy(float), want_values)
+    with pytest.raises(AsofSourceError, match=r"'broken'.*broken\.parquet.*'v7d_src'"):
+        store.get_historical_features(
+            entity_df=entities.rename(columns={"buyer_id": "user_id"}),
+            features=["broken:views_7d"],
+        )
+
+
+def test_asof_hands_created_timestamp_filtering_to_the_stock_store(asof):
+    from flywheel.feast_asof import AsofRetrievalJob
+
+    settings, tables = asof
+    store = fs.get_store(settings)
+    job = store.get_historical_features(
+        entity_df=_utc(entity_rows()),
+        features=["user_activity:views_7d"],
+        filter_by_created_timestamp=True,
+    )
+    assert not isinstance(job, AsofRetrievalJob)
+    got = job.to_df()
+    # User 1 at T0: the tied rows were created after T0, so the filtered answer is T0 - 1h.
+    at_t0 = got[(got.user_id == 1) & (got.event_timestamp == pd.Timestamp(T0))]
+    assert at_t0["views_7d"].tolist() == [tables["user_activity"].loc[2, "views_7d"]] * 4
 
 
 # ---- online: materialize and push --------------------------------------------------------

@@ -9,9 +9,13 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from flywheel import feature_store as fs
@@ -35,7 +39,7 @@ def test_repo_config_local_defaults(tmp_path):
     config = fs.repo_config(settings)
     assert config.project == "flywheel"
     assert config.provider == "local"
-    assert config.offline_store.type == "duckdb"
+    assert config.offline_store.type == "flywheel.feast_asof.DuckDBAsofOfflineStore"
     assert config.online_store.type == "sqlite"
     assert Path(config.online_store.path) == tmp_path / "feast" / "online.db"
     assert Path(config.registry.path) == tmp_path / "feast" / "registry.db"
@@ -172,3 +176,99 @@ def test_missing_columns_are_named():
         fs._require_columns(
             frame, ["user_id", "item_id", "category", "event_timestamp"], "entity_df"
         )
+
+
+# ---- the ASOF offline store (flywheel.feast_asof) ------------------------------------------
+
+
+def test_the_asof_store_is_what_feast_loads_for_the_default_setting(tmp_path):
+    from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
+
+    from flywheel import feast_asof
+
+    config = fs.repo_config(Settings(workspace=tmp_path))
+    assert isinstance(config.offline_store, feast_asof.DuckDBAsofOfflineStoreConfig)
+    store = get_offline_store_from_config(config.offline_store)
+    assert type(store) is feast_asof.DuckDBAsofOfflineStore
+    stock = fs.repo_config(Settings(workspace=tmp_path, feast={"offline_store": "duckdb"}))
+    assert type(get_offline_store_from_config(stock.offline_store)).__name__ == (
+        "DuckDBOfflineStore"
+    )
+
+
+def test_parquet_paths_resolve_against_the_repo_path_and_others_go_to_the_stock_store(tmp_path):
+    from feast import FileSource
+
+    from flywheel.feast_asof import _parquet_path
+
+    config: Any = SimpleNamespace(repo_path=tmp_path)
+
+    def source(path: str) -> FileSource:
+        return FileSource(name="s", path=path, timestamp_field="event_timestamp")
+
+    assert _parquet_path(config, source("t/a.parquet")) == str(tmp_path / "t" / "a.parquet")
+    assert _parquet_path(config, source("/abs/a.parquet")) == "/abs/a.parquet"
+    assert _parquet_path(config, source("file:///abs/a.parquet")) == "/abs/a.parquet"
+    assert _parquet_path(config, source("s3://bucket/a.parquet")) is None
+    assert _parquet_path(config, source("t/a.csv")) is None
+
+
+T = datetime(2024, 3, 1, tzinfo=UTC)
+US = timedelta(microseconds=1)
+
+
+def _asof_result(tmp_path, plans_ttl: list[timedelta | None], entities: pd.DataFrame):
+    """Run the ASOF query of one hand-made table (source column ``src_val``) per ttl."""
+    from flywheel import feast_asof
+
+    rows = [  # user, event time, created time, value
+        (1, T - 2 * timedelta(days=1), T - 2 * timedelta(days=1), 1.0),
+        (1, T, T + timedelta(minutes=1), 2.0),
+        (1, T, T + timedelta(minutes=5), 3.0),  # same event time, created later: wins
+        (2, T - timedelta(days=7), T - timedelta(days=7), 4.0),  # exactly at the ttl limit
+        (3, T - timedelta(days=7) - US, T - timedelta(days=7), 5.0),  # 1 us past it
+    ]
+    table = pd.DataFrame(rows, columns=["uid", "ts", "created", "src_val"])
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp_path / "t.parquet")
+    plans = [
+        feast_asof.ViewPlan(
+            name=f"v{i}",
+            scan=feast_asof._scan(str(tmp_path / "t.parquet")),
+            keys=(("uid", "user_id"),),
+            timestamp="ts",
+            created="created",
+            features=(("src_val", f"val{i}"),),
+            ttl_us=int(ttl.total_seconds() * 1e6) if ttl else None,
+        )
+        for i, ttl in enumerate(plans_ttl)
+    ]
+    config = feast_asof.DuckDBAsofOfflineStoreConfig()
+    job = feast_asof.AsofRetrievalJob(entities, "event_timestamp", plans, config)
+    return job.to_df()
+
+
+def test_asof_query_picks_the_latest_row_within_ttl_in_entity_order(tmp_path):
+    plus2 = timezone(timedelta(hours=2))
+    cases = [  # user, entity time, expected with a 7-day ttl, expected without a ttl
+        (1, T.astimezone(plus2), 3.0, 3.0),
+        (1, T - timedelta(hours=1), 1.0, 1.0),
+        (2, T, 4.0, 4.0),
+        (3, T, np.nan, 5.0),
+        (4, T, np.nan, np.nan),  # no rows at all
+        (1, T - 3 * timedelta(days=1), np.nan, np.nan),  # before the user's first row
+        (1, T - US, 1.0, 1.0),  # just before the tied rows
+    ]
+    entities = pd.DataFrame(
+        {
+            "label": [10 + i for i in range(len(cases))],
+            "user_id": [c[0] for c in cases],
+            "event_timestamp": pd.Series([c[1] for c in cases], dtype=object),
+        }
+    )
+    got = _asof_result(tmp_path, [timedelta(days=7), None], entities)
+    assert list(got.columns) == ["label", "user_id", "event_timestamp", "val0", "val1"]
+    assert got["label"].tolist() == entities["label"].tolist()
+    want = pd.to_datetime(entities["event_timestamp"], utc=True)
+    assert (got["event_timestamp"] == want).all()
+    np.testing.assert_array_equal(got["val0"].to_numpy(float), [c[2] for c in cases])
+    np.testing.assert_array_equal(got["val1"].to_numpy(float), [c[3] for c in cases])
