@@ -17,10 +17,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 if TYPE_CHECKING:
     from flywheel.config import Settings
@@ -69,8 +70,8 @@ def label_organic_impressions(
         closed_before: only views whose window has closed by this time are labelled.
 
     Returns:
-        Impressions with :data:`IMPRESSION_COLUMNS` (``group_id`` is the browsing session),
-        sorted by time.
+        Impressions with :data:`IMPRESSION_COLUMNS` (``group_id`` is the browsing session:
+        strings, or a categorical when ``session_id`` is one), sorted by time.
     """
     views = events.loc[events["event_type"] == "view", ["user_id", "item_id", "ts", "session_id"]]
     views = views.loc[views["ts"] + attribution <= closed_before]
@@ -84,11 +85,18 @@ def label_organic_impressions(
             "item_id": views["item_id"].to_numpy(),
             "event_timestamp": views["ts"].to_numpy(),
             "label": labels.astype(np.int8),
-            "group_id": views["session_id"].astype(str).to_numpy(),
+            "group_id": _group_ids(views["session_id"]),
         }
     )
     out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True)
     return out.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+
+
+def _group_ids(sessions: pd.Series) -> Any:
+    """Session ids as group ids; a categorical stays one (millions of strings cost GBs)."""
+    if isinstance(sessions.dtype, pd.CategoricalDtype):
+        return sessions.array
+    return sessions.astype(str).to_numpy()
 
 
 def _first_positive_within(
@@ -163,12 +171,14 @@ def sample_impressions(impressions: pd.DataFrame, max_rows: int, seed: int) -> p
     """Keep at most ``max_rows`` impressions, whole groups at a time, reproducibly."""
     if len(impressions) <= max_rows:
         return impressions
-    groups = impressions["group_id"].unique()
-    rng = np.random.default_rng(seed)
-    rng.shuffle(groups)
-    sizes = impressions.groupby("group_id", sort=False).size().reindex(groups).to_numpy()
-    keep = groups[: max(1, int(np.searchsorted(np.cumsum(sizes), max_rows, side="right")))]
-    return impressions.loc[impressions["group_id"].isin(keep)].reset_index(drop=True)
+    # Integer codes, not the ids: isin/groupby over millions of strings is slow and big.
+    codes, uniques = pd.factorize(impressions["group_id"], sort=False)
+    order = np.random.default_rng(seed).permutation(len(uniques))
+    sizes = np.bincount(codes, minlength=len(uniques))[order]
+    n_keep = max(1, int(np.searchsorted(np.cumsum(sizes), max_rows, side="right")))
+    keep = np.zeros(len(uniques), dtype=bool)
+    keep[order[:n_keep]] = True
+    return impressions.loc[keep[codes]].reset_index(drop=True)
 
 
 def build_training_set(
@@ -223,6 +233,28 @@ def lake_time_range(settings: Settings) -> tuple[datetime, datetime]:
     return lo, hi
 
 
+def read_labelling_events(settings: Settings, start: datetime, end: datetime) -> pd.DataFrame:
+    """The window's views and organic positives, lean enough for 10M-event windows.
+
+    Returns ``user_id, item_id, event_type, ts, session_id`` for events with
+    ``start <= ts < end`` whose type labelling uses; ``event_type`` and ``session_id`` are
+    pandas categoricals (dictionary-encoded in Arrow first), which keeps millions of
+    session ids from becoming one Python string each.
+    """
+    import pyarrow.compute as pc
+
+    from flywheel.lake import read_lake_events
+
+    cols = ["user_id", "item_id", "event_type", "ts", "session_id"]
+    table = read_lake_events(settings, columns=cols, start=start, end=end)
+    wanted = pa.array(["view", *ORGANIC_POSITIVES])
+    table = table.filter(pc.is_in(table.column("event_type"), value_set=wanted))
+    for name in ("event_type", "session_id"):
+        column = pc.dictionary_encode(table.column(name))
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table.to_pandas()
+
+
 def build_dataset(
     settings: Settings,
     out_path: Path,
@@ -248,7 +280,7 @@ def build_dataset(
     """
     import pyarrow.parquet as pq
 
-    from flywheel.lake import read_lake_events, write_parquet_atomic
+    from flywheel.lake import write_parquet_atomic
 
     started = time.perf_counter()
     if end is None:
@@ -259,13 +291,13 @@ def build_dataset(
             f"item catalog {str(settings.items_path)!r} is missing: ingest one with "
             "`flywheel ingest --items FILE`"
         )
-    cols = ["user_id", "item_id", "event_type", "ts", "session_id"]
-    events = read_lake_events(settings, columns=cols, start=start, end=end).to_pandas()
-    log.info("dataset: %d events in window %s .. %s", len(events), start, end)
+    events = read_labelling_events(settings, start, end)
+    log.info("dataset: %d views and positives in window %s .. %s", len(events), start, end)
     impressions = label_organic_impressions(events, attribution, closed_before=end)
     del events
     total = len(impressions)
     impressions = sample_impressions(impressions, max_rows, seed)
+    impressions["group_id"] = impressions["group_id"].astype(str)
     if impressions.empty:
         raise DatasetError(f"no labelled impressions between {start} and {end}")
     if impressions["label"].nunique() < 2:
@@ -275,8 +307,6 @@ def build_dataset(
         )
     items = pq.read_table(settings.items_path, columns=["item_id", "category"]).to_pandas()
     frame = build_training_set(settings, impressions, items)
-    import pyarrow as pa
-
     write_parquet_atomic(pa.Table.from_pandas(frame, preserve_index=False), out_path)
     positives = int(frame["label"].sum())
     return DatasetSummary(
