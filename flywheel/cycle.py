@@ -110,8 +110,12 @@ def run_cycle(
     seed: int = 0,
     rule: BlessingRule | None = None,
     caching: bool = True,
+    shared_ray_runtime: bool = True,
 ) -> CycleSummary:
     """Run one cycle of the pipeline through kfp.local (SubprocessRunner, this interpreter).
+
+    With ``shared_ray_runtime`` (local profile) the cycle starts one local Ray that every
+    stage joins, instead of each stage starting its own.
 
     Raises:
         CycleError: naming the failed stage; stages before it keep their outputs, the
@@ -120,6 +124,7 @@ def run_cycle(
     from kfp import local
 
     from flywheel.evaluate import BlessingRule
+    from flywheel.ray_runtime import shutdown_ray, start_shared_ray
     from flywheel.registry import current_champion
     from pipelines.continuous_training import make_pipeline
 
@@ -138,6 +143,8 @@ def run_cycle(
     )
     pipeline = make_pipeline(settings)
     started = time.perf_counter()
+    # One local Ray for every stage of the run (they join it through the environment).
+    shared_ray = start_shared_ray(settings) if shared_ray_runtime else None
     os.environ[RUN_ID_ENV] = run_id
     log.info("cycle %s: running %d stages with kfp.local", run_id, len(STAGES))
     try:
@@ -157,6 +164,8 @@ def run_cycle(
         raise CycleError(f"cycle {run_id} failed at stage {failed!r}: {exc}") from exc
     finally:
         os.environ.pop(RUN_ID_ENV, None)
+        if shared_ray:
+            shutdown_ray()
     stages = collect_report(settings, run_id)
     blessed = None
     eval_file = settings.workspace / "runs" / run_id / "evaluate.json"
