@@ -1,0 +1,1 @@
+"""The BentoML face of the ranking service (``bentoml serve serving.service:Ranker``)."""

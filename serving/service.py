@@ -1,0 +1,139 @@
+"""The BentoML ranking service: HTTP in, ``flywheel.serving.RankingService`` out.
+
+Run it with ``flywheel serve`` (or ``flywheel.serving.serve``), which sets ``BENTOML_HOME``,
+the ``FLYWHEEL_*`` settings, the worker count and ``$RANKER_OPTIONS`` for
+``bentoml serve serving.service:Ranker``. Endpoints: ``POST /rank``, ``POST /feedback``, and
+BentoML's ``/healthz``, ``/livez``, ``/readyz`` (ready once a champion is loaded),
+``/metrics`` (Prometheus, with the ``flywheel_*`` counters below) and ``/docs``.
+
+Status codes: 200; 400 for a body that is not valid JSON or breaks the request model
+(``detail[].loc`` names the field); 413 for a body over 64 KiB; 503 while there is no
+champion, no candidate set or no online store.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bentoml
+
+with bentoml.importing():
+    from starlette.responses import JSONResponse, RedirectResponse
+
+    from flywheel.serving import (
+        MAX_BODY_BYTES,
+        SERVICE_NAME,
+        BodySizeLimit,
+        FeedbackRequest,
+        FeedbackResponse,
+        RankingService,
+        RankRequest,
+        RankResponse,
+        ServingError,
+        options_from_env,
+    )
+
+_METRICS: dict[str, Any] = {}
+#: Marks our counters in the /metrics text.
+_FIRST_METRIC = "flywheel_rank_requests_total"
+
+
+def _metrics() -> dict[str, Any]:
+    """Our Prometheus counters, created once per process and only after BentoML has set
+    up multiprocess collection (prometheus_client must not be imported before that).
+
+    They live in a registry of their own: under ``bentoml serve`` each worker's values go
+    to the multiprocess files BentoML aggregates; in a single process (``to_asgi``) they
+    are rendered from this registry by ``Ranker.__metrics__``.
+    """
+    if not _METRICS:
+        from prometheus_client import CollectorRegistry, Counter
+
+        registry = CollectorRegistry()
+        _METRICS["registry"] = registry
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Any:
+            return Counter(name, doc, labels, registry=registry)
+
+        _METRICS.update(
+            requests=counter("flywheel_rank_requests", "Rank requests answered"),
+            served=counter("flywheel_served_items", "Items served in rankings"),
+            explored=counter("flywheel_explored_items", "Served items chosen by exploration"),
+            cold=counter("flywheel_cold_start_requests", "Rank requests for cold-start users"),
+            default=counter(
+                "flywheel_default_candidate_requests", "Rank requests using default candidates"
+            ),
+            feedback=counter("flywheel_feedback", "Feedback events recorded", ("event_type",)),
+            unknown=counter(
+                "flywheel_feedback_unknown_request", "Feedback naming an unknown request_id"
+            ),
+        )
+    return _METRICS
+
+
+def _unavailable(exc: Exception) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=503)
+
+
+@bentoml.service(name=SERVICE_NAME, workers=1, traffic={"timeout": 30})
+class Ranker:
+    """Ranks items for a user with the champion model from Feast's online features."""
+
+    def __init__(self) -> None:
+        from flywheel.config import load_settings
+
+        self.core = RankingService(load_settings(), options_from_env())
+        self.metrics = _metrics()
+
+    def __is_ready__(self) -> bool:
+        return self.core.ready()
+
+    def __metrics__(self, content: str) -> str:
+        """Add our counters when BentoML's multiprocess collection did not include them."""
+        if _FIRST_METRIC in content:
+            return content
+        from prometheus_client import generate_latest
+
+        return content + generate_latest(self.metrics["registry"]).decode()
+
+    @bentoml.api(route="/rank", input_spec=RankRequest, output_spec=RankResponse)
+    def rank(
+        self, user_id: int, candidates: list[int] | None = None, k: int = 10
+    ) -> RankResponse | JSONResponse:
+        """Rank ``candidates`` (default: popular and new items) for ``user_id``; top ``k``."""
+        try:
+            outcome = self.core.rank(RankRequest(user_id=user_id, candidates=candidates, k=k))
+        except (ServingError, ConnectionError) as exc:
+            return _unavailable(exc)
+        m = self.metrics
+        m["requests"].inc()
+        m["served"].inc(len(outcome.response.items))
+        m["explored"].inc(outcome.explored)
+        m["cold"].inc(outcome.cold_start)
+        m["default"].inc(outcome.default_candidates)
+        return outcome.response
+
+    @bentoml.api(route="/feedback", input_spec=FeedbackRequest, output_spec=FeedbackResponse)
+    def feedback(self, request_id: str, item_id: int, event_type: str) -> Any:
+        """Record what the user did with a served item (click, cart or purchase)."""
+        request = FeedbackRequest.model_validate(
+            {"request_id": request_id, "item_id": item_id, "event_type": event_type}
+        )
+        try:
+            answer = self.core.feedback(request)
+        except (ServingError, ConnectionError) as exc:
+            return _unavailable(exc)
+        self.metrics["feedback"].labels(event_type=event_type).inc()
+        if answer.note is not None:
+            self.metrics["unknown"].inc()
+        return answer
+
+
+async def _docs(scope: Any, receive: Any, send: Any) -> None:
+    """``/docs``: BentoML 1.4 serves its Swagger UI at ``/`` (spec at ``/docs.json``)."""
+    await RedirectResponse("/")(scope, receive, send)
+
+
+# ``@bentoml.service`` turned the class into a ``Service``; mypy still sees the class.
+Ranker.add_asgi_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)  # type: ignore[attr-defined]
+Ranker.mount_asgi_app(_docs, path="/docs")  # type: ignore[attr-defined]

@@ -1,0 +1,434 @@
+"""The serving core without BentoML or Feast: requests, exploration, feedback rows,
+default candidates, champion hot swap, the clock, the body-size guard, the serve command."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import typing
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from flywheel import serving
+from flywheel.config import Settings, load_settings
+from flywheel.lake import write_state
+from flywheel.registry import POINTER_FILENAME
+from flywheel.schemas import FEATURE_TABLES, FEEDBACK_TYPES, USER_ACTIVITY_SCHEMA
+from flywheel.serving import (
+    BodySizeLimit,
+    ChampionWatcher,
+    FeedbackRequest,
+    LoadedModel,
+    RankRequest,
+    ServingOptions,
+    activity_after_feedback,
+    default_candidates,
+    epsilon_greedy,
+    make_clock,
+    new_request_id,
+    options_from_env,
+    serve_command,
+    user_of_request,
+)
+
+T0 = datetime(2025, 3, 10, 12, tzinfo=UTC)
+H = timedelta(hours=1)
+
+
+# ---- request validation ------------------------------------------------------------------
+
+
+def _error_fields(model: type[Any], raw: str) -> list[str]:
+    with pytest.raises(ValidationError) as info:
+        model.model_validate_json(raw)
+    return [".".join(str(p) for p in e["loc"]) for e in info.value.errors()]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"user_id": -1}', "user_id"),
+        ('{"user_id": "7"}', "user_id"),
+        ('{"user_id": 7.5}', "user_id"),
+        ('{"user_id": true}', "user_id"),
+        ('{"user_id": NaN}', "user_id"),
+        ('{"user_id": 9223372036854775808}', "user_id"),
+        ("{}", "user_id"),
+        ('{"user_id": 1, "k": 0}', "k"),
+        ('{"user_id": 1, "k": 101}', "k"),
+        ('{"user_id": 1, "k": 2.0}', "k"),
+        ('{"user_id": 1, "k": "3"}', "k"),
+        ('{"user_id": 1, "candidates": []}', "candidates"),
+        ('{"user_id": 1, "candidates": [1, 2, 1]}', "candidates"),
+        ('{"user_id": 1, "candidates": ' + json.dumps(list(range(501))) + "}", "candidates"),
+        ('{"user_id": 1, "candidates": [1, -2]}', "candidates.1"),
+        ('{"user_id": 1, "candidates": [1, NaN]}', "candidates.1"),
+        ('{"user_id": 1, "candidates": "1,2"}', "candidates"),
+        ('{"user_id": 1, "candidate": [1]}', "candidate"),
+    ],
+)
+def test_bad_rank_requests_name_the_field(body: str, field: str) -> None:
+    assert _error_fields(RankRequest, body) == [field]
+
+
+def test_malformed_json_is_a_validation_error() -> None:
+    with pytest.raises(ValidationError, match="Invalid JSON"):
+        RankRequest.model_validate_json('{"user_id": ')
+
+
+def test_duplicate_candidates_are_named() -> None:
+    with pytest.raises(ValidationError, match=r"repeated: \[1, 4\]"):
+        RankRequest.model_validate_json('{"user_id": 1, "candidates": [4, 1, 2, 1, 4]}')
+
+
+def test_good_rank_request_and_defaults() -> None:
+    req = RankRequest.model_validate_json('{"user_id": 0, "candidates": [5, 3]}')
+    assert (req.user_id, req.candidates, req.k) == (0, [5, 3], serving.DEFAULT_K)
+    assert RankRequest.model_validate_json('{"user_id": 3, "k": 100}').candidates is None
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"request_id": "a", "item_id": 1, "event_type": "hover"}, "event_type"),
+        ({"request_id": "a", "item_id": 1, "event_type": "view"}, "event_type"),
+        ({"request_id": "", "item_id": 1, "event_type": "click"}, "request_id"),
+        ({"request_id": "a b", "item_id": 1, "event_type": "click"}, "request_id"),
+        ({"request_id": "x" * 129, "item_id": 1, "event_type": "click"}, "request_id"),
+        ({"request_id": "a", "item_id": -3, "event_type": "click"}, "item_id"),
+        ({"request_id": "a", "item_id": "3", "event_type": "click"}, "item_id"),
+        ({"request_id": 5, "item_id": 3, "event_type": "click"}, "request_id"),
+        ({"item_id": 3, "event_type": "click"}, "request_id"),
+    ],
+)
+def test_bad_feedback_names_the_field(body: dict[str, Any], field: str) -> None:
+    assert _error_fields(FeedbackRequest, json.dumps(body)) == [field]
+
+
+def test_feedback_types_are_the_contracts() -> None:
+    assert typing.get_args(serving.FeedbackType) == FEEDBACK_TYPES
+
+
+def test_request_ids_carry_the_user() -> None:
+    ids = {new_request_id(42) for _ in range(100)}
+    assert len(ids) == 100
+    assert {user_of_request(i) for i in ids} == {42}
+    assert user_of_request(new_request_id(2**63 - 1)) == 2**63 - 1
+    for foreign in ("oracle-3", "abc", "0" * 32 + "-", "0" * 32 + "-99999999999999999999"):
+        assert user_of_request(foreign) is None
+
+
+def test_options_from_env() -> None:
+    assert options_from_env({}) == ServingOptions()
+    opts = options_from_env({serving.OPTIONS_ENV: '{"epsilon": 0.25, "seed": 3}'})
+    assert (opts.epsilon, opts.seed, opts.clock) == (0.25, 3, "auto")
+    with pytest.raises(ValueError, match=r"epsilon=1\.5"):
+        options_from_env({serving.OPTIONS_ENV: '{"epsilon": 1.5}'})
+    with pytest.raises(ValueError, match="epsilonn"):
+        options_from_env({serving.OPTIONS_ENV: '{"epsilonn": 0.1}'})
+
+
+# ---- exploration --------------------------------------------------------------------------
+
+
+def test_no_exploration_is_the_greedy_ranking_with_propensity_one() -> None:
+    scores = np.array([0.2, 0.9, 0.5, 0.9, 0.1])
+    slate = epsilon_greedy(scores, 4, 0.0, np.random.default_rng(0))
+    assert slate.indices.tolist() == [1, 3, 2, 0]  # ties keep candidate order
+    assert slate.propensities.tolist() == [1.0] * 4
+    assert not slate.explored.any()
+
+
+def test_propensities_follow_the_formula_and_seeds_repeat() -> None:
+    scores = np.random.default_rng(1).random(50)
+    eps = 0.3
+    a = epsilon_greedy(scores, 10, eps, np.random.default_rng(7))
+    b = epsilon_greedy(scores, 10, eps, np.random.default_rng(7))
+    assert a.indices.tolist() == b.indices.tolist()
+    assert len(set(a.indices.tolist())) == 10
+    remaining = list(np.argsort(-scores, kind="stable"))
+    for slot, item in enumerate(a.indices):
+        m = 50 - slot
+        greedy = remaining[0]
+        expected = 1 - eps + eps / m if item == greedy else eps / m
+        assert a.propensities[slot] == pytest.approx(expected)
+        assert a.explored[slot] == (item != greedy)
+        remaining.remove(item)
+    assert ((a.propensities > 0) & (a.propensities <= 1)).all()
+
+
+def test_logged_propensities_match_observed_frequencies() -> None:
+    """Monte Carlo check: how often the policy really puts an item in a slot."""
+    scores = np.array([0.1, 0.8, 0.4, 0.6])
+    eps, draws = 0.4, 20_000
+    rng = np.random.default_rng(3)
+    first: Counter[int] = Counter()
+    second_after_best: Counter[int] = Counter()
+    logged: dict[tuple[int, int], float] = {}
+    for _ in range(draws):
+        slate = epsilon_greedy(scores, 2, eps, rng)
+        i0, i1 = int(slate.indices[0]), int(slate.indices[1])
+        first[i0] += 1
+        logged[(0, i0)] = slate.propensities[0]
+        if i0 == 1:
+            second_after_best[i1] += 1
+            logged[(1, i1)] = slate.propensities[1]
+    for item, count in first.items():
+        assert count / draws == pytest.approx(logged[(0, item)], abs=0.015)
+    total = sum(second_after_best.values())
+    for item, count in second_after_best.items():
+        assert count / total == pytest.approx(logged[(1, item)], abs=0.015)
+
+
+def test_slate_is_never_longer_than_the_candidates() -> None:
+    slate = epsilon_greedy(np.array([0.3, 0.2]), 10, 0.5, np.random.default_rng(0))
+    assert sorted(slate.indices.tolist()) == [0, 1]
+    assert slate.propensities[-1] == 1.0  # one candidate left: the policy must take it
+    with pytest.raises(ValueError, match="epsilon"):
+        epsilon_greedy(np.array([0.3]), 1, 1.2, np.random.default_rng(0))
+
+
+# ---- feedback -> user activity row ----------------------------------------------------------
+
+
+def _current() -> dict[str, Any]:
+    return {
+        "views_1h": 1, "views_24h": 4, "views_7d": 10, "carts_24h": 1, "carts_7d": 2,
+        "purchases_7d": 1, "clicks_7d": 3, "cart_rate_7d": 0.2, "conversion_rate_7d": 0.1,
+        "avg_price_7d": 25.0, "last_event_unix": (T0 - H).timestamp(),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("event", "changes"),
+    [
+        ("click", {"clicks_7d": 4}),
+        ("cart", {"carts_24h": 2, "carts_7d": 3, "cart_rate_7d": 0.3}),
+        ("purchase", {"purchases_7d": 2, "conversion_rate_7d": 0.2}),
+    ],
+)
+def test_feedback_counts_the_event_in_its_windows(event: str, changes: dict[str, Any]) -> None:
+    row = activity_after_feedback(5, _current(), T0 - H, event, T0)
+    expected = {**_current(), **changes, "last_event_unix": T0.timestamp()}
+    assert {k: row[k] for k in expected} == pytest.approx(expected)
+    assert row["user_id"] == 5 and row["event_timestamp"] == T0
+    assert set(row) == set(USER_ACTIVITY_SCHEMA.names)
+
+
+def test_feedback_for_a_user_without_features_starts_from_zero() -> None:
+    row = activity_after_feedback(9, None, None, "cart", T0)
+    assert (row["carts_24h"], row["carts_7d"], row["views_7d"], row["cart_rate_7d"]) == (
+        1, 1, 0, 0.0,
+    )  # fmt: skip
+    frame = pd.DataFrame([row])
+    pa.Table.from_pandas(frame[USER_ACTIVITY_SCHEMA.names], schema=USER_ACTIVITY_SCHEMA)
+
+
+def test_feedback_row_is_stamped_after_the_stored_row() -> None:
+    later = T0 + timedelta(seconds=5)
+    row = activity_after_feedback(1, _current(), later, "click", T0)
+    assert row["event_timestamp"] > later
+    with pytest.raises(ValueError, match="view"):
+        activity_after_feedback(1, None, None, "view", T0)
+
+
+# ---- default candidates -------------------------------------------------------------------
+
+
+def _write(settings: Settings, name: str, rows: list[dict[str, Any]]) -> None:
+    schema = FEATURE_TABLES[name]
+    frame = pd.DataFrame(rows)
+    for f in schema:
+        if f.name not in frame.columns:
+            frame[f.name] = 0 if pa.types.is_integer(f.type) else 0.0
+    settings.feature_data_dir.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+    pq.write_table(table, settings.feature_data_dir / f"{name}.parquet")
+
+
+def test_default_candidates_are_recent_popular_then_newest(tmp_path: Path) -> None:
+    settings = Settings(workspace=tmp_path)
+    snap = [  # (item, snapshot time, views_7d, carts_7d)
+        (1, T0 - 2 * H, 50, 0), (1, T0 - H, 5, 0),  # latest snapshot counts: 5
+        (2, T0 - H, 30, 1), (3, T0 - H, 30, 4),  # tie on views: more carts first
+        (4, T0 - 8 * 24 * H, 99, 0),  # older than 7 days
+        (5, T0 + H, 99, 0),  # after the request time
+        (6, T0 - 3 * H, 10, 0),
+    ]  # fmt: skip
+    _write(settings, "item_activity", [
+        {"item_id": i, "event_timestamp": t, "created_timestamp": t, "item_views_7d": v,
+         "item_carts_7d": c} for i, t, v, c in snap
+    ])  # fmt: skip
+    created = {1: -90, 2: -80, 3: -70, 4: -60, 5: -5, 6: -50, 7: -2, 8: -1, 9: 3}
+    _write(settings, "item_catalog", [
+        {"item_id": i, "event_timestamp": T0 + d * H, "created_timestamp": T0 + d * H,
+         "category": "c", "price": 1.0} for i, d in created.items()
+    ])  # fmt: skip
+    assert default_candidates(settings, T0, n_popular=3, n_new=2) == [3, 2, 6, 8, 7]
+    # too few popular items: the newest fill the gap; item 9 does not exist yet
+    assert default_candidates(settings, T0, n_popular=10, n_new=0) == [3, 2, 6, 1, 8, 7, 5, 4]
+    assert default_candidates(Settings(workspace=tmp_path / "empty"), T0) == []
+
+
+# ---- champion hot swap ----------------------------------------------------------------------
+
+
+def _point_to(settings: Settings, tag: str) -> None:
+    path = settings.state_dir / POINTER_FILENAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"champion": tag, "history": [], "updated_at": "x"}))
+    os.replace(tmp, path)
+
+
+def test_watcher_swaps_when_the_pointer_changes(tmp_path: Path) -> None:
+    settings = Settings(workspace=tmp_path)
+    loads: list[str] = []
+
+    def loader(_: Settings, tag: str) -> LoadedModel:
+        if tag == "broken:1":
+            raise FileNotFoundError("model file missing")
+        loads.append(tag)
+        return LoadedModel(tag, booster=None, feature_service="ranking_v1")  # type: ignore[arg-type]
+
+    watcher = ChampionWatcher(settings, check_s=0.0, loader=loader)
+    assert watcher.current() is None  # no pointer yet
+    _point_to(settings, "m:1")
+    assert watcher.current().tag == "m:1"  # type: ignore[union-attr]
+    assert watcher.current().tag == "m:1"  # type: ignore[union-attr]
+    _point_to(settings, "m:2")
+    assert watcher.current().tag == "m:2"  # type: ignore[union-attr]
+    _point_to(settings, "broken:1")
+    assert watcher.current().tag == "m:2"  # type: ignore[union-attr]  # kept the old one
+    assert loads == ["m:1", "m:2"] and watcher.swaps == 1
+
+
+def test_watcher_checks_the_pointer_at_most_every_check_s(tmp_path: Path) -> None:
+    settings = Settings(workspace=tmp_path)
+
+    def loader(_: Settings, tag: str) -> LoadedModel:
+        return LoadedModel(tag, booster=None, feature_service="ranking_v1")  # type: ignore[arg-type]
+
+    watcher = ChampionWatcher(settings, check_s=3600.0, loader=loader)
+    _point_to(settings, "m:1")
+    assert watcher.current().tag == "m:1"  # type: ignore[union-attr]
+    _point_to(settings, "m:2")
+    assert watcher.current().tag == "m:1"  # type: ignore[union-attr]  # not checked yet
+    watcher.check_s = 0.0
+    assert watcher.current().tag == "m:2"  # type: ignore[union-attr]
+
+
+def test_callers_wait_for_the_first_model_but_not_for_a_swap(tmp_path: Path) -> None:
+    settings = Settings(workspace=tmp_path)
+    loads: list[str] = []
+
+    def slow_loader(_: Settings, tag: str) -> LoadedModel:
+        loads.append(tag)
+        time.sleep(0.3)
+        return LoadedModel(tag, booster=None, feature_service="ranking_v1")  # type: ignore[arg-type]
+
+    watcher = ChampionWatcher(settings, check_s=0.0, loader=slow_loader)
+    _point_to(settings, "m:1")
+    with ThreadPoolExecutor(4) as pool:
+        first = list(pool.map(lambda _: watcher.current(), range(4)))
+    assert [m.tag for m in first] == ["m:1"] * 4 and loads == ["m:1"]  # type: ignore[union-attr]
+    _point_to(settings, "m:2")
+    with ThreadPoolExecutor(4) as pool:
+        during = list(pool.map(lambda _: watcher.current(), range(4)))
+    # one caller loads m:2; the others are served m:1 (or m:2 once loaded), never None
+    assert {m.tag for m in during if m is not None} <= {"m:1", "m:2"} and None not in during
+    assert loads == ["m:1", "m:2"] and watcher.current().tag == "m:2"  # type: ignore[union-attr]
+
+
+# ---- the clock -----------------------------------------------------------------------------
+
+
+def test_clock_replays_an_old_lake_and_follows_a_fresh_one(tmp_path: Path) -> None:
+    settings = Settings(workspace=tmp_path)
+    wall = datetime.now(UTC)
+    assert make_clock(settings, "auto", wall).offset == timedelta(0)  # empty lake
+    with pytest.raises(ValueError, match="empty"):
+        make_clock(settings, "lake", wall)
+    mark = datetime(2025, 1, 19, 22, 30, tzinfo=UTC)
+    write_state(settings, {"events": {"watermark": mark.isoformat()}})
+    replay = make_clock(settings, "auto", wall)
+    start = datetime(2025, 1, 19, 23, tzinfo=UTC)  # the end of the watermark's hour
+    assert replay.offset == start - wall
+    assert abs(replay.now() - start) < timedelta(seconds=60)
+    assert make_clock(settings, "wall", wall).offset == timedelta(0)
+    assert make_clock(settings, "auto", mark + H).offset == timedelta(0)  # data is fresh
+    replay.advance_to(replay.now() - H)  # never backwards
+    assert replay.offset == start - wall
+    with pytest.raises(ValueError, match="sundial"):
+        make_clock(settings, "sundial", wall)
+
+
+# ---- body size guard -------------------------------------------------------------------------
+
+
+async def _echo(request: Request) -> JSONResponse:
+    return JSONResponse({"bytes": len(await request.body())})
+
+
+def _guarded(limit: int) -> TestClient:
+    app = Starlette(routes=[Route("/echo", _echo, methods=["POST", "GET"])])
+    return TestClient(BodySizeLimit(app, max_bytes=limit))
+
+
+def test_body_size_limit() -> None:
+    client = _guarded(100)
+    assert client.post("/echo", content=b"x" * 100).json() == {"bytes": 100}
+    big = client.post("/echo", content=b"x" * 101)
+    assert big.status_code == 413 and "at most 100 bytes" in big.json()["error"]
+
+    def chunks(n: int) -> Any:
+        yield from (b"y" * 30 for _ in range(n))
+
+    assert client.post("/echo", content=chunks(3)).json() == {"bytes": 90}
+    assert client.post("/echo", content=chunks(4)).status_code == 413
+    assert client.get("/echo").json() == {"bytes": 0}
+
+
+# ---- the serve command ------------------------------------------------------------------------
+
+
+def test_serve_command_reproduces_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(workspace=str(tmp_path / "ws"))
+    settings = settings.model_copy(
+        update={"feast": settings.feast.model_copy(update={"online_store": "redis"})}
+    )
+    inherited = {"FLYWHEEL_CONFIG": "/nope.yaml", "FLYWHEEL_PROFILE": "prod", "PATH": "/bin"}
+    argv, env = serve_command(settings, port=3123, workers=2, environ=inherited)
+    assert argv[-4:-1] == ["--port", "3123", "--working-dir"]
+    assert (Path(argv[-1]) / "serving" / "service.py").is_file()
+    assert "FLYWHEEL_CONFIG" not in env and env["PATH"] == "/bin"
+    assert env["BENTOML_HOME"] == str((tmp_path / "ws" / "bentoml").absolute())
+    assert json.loads(env["BENTOML_CONFIG_OVERRIDES"]) == {"services": {"Ranker": {"workers": 2}}}
+    assert ServingOptions.model_validate_json(env[serving.OPTIONS_ENV]) == ServingOptions()
+    for name in list(os.environ):
+        if name.startswith("FLYWHEEL_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        if name.startswith("FLYWHEEL_"):
+            monkeypatch.setenv(name, value)
+    assert load_settings() == settings.model_copy(update={"workspace": tmp_path / "ws"})
+    with pytest.raises(ValueError, match="workers=0"):
+        serve_command(settings, workers=0)
