@@ -285,3 +285,48 @@ def demo(
         f"{result.events:,} events; demo took {result.seconds:.0f}s. "
         f"Workspace: {s.workspace}"
     )
+
+
+@app.command()
+@_clear_errors
+def serve(
+    ctx: typer.Context,
+    port: int = typer.Option(3000, help="HTTP port."),
+    workers: int = typer.Option(1, help="BentoML worker processes."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+) -> None:
+    """Serve the champion with `bentoml serve` (POST /rank, POST /feedback, /metrics)."""
+    from flywheel.serving import serve as run_server
+
+    raise typer.Exit(run_server(_settings(ctx), port=port, workers=workers, host=host))
+
+
+@app.command()
+@_clear_errors
+def traffic(
+    ctx: typer.Context,
+    url: str = typer.Option("http://127.0.0.1:3000", help="The ranking service."),
+    requests: int = typer.Option(200, "--requests", help="Ranking requests to send."),
+    k: int = typer.Option(10, help="Items per ranking."),
+    seed: int = typer.Option(0, help="Which users ask, and what they do."),
+    world: Path | None = typer.Option(
+        None, help="Simulated world (default: <workspace>/raw/world)."
+    ),
+) -> None:
+    """Play simulated users against a running service: rank, react, post feedback."""
+    from flywheel.lake import feature_time
+    from flywheel.simulate import World, http_feedback, http_ranker, run_traffic
+
+    s = _settings(ctx)
+    w = World.load(world or s.workspace / "raw" / "world")
+    # Users act at the time the lake's data ends, as the service's replay clock does.
+    summary = run_traffic(
+        w,
+        http_ranker(url),
+        requests,
+        seed=seed,
+        at=feature_time(s),
+        k=k,
+        feedback=http_feedback(url),
+    )
+    print_summary("traffic", summary)
