@@ -8,6 +8,14 @@ served impressions from the prediction log joined with feedback are the main sou
 
 An impression is labelled only once its attribution window has closed, so a training set
 built today never mistakes "not yet clicked" for "not clicked".
+
+The mix (:func:`mix_impressions`): when the lake holds served impressions
+(:mod:`flywheel.served`), they are first-class: up to ``served_weight * max_rows`` of them
+(whole requests) are kept, and organic impressions fill the rest of ``max_rows`` (whole
+sessions). Organic impressions stay because the served ones only cover what the policy
+chose to show; the organic views cover items it never served. A ``source`` column
+(``served`` / ``organic``) says where each row came from. With ``served_weight=0`` or no
+served impressions the training set is the organic one, sampled exactly as before.
 """
 
 from __future__ import annotations
@@ -56,6 +64,9 @@ class DatasetSummary:
     window_end: str
     sampled_from: int
     seconds: float
+    #: Rows of each source in the training set (see :func:`mix_impressions`).
+    served_impressions: int = 0
+    organic_impressions: int = 0
 
 
 def label_organic_impressions(
@@ -255,6 +266,49 @@ def read_labelling_events(settings: Settings, start: datetime, end: datetime) ->
     return table.to_pandas()
 
 
+def mix_impressions(
+    served: pd.DataFrame,
+    organic: pd.DataFrame,
+    max_rows: int,
+    seed: int,
+    served_weight: float = 1.0,
+) -> pd.DataFrame:
+    """Served impressions first, organic ones filling the rest of ``max_rows``.
+
+    Args:
+        served: labelled served impressions (:data:`IMPRESSION_COLUMNS`, group = request).
+        organic: labelled organic impressions (group = session).
+        max_rows: cap on the rows returned.
+        served_weight: share of ``max_rows`` served impressions may take (0 to 1).
+
+    Returns:
+        :data:`IMPRESSION_COLUMNS` plus ``source`` (``served``/``organic``), sorted by time.
+        Each part is sampled by whole groups, reproducibly by ``seed``.
+    """
+    if not 0.0 <= served_weight <= 1.0:
+        raise ValueError(f"served_weight={served_weight!r}; expected a share between 0 and 1")
+    budget = int(max_rows * served_weight)
+    kept = sample_impressions(served, budget, seed) if budget and len(served) else served[:0]
+    rest = max_rows - len(kept)
+    organic = sample_impressions(organic, rest, seed) if rest > 0 else organic[:0]
+    parts = [kept.assign(source="served"), organic.assign(source="organic")]
+    mixed = pd.concat([part for part in parts if len(part)] or parts[1:], ignore_index=True)
+    mixed["group_id"] = mixed["group_id"].astype(str)
+    return mixed.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+
+
+def served_impressions(
+    settings: Settings, start: datetime, end: datetime, attribution: timedelta
+) -> pd.DataFrame:
+    """Served impressions of ``[start, end)`` labelled by feedback (windows closed by ``end``)."""
+    from flywheel.served import read_served
+
+    predictions, feedback = read_served(settings, start, end)
+    if predictions.empty:
+        return pd.DataFrame({c: [] for c in IMPRESSION_COLUMNS})
+    return label_served_impressions(predictions, feedback, attribution, closed_before=end)
+
+
 def build_dataset(
     settings: Settings,
     out_path: Path,
@@ -264,6 +318,7 @@ def build_dataset(
     max_rows: int = 1_000_000,
     seed: int = 0,
     end: datetime | None = None,
+    served_weight: float = 1.0,
 ) -> DatasetSummary:
     """Labelled impressions of the training window + point-in-time features -> Parquet.
 
@@ -274,6 +329,8 @@ def build_dataset(
         max_rows: cap on impressions (whole groups are sampled, reproducibly by ``seed``).
         end: end of the window (default: the lake's last event); only impressions whose
             attribution window closed by then are labelled.
+        served_weight: share of ``max_rows`` that served impressions may take; organic
+            impressions fill the rest (see :func:`mix_impressions`; 0 = organic only).
 
     Raises:
         DatasetError: empty lake, empty window, no catalog, or a window with one class only.
@@ -293,11 +350,13 @@ def build_dataset(
         )
     events = read_labelling_events(settings, start, end)
     log.info("dataset: %d views and positives in window %s .. %s", len(events), start, end)
-    impressions = label_organic_impressions(events, attribution, closed_before=end)
+    organic = label_organic_impressions(events, attribution, closed_before=end)
     del events
-    total = len(impressions)
-    impressions = sample_impressions(impressions, max_rows, seed)
-    impressions["group_id"] = impressions["group_id"].astype(str)
+    served = served_impressions(settings, start, end, attribution)
+    log.info("dataset: %d served and %d organic impressions", len(served), len(organic))
+    total = len(served) + len(organic)
+    impressions = mix_impressions(served, organic, max_rows, seed, served_weight)
+    del organic
     if impressions.empty:
         raise DatasetError(f"no labelled impressions between {start} and {end}")
     if impressions["label"].nunique() < 2:
@@ -317,4 +376,6 @@ def build_dataset(
         window_end=end.isoformat(),
         sampled_from=total,
         seconds=round(time.perf_counter() - started, 2),
+        served_impressions=int((frame["source"] == "served").sum()),
+        organic_impressions=int((frame["source"] == "organic").sum()),
     )

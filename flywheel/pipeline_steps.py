@@ -97,8 +97,10 @@ def lake_fingerprint(settings: Settings) -> str:
 def run_ingest(
     settings_json: str, events_uri: str, items_uri: str, metrics: Any
 ) -> tuple[str, int]:
-    """Ingest new events (and catalog) if a URI is given; return (lake version, new rows)."""
+    """Ingest new events (and catalog) if a URI is given, and serving's logs; return
+    (lake version, new rows)."""
     from flywheel.ingest import ingest_events
+    from flywheel.served import ingest_served
 
     settings = _settings(settings_json)
     started = time.perf_counter()
@@ -110,6 +112,8 @@ def run_ingest(
         summary = _jsonable(result)
         new_rows = result.accepted
         _log_numbers(metrics, "", {k: summary[k] for k in ("rows_read", "accepted", "quarantined")})
+    # Prediction and feedback logs written by serving since the last cycle (every cycle).
+    summary["served"] = _jsonable(ingest_served(settings))
     version = lake_fingerprint(settings)
     summary["lake_version"] = version
     _seal(metrics)
