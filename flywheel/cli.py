@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -330,3 +331,33 @@ def traffic(
         feedback=http_feedback(url),
     )
     print_summary("traffic", summary)
+
+
+@app.command()
+@_clear_errors
+def report(
+    ctx: typer.Context,
+    out: Path | None = typer.Option(
+        None, "--out", help="PNG (default <workspace>/reports/model_report.png)."
+    ),
+    since: datetime | None = typer.Option(None, help="Only what was served from this UTC time."),
+) -> None:
+    """How each served model version did: CTR, exploration, calibration (serving logs)."""
+    from rich.table import Table
+
+    from flywheel.report import model_report, version_rows
+
+    s = _settings(ctx)
+    start = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
+    result = model_report(s, out or s.workspace / "reports" / "model_report.png", since=start)
+    rows = version_rows(result)
+    table = Table(title="served model versions", header_style="bold")
+    for col in rows[0]:
+        table.add_column(col, justify="left" if col == "model version" else "right")
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
+    console.print(
+        f"{result.impressions:,} impressions, {result.feedback_events:,} feedback events "
+        f"({result.unmatched_feedback:,} unmatched); figure: {result.png}"
+    )

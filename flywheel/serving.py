@@ -895,6 +895,41 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+class RefuseFormBodies:
+    """ASGI middleware: answer 415 to form bodies (``multipart/*``, url-encoded forms).
+
+    The API takes JSON only. BentoML 1.4 would parse a form body with ``request.form()``,
+    and a malformed one raises inside its endpoint wrapper as a 500; refusing up front
+    keeps bad input a 4xx.
+    """
+
+    FORM_TYPES = (b"multipart/", b"application/x-www-form-urlencoded")
+
+    def __init__(self, app: Callable[..., Awaitable[None]]):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST":
+            ctype = dict(scope.get("headers") or []).get(b"content-type", b"").lower().strip()
+            if ctype.startswith(self.FORM_TYPES):
+                body = json.dumps(
+                    {
+                        "error": f"content-type {ctype.decode(errors='replace')!r} is not "
+                        "accepted; send application/json"
+                    }
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 415,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 # ---- running the server ----------------------------------------------------------------------
 
 

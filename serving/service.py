@@ -29,6 +29,7 @@ with bentoml.importing():
         RankingService,
         RankRequest,
         RankResponse,
+        RefuseFormBodies,
         ServingError,
         options_from_env,
     )
@@ -136,4 +137,5 @@ async def _docs(scope: Any, receive: Any, send: Any) -> None:
 
 # ``@bentoml.service`` turned the class into a ``Service``; mypy still sees the class.
 Ranker.add_asgi_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)  # type: ignore[attr-defined]
+Ranker.add_asgi_middleware(RefuseFormBodies)  # type: ignore[attr-defined]
 Ranker.mount_asgi_app(_docs, path="/docs")  # type: ignore[attr-defined]
