@@ -153,6 +153,11 @@ def _env_layer() -> dict[str, Any]:
         if not name.startswith("FLYWHEEL_") or name == "FLYWHEEL_CONFIG":
             continue
         keys = name[len("FLYWHEEL_") :].lower().split("__")
+        # Other FLYWHEEL_* variables (a run id, a shared Ray address, test switches) are not
+        # settings; like pydantic-settings, only names of Settings fields are read. Inside a
+        # section (FLYWHEEL_FEAST__...) an unknown key is still an error.
+        if keys[0] not in Settings.model_fields:
+            continue
         node = layer
         for key in keys[:-1]:
             node = node.setdefault(key, {})

@@ -86,3 +86,14 @@ def test_paths_derive_from_the_workspace_and_are_not_created(tmp_path: Path) -> 
     assert s.events_dir == tmp_path / "ws" / "lake" / "events"
     assert s.feature_data_dir.parent == s.workspace
     assert not (tmp_path / "ws").exists()
+
+
+def test_non_setting_variables_are_ignored_but_section_typos_are_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLYWHEEL_REQUIRE_REDIS", "1")
+    monkeypatch.setenv("FLYWHEEL_RUN_ID", "r1")
+    assert load_settings().profile == "local"
+    monkeypatch.setenv("FLYWHEEL_FEAST__ONLINESTORE", "redis")
+    with pytest.raises(ConfigError, match=r"feast\.onlinestore"):
+        load_settings()
