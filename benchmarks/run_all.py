@@ -19,11 +19,13 @@ FULL = {
     "feature_build": ["--events", "1000000", "10000000", "--check-max-events", "10000000"],
     "pit_retrieval": ["--entity-rows", "1000000"],
     "cycle_bench": ["--events", "1000000", "3000000", "10000000"],
+    "serving_bench": ["--duration", "15"],
 }
 QUICK = {
     "feature_build": ["--events", "1000000"],
     "pit_retrieval": ["--entity-rows", "100000"],
     "cycle_bench": ["--events", "1000000"],
+    "serving_bench": ["--duration", "5", "--profiles", "sqlite"],
 }
 
 

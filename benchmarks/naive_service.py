@@ -1,0 +1,70 @@
+"""The naive baseline for ``serving_bench.py``: a BentoML ranking service written the obvious way.
+
+Per request it asks Feast's ``FeatureStore.get_online_features`` for the feature service's
+values of the user and every candidate, takes them as a pandas DataFrame (``to_df()``),
+turns them into model inputs with ``flywheel.ranking.model_inputs`` and scores them with the
+champion booster's ``predict`` (XGBoost's default threading), then returns the top ``k``.
+No exploration, no logging, no metrics of its own.
+
+The ranking feature service joins ``user_category`` on the item's category, so the
+candidates' categories are read first (``item_catalog:category``), as
+``flywheel.feature_store.online_features`` does: two ``get_online_features`` calls.
+
+Run by ``serving_bench.py`` as ``bentoml serve naive_service:NaiveRanker`` from this folder,
+with the same ``FLYWHEEL_*`` settings and ``BENTOML_HOME`` as the real service.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import bentoml
+
+with bentoml.importing():
+    import numpy as np
+
+    from flywheel.ranking import model_inputs
+    from flywheel.train import predict
+
+SERVICE_NAME = "NaiveRanker"
+
+
+@bentoml.service(name=SERVICE_NAME, workers=1, traffic={"timeout": 30})
+class NaiveRanker:
+    """Ranks candidates for a user with Feast's ``get_online_features`` on every request."""
+
+    def __init__(self) -> None:
+        from flywheel import feature_store as fs
+        from flywheel.config import load_settings
+        from flywheel.registry import load_champion_booster
+
+        settings = load_settings()
+        self.store = fs.get_store(settings)
+        self.service = self.store.get_feature_service(fs.feature_service_name(settings))
+        champion = load_champion_booster(settings)
+        if champion is None:
+            raise RuntimeError(f"no champion in {settings.workspace}; register a model first")
+        self.model_version, self.booster = champion
+
+    def __is_ready__(self) -> bool:
+        return True
+
+    @bentoml.api(route="/rank")
+    def rank(self, user_id: int, candidates: list[int], k: int = 10) -> dict[str, Any]:
+        """The ``k`` best of ``candidates`` for ``user_id``: ``{"model_version", "items"}``."""
+        at = time.time()
+        catalog = self.store.get_online_features(
+            features=["item_catalog:category"], entity_rows=[{"item_id": i} for i in candidates]
+        ).to_dict()
+        rows = [
+            {"user_id": user_id, "item_id": i, "category": c if c is not None else ""}
+            for i, c in zip(candidates, catalog["category"], strict=True)
+        ]
+        frame = self.store.get_online_features(features=self.service, entity_rows=rows).to_df()
+        scores = predict(self.booster, model_inputs(frame, at))
+        best = np.argsort(-scores, kind="stable")[:k]
+        return {
+            "model_version": self.model_version,
+            "items": [{"item_id": candidates[j], "score": float(scores[j])} for j in best],
+        }
