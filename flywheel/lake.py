@@ -158,37 +158,49 @@ def state_path(settings: Settings) -> Path:
     return settings.state_dir / STATE_FILE
 
 
+def read_json_state(path: Path, what: str, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """A JSON-object state file (``{}`` when absent).
+
+    Raises:
+        error: the file exists but is not a JSON object; the message names ``what`` and path.
+    """
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise error(f"{what} {str(path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise error(f"{what} {str(path)!r} must hold a JSON object")
+    return data
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Replace a JSON state file atomically (temp file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def read_state(settings: Settings) -> dict[str, Any]:
     """The ingest state (``{}`` before the first ingest).
 
     Raises:
         ValueError: if the file exists but is not a JSON object (naming the file).
     """
-    path = state_path(settings)
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"ingest state {str(path)!r} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"ingest state {str(path)!r} must hold a JSON object")
-    return data
+    return read_json_state(state_path(settings), "ingest state")
 
 
 def write_state(settings: Settings, state: dict[str, Any]) -> None:
     """Replace the ingest state atomically (temp file, fsync, rename)."""
-    path = state_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with tmp.open("w") as fh:
-            json.dump(state, fh, indent=2, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_json_atomic(state_path(settings), state)
 
 
 def watermark(settings: Settings) -> datetime | None:

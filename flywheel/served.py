@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -493,29 +492,7 @@ def read_served_state(settings: Settings) -> dict[str, Any]:
     Raises:
         ServedIngestError: the file exists but is not a JSON object (naming it).
     """
-    path = served_state_path(settings)
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ServedIngestError(f"served state {str(path)!r} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ServedIngestError(f"served state {str(path)!r} must hold a JSON object")
-    return data
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with tmp.open("w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return lake.read_json_state(served_state_path(settings), "served state", ServedIngestError)
 
 
 def advance_lake_state(
@@ -648,7 +625,9 @@ def _commit(settings: Settings, reads: Mapping[str, _KindRead], run_id: str) -> 
         lake.write_state(settings, advance_lake_state(state, added_events.max_ts, added))
     offsets = {name: {"files": r.offsets} for name, r in reads.items()}
     if any(r.files for r in reads.values()):
-        _write_json_atomic(served_state_path(settings), {**offsets, "version": 1, "run_id": run_id})
+        lake.write_json_atomic(
+            served_state_path(settings), {**offsets, "version": 1, "run_id": run_id}
+        )
     return _Committed(
         appended, added_events, unmatched, str(qfile) if quarantine.num_rows else None
     )
