@@ -177,6 +177,14 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def describe_errors(exc: ValidationError, root: str = "") -> str:
+    """``field.path='value': message; ...`` for every error of a pydantic validation."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or root}={err.get('input')!r}: {err['msg']}"
+        for err in exc.errors()
+    )
+
+
 def load_settings(
     profile: str | None = None,
     config_file: str | Path | None = None,
@@ -208,8 +216,4 @@ def load_settings(
     try:
         return Settings.model_validate(merged)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}={err.get('input')!r}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"invalid settings: {problems}") from exc
+        raise ConfigError(f"invalid settings: {describe_errors(exc)}") from exc

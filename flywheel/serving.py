@@ -132,11 +132,9 @@ def options_from_env(environ: Mapping[str, str] | None = None) -> ServingOptions
     try:
         return ServingOptions.model_validate_json(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'options'}={e.get('input')!r}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise ValueError(f"${OPTIONS_ENV} is invalid: {problems}") from exc
+        from flywheel.config import describe_errors
+
+        raise ValueError(f"${OPTIONS_ENV} is invalid: {describe_errors(exc, 'options')}") from exc
 
 
 ItemId = Annotated[int, Field(strict=True, ge=0, le=INT64_MAX)]
