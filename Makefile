@@ -14,7 +14,7 @@ export DO_NOT_TRACK := 1
 .PHONY: help install demo test test-unit test-integration lint fmt bench bench-quick lock clean
 
 help:  ## list targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,13 +24,40 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)  ## create .venv and install the pinned set (fast when nothing changed)
 
+# Kubernetes tools (kubectl, kubernetes-validate, checkov, jsonschema) in their own venv:
+# checkov pins many libraries that would fight the main lock. Used by the manifest tests.
+.PHONY: k8s-tools k8s-check kind-up kind-down kind-deploy
+K8S_VENV := .venv-k8s
+K8S_STAMP := $(K8S_VENV)/.installed
+
+$(K8S_STAMP): requirements-k8s.txt
+	@test -x $(K8S_VENV)/bin/python || $(PYTHON) -m venv $(K8S_VENV)
+	@echo '*' > $(K8S_VENV)/.gitignore
+	$(K8S_VENV)/bin/python -m pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
+	$(K8S_VENV)/bin/python -m pip install --quiet -r requirements-k8s.txt
+	@touch $(K8S_STAMP)
+
+k8s-tools: $(K8S_STAMP)  ## create .venv-k8s with the pinned Kubernetes tools (requirements-k8s.txt)
+
+k8s-check: install k8s-tools  ## render, schema-validate, policy-test and checkov the k8s/ manifests
+	$(PY) -m pytest -q tests/unit/test_k8s_manifests.py
+
+kind-up: k8s-tools  ## kind cluster from k8s/kind-cluster.yaml + KFP standalone + KubeRay operator (pinned)
+	bash scripts/kind.sh up
+
+kind-deploy: k8s-tools  ## load the images into kind, apply k8s/overlays/kind, print the URLs
+	bash scripts/kind.sh deploy
+
+kind-down:  ## delete the kind cluster
+	bash scripts/kind.sh down
+
 demo: install  ## run the main job on the local profile: simulate, ingest, features, Feast
 	$(VENV)/bin/flywheel demo
 
-test: install  ## all tests: unit + integration (real Ray, Feast, Redis when installed)
+test: install k8s-tools  ## all tests: unit + integration (real Ray, Feast, Redis when installed)
 	$(PY) -m pytest -q
 
-test-unit: install  ## fast tests only
+test-unit: install k8s-tools  ## fast tests only
 	$(PY) -m pytest -q tests/unit
 
 test-integration: install  ## integration tests only
@@ -57,3 +84,21 @@ lock: install  ## regenerate constraints.txt from the current environment
 
 clean:  ## remove the workspace and caches (keeps .venv)
 	rm -rf .flywheel bench-out .pytest_cache .ruff_cache .mypy_cache
+
+# ---- container images, built offline (images/README.md) -----------------------------------
+.PHONY: wheelhouse base-image images test-containers
+DOCKER_SDK := docker==7.2.0
+
+wheelhouse: install  ## wheels of flywheel + its locked dependencies into build/wheelhouse
+	images/wheelhouse.sh
+
+base-image:  ## flywheel/base:bookworm for the images (debootstrap + docker import; as root)
+	images/dockerd.sh
+	images/base/build-base.sh
+
+images: wheelhouse base-image  ## build flywheel-platform:0.1.0 and flywheel-serving:0.1.0 (offline)
+	images/build.sh
+
+test-containers: images  ## run a component in the platform image (kfp.local DockerRunner), /rank in serving
+	@$(PY) -c 'import docker' 2>/dev/null || $(PY) -m pip install --quiet -c constraints.txt $(DOCKER_SDK)
+	FLYWHEEL_CONTAINER_TESTS=1 $(PY) -m pytest -v -s tests/containers

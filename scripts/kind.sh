@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Local Kubernetes for Flywheel: `make kind-up`, `make kind-deploy`, `make kind-down`.
+#   up      create the kind cluster (k8s/kind-cluster.yaml), install KFP standalone and the
+#           KubeRay operator at the pinned versions below, wait until they are ready
+#   deploy  load the Flywheel images into the node, apply k8s/overlays/kind, wait, print URLs
+#   down    delete the cluster
+# Needs docker, kind (v0.27.0 or newer) and network access to GitHub and the image
+# registries the KFP/KubeRay manifests name. Versions are pinned here and in k8s/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CLUSTER=flywheel                  # `name:` in k8s/kind-cluster.yaml
+NODE="${CLUSTER}-control-plane"   # kind's name for the single node's container
+KIND_MIN_VERSION=0.27.0
+KFP_VERSION=2.14.3                # Kubeflow Pipelines standalone manifests (git tag)
+KUBERAY_VERSION=v1.7.0            # KubeRay operator (git tag); CRDs match k8s/crds/
+WORKSPACE_DIR=/var/local/flywheel # hostPath of both workspace PVs (overlays/kind)
+IMAGE_UID=1000                    # the images' user (platform and serving)
+IMAGES=(flywheel-platform:0.1.0 flywheel-serving:0.1.0)
+KFP_REPO=github.com/kubeflow/pipelines/manifests/kustomize
+KUBERAY_REPO=github.com/ray-project/kuberay/ray-operator/config/default
+
+# Prefer the host's kubectl (match it to the cluster's v1.32 within one minor version);
+# fall back to the tool venv's (make k8s-tools), a newer client outside the skew policy.
+KUBECTL="${KUBECTL:-$(command -v kubectl || echo .venv-k8s/bin/kubectl)}"
+kc() { "$KUBECTL" --context "kind-${CLUSTER}" "$@"; }
+say() { printf '\n==> %s\n' "$*"; }
+die() { printf 'kind.sh: %s\n' "$*" >&2; exit 1; }
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || die "$1 not found on PATH: $2"
+}
+
+check_kind_version() {
+  local have
+  have="$(kind version | sed -E 's/^kind v([0-9.]+).*/\1/')"
+  if [ "$(printf '%s\n%s\n' "$KIND_MIN_VERSION" "$have" | sort -V | head -n1)" != "$KIND_MIN_VERSION" ]; then
+    die "kind v${have} is older than v${KIND_MIN_VERSION} (its node image in k8s/kind-cluster.yaml needs it)"
+  fi
+}
+
+cluster_exists() {
+  kind get clusters 2>/dev/null | grep -qx "$CLUSTER"
+}
+
+up() {
+  need docker "install Docker (kind runs the node as a container)"
+  need kind "install kind v${KIND_MIN_VERSION}+ (https://kind.sigs.k8s.io)"
+  [ -x "$(command -v "$KUBECTL")" ] || die "kubectl not found: install it or run make k8s-tools"
+  check_kind_version
+
+  say "1/5 kind cluster '${CLUSTER}' from k8s/kind-cluster.yaml (Kubernetes v1.32.2)"
+  if cluster_exists; then
+    echo "cluster exists, keeping it"
+  else
+    kind create cluster --config k8s/kind-cluster.yaml --wait 120s
+  fi
+
+  say "2/5 shared workspace ${WORKSPACE_DIR} on the node, owned by uid ${IMAGE_UID}"
+  # hostPath volumes ignore fsGroup, so the directory must already belong to the images' user.
+  docker exec "$NODE" sh -c "mkdir -p ${WORKSPACE_DIR} && chown ${IMAGE_UID}:${IMAGE_UID} ${WORKSPACE_DIR} && chmod 2775 ${WORKSPACE_DIR}"
+
+  say "3/5 Kubeflow Pipelines ${KFP_VERSION} standalone (namespace kubeflow)"
+  kc apply -k "${KFP_REPO}/cluster-scoped-resources?ref=${KFP_VERSION}"
+  kc wait --for condition=established --timeout=120s crd/applications.app.k8s.io
+  kc apply -k "${KFP_REPO}/env/platform-agnostic?ref=${KFP_VERSION}"
+
+  say "4/5 KubeRay operator ${KUBERAY_VERSION}"
+  if kc get deployment kuberay-operator >/dev/null 2>&1; then
+    echo "KubeRay operator present, keeping it"
+  else
+    # create, not apply: the CRDs are too large for client-side apply's annotation.
+    kc create -k "${KUBERAY_REPO}?ref=${KUBERAY_VERSION}"
+  fi
+
+  say "5/5 waiting for KFP and KubeRay to become available (first start pulls images: minutes)"
+  kc wait --for=condition=Available deployment/kuberay-operator --timeout=300s
+  kc -n kubeflow wait --for=condition=Available deployment --all --timeout=900s
+
+  cat <<EOF
+
+Cluster '${CLUSTER}' is up: KFP ${KFP_VERSION}, KubeRay ${KUBERAY_VERSION}.
+Next: make images && make kind-deploy
+KFP UI:  kubectl --context kind-${CLUSTER} -n kubeflow port-forward svc/ml-pipeline-ui 8080:80
+         then open http://localhost:8080
+EOF
+}
+
+deploy() {
+  need docker "install Docker"
+  need kind "install kind v${KIND_MIN_VERSION}+"
+  cluster_exists || die "no kind cluster '${CLUSTER}': run make kind-up first"
+  for image in "${IMAGES[@]}"; do
+    docker image inspect "$image" >/dev/null 2>&1 || die "image ${image} not built: run make images"
+  done
+
+  say "1/3 loading ${IMAGES[*]} into the node (no registry involved)"
+  kind load docker-image --name "$CLUSTER" "${IMAGES[@]}"
+
+  say "2/3 applying k8s/overlays/kind"
+  kc apply -k k8s/overlays/kind
+
+  say "3/3 waiting for Redis, the Ray cluster and serving"
+  kc -n flywheel rollout status deployment/redis --timeout=300s
+  kc -n flywheel wait --for=condition=RayClusterProvisioned raycluster/flywheel-ray --timeout=600s \
+    || echo "Ray cluster not provisioned yet: kubectl -n flywheel get pods -l app.kubernetes.io/name=flywheel-ray"
+  # Serving only turns ready once the pipeline has deployed a model (FLYWHEEL_MODEL_TAG).
+  kc -n flywheel rollout status deployment/flywheel-serving --timeout=180s \
+    || echo "serving not ready yet (expected before the first pipeline run deploys a model)"
+
+  cat <<EOF
+
+Flywheel is applied to kind cluster '${CLUSTER}'.
+Serving:        http://localhost:3000  (NodePort 30300, e.g. curl http://localhost:3000/readyz)
+KFP UI:         kubectl --context kind-${CLUSTER} -n kubeflow port-forward svc/ml-pipeline-ui 8080:80
+                then open http://localhost:8080
+KFP API:        kubectl --context kind-${CLUSTER} -n kubeflow port-forward svc/ml-pipeline 8888:8888
+Ray dashboard:  kubectl --context kind-${CLUSTER} -n flywheel port-forward svc/flywheel-ray-head-svc 8265:8265
+EOF
+}
+
+down() {
+  need kind "install kind v${KIND_MIN_VERSION}+"
+  if cluster_exists; then
+    kind delete cluster --name "$CLUSTER"
+  else
+    echo "no kind cluster '${CLUSTER}'"
+  fi
+}
+
+case "${1:-}" in
+  up) up ;;
+  deploy) deploy ;;
+  down) down ;;
+  *) die "usage: scripts/kind.sh up|deploy|down" ;;
+esac
