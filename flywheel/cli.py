@@ -192,6 +192,37 @@ def compile_cmd(
     console.print(f"wrote {path}; submit with `flywheel submit` or `kfp run create`")
 
 
+@app.command()
+@_clear_errors
+def submit(
+    ctx: typer.Context,
+    host: str = typer.Option(..., "--host", help="KFP API server, e.g. http://localhost:8080."),
+    experiment: str = typer.Option("flywheel", help="KFP experiment (created if missing)."),
+    schedule: str | None = typer.Option(
+        None, help="Cron schedule: create a recurring run ('0 3 * * *', KFP's 6 fields, @daily)."
+    ),
+    name: str | None = typer.Option(None, help="Run name; required with --schedule."),
+    param: list[str] = typer.Option(
+        [], "--param", help="Pipeline argument name=value; repeatable."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Also keep the compiled package here."),
+) -> None:
+    """Compile for the chosen profile and create a run (or recurring run) on Kubeflow Pipelines."""
+    from flywheel.submit import submit as submit_pipeline
+
+    result = submit_pipeline(
+        _settings(ctx),
+        host,
+        experiment=experiment,
+        params=param,
+        schedule=schedule,
+        name=name,
+        package=out,
+    )
+    print_summary("submit", result)
+    console.print(f"{result.kind} {result.id}: {result.url}")
+
+
 def _stage_table(summary: Any) -> None:
     from rich.table import Table
 

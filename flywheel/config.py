@@ -57,6 +57,10 @@ class FeastSettings(BaseModel):
     registry: str | None = None
     #: Version suffix of the feature service shared by training and serving.
     feature_service_version: int = Field(default=1, ge=1)
+    #: DuckDB ``memory_limit`` of a ``duckdb-asof`` point-in-time retrieval (e.g. ``"1GB"``,
+    #: ``None``: DuckDB's default of 80% of RAM). Over it the join spills to the workspace's
+    #: ``tmp/duckdb``: a 1M-row training set at 10M events peaks at ~1.7 GB instead of ~2.5.
+    offline_memory_limit: str | None = "1GB"
 
 
 class IngestSettings(BaseModel):
@@ -66,6 +70,34 @@ class IngestSettings(BaseModel):
 
     #: Events stamped more than this many seconds after the ingest time are quarantined.
     max_future_skew_s: int = Field(default=3600, ge=0)
+
+
+class KubernetesSettings(BaseModel):
+    """Where Flywheel's objects live in a cluster (kind/prod); unused by the local profile.
+
+    Names follow the Kubernetes contract shared with ``k8s/``: change them together.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Namespace of serving, Redis and the KubeRay cluster.
+    namespace: str = "flywheel"
+    #: Namespace where KFP runs pipeline pods (KFP standalone's default).
+    pipeline_namespace: str = "kubeflow"
+    serving_deployment: str = "flywheel-serving"
+    #: Container of the serving Deployment whose ``FLYWHEEL_MODEL_TAG`` pins the model.
+    serving_container: str = "serving"
+    #: Base URL the deploy step's smoke test calls (``POST {serving_url}/rank``).
+    serving_url: str = "http://flywheel-serving.flywheel.svc.cluster.local:3000"
+    #: Seconds a Deployment rollout may take before the deploy step reverts it.
+    rollout_timeout_s: float = Field(default=300.0, gt=0)
+    #: Ray Jobs API (the KubeRay head's dashboard port) that training is submitted to.
+    ray_jobs_address: str = "http://flywheel-ray-head-svc.flywheel.svc.cluster.local:8265"
+    #: Seconds a training Ray job may run before it is stopped and the stage fails.
+    ray_job_timeout_s: float = Field(default=3600.0, gt=0)
+    #: ReadWriteMany PVC holding the workspace, mounted in both namespaces.
+    #: Mounted at ``Settings.workspace`` on every pipeline pod.
+    workspace_pvc: str = "flywheel-workspace"
 
 
 class Settings(BaseModel):
@@ -80,6 +112,7 @@ class Settings(BaseModel):
     ray: RaySettings = Field(default_factory=RaySettings)
     feast: FeastSettings = Field(default_factory=FeastSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    k8s: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
     @field_validator("workspace")
     @classmethod
@@ -121,17 +154,23 @@ class Settings(BaseModel):
         return self.workspace / "feast"
 
 
+#: The Redis Service of ``k8s/base`` by its full name: pipeline pods run in KFP's namespace.
+_CLUSTER_REDIS = "redis.flywheel.svc.cluster.local:6379"
+# Cluster profiles leave ``ray.address`` unset on purpose: the Ray Data stages (ingest,
+# features, preprocess) run an in-pod Ray over their pod's own artifact paths, and training
+# goes to the KubeRay cluster as a Ray job (``settings.k8s.ray_jobs_address``), whose
+# driver finds its cluster through ``RAY_ADDRESS``.
 _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "local": {},
     "kind": {
         "workspace": "/mnt/flywheel",
-        "ray": {"address": "auto", "num_workers": 2, "cpus_per_worker": 1.0},
-        "feast": {"online_store": "redis", "redis_connection_string": "redis:6379"},
+        "ray": {"num_workers": 2, "cpus_per_worker": 1.0},
+        "feast": {"online_store": "redis", "redis_connection_string": _CLUSTER_REDIS},
     },
     "prod": {
         "workspace": "/mnt/flywheel",
-        "ray": {"address": "auto", "num_workers": 4, "cpus_per_worker": 2.0},
-        "feast": {"online_store": "redis", "redis_connection_string": "redis:6379"},
+        "ray": {"num_workers": 4, "cpus_per_worker": 2.0},
+        "feast": {"online_store": "redis", "redis_connection_string": _CLUSTER_REDIS},
     },
 }
 

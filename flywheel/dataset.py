@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from flywheel.schemas import TS_TYPE
+
 if TYPE_CHECKING:
     from flywheel.config import Settings
 
@@ -184,12 +186,23 @@ def sample_impressions(impressions: pd.DataFrame, max_rows: int, seed: int) -> p
         return impressions
     # Integer codes, not the ids: isin/groupby over millions of strings is slow and big.
     codes, uniques = pd.factorize(impressions["group_id"], sort=False)
-    order = np.random.default_rng(seed).permutation(len(uniques))
-    sizes = np.bincount(codes, minlength=len(uniques))[order]
+    keep = _sample_groups(codes, len(uniques), max_rows, seed)
+    return impressions.loc[keep].reset_index(drop=True)
+
+
+def _sample_groups(codes: np.ndarray, n_groups: int, max_rows: int, seed: int) -> np.ndarray:
+    """Row mask keeping whole groups, in a seeded random order, up to ``max_rows`` rows.
+
+    ``codes`` numbers the groups in order of first appearance (what ``pd.factorize`` and
+    Arrow's ``dictionary_encode`` both give), so the same rows in the same order give the
+    same sample whichever of the two computed the codes.
+    """
+    order = np.random.default_rng(seed).permutation(n_groups)
+    sizes = np.bincount(codes, minlength=n_groups)[order]
     n_keep = max(1, int(np.searchsorted(np.cumsum(sizes), max_rows, side="right")))
-    keep = np.zeros(len(uniques), dtype=bool)
+    keep = np.zeros(n_groups, dtype=bool)
     keep[order[:n_keep]] = True
-    return impressions.loc[keep[codes]].reset_index(drop=True)
+    return keep[codes]
 
 
 def build_training_set(
@@ -264,6 +277,121 @@ def read_labelling_events(settings: Settings, start: datetime, end: datetime) ->
         column = pc.dictionary_encode(table.column(name))
         table = table.set_column(table.schema.get_field_index(name), name, column)
     return table.to_pandas()
+
+
+def read_views_and_positives(
+    settings: Settings,
+    start: datetime,
+    end: datetime,
+    closed_before: datetime,
+    attribution: timedelta,
+) -> tuple[pa.Table, pd.DataFrame]:
+    """The window's labellable views (Arrow) and organic positives (pandas), file by file.
+
+    Views are those with ``start <= ts < end`` whose attribution window closed by
+    ``closed_before``: ``user_id, item_id, ts, session_id``, sorted by ``ts`` (stable, in lake
+    order). Positives (``user_id, item_id, ts``) are the carts/purchases of the window; they
+    are a few percent of the events. Reading file by file with the type filter pushed into
+    the Parquet scan keeps a 10M-event window to the views' own Arrow columns (no pandas copy
+    of every event, no per-row Python strings).
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from flywheel.lake import lake_files
+
+    lo, hi = pa.scalar(start, TS_TYPE), pa.scalar(end, TS_TYPE)
+    last_view = pa.scalar(closed_before - attribution, TS_TYPE)
+    cols = ["user_id", "item_id", "event_type", "ts", "session_id"]
+    views: list[pa.Table] = []
+    positives: list[pa.Table] = []
+    for path in lake_files(settings, start, end):
+        table = pq.read_table(
+            path,
+            columns=cols,
+            filters=[("event_type", "in", ["view", *ORGANIC_POSITIVES])],
+            # Dictionary-encoded as stored: a session's id once per file, not once per row.
+            read_dictionary=["session_id"],
+        )
+        table = table.filter(pc.and_(pc.greater_equal(table["ts"], lo), pc.less(table["ts"], hi)))
+        is_view = pc.equal(table["event_type"], "view")
+        keep = pc.and_(is_view, pc.less_equal(table["ts"], last_view))
+        views.append(table.filter(keep).select(["user_id", "item_id", "ts", "session_id"]))
+        positives.append(table.filter(pc.invert(is_view)).select(["user_id", "item_id", "ts"]))
+    if not views:
+        empty = EMPTY_VIEWS
+        return empty, empty.select(["user_id", "item_id", "ts"]).to_pandas()
+    # One dictionary for all files, so a session crossing midnight keeps one code.
+    view_table = pa.concat_tables(views).unify_dictionaries()
+    view_table = view_table.take(pc.sort_indices(view_table["ts"]))  # stable
+    return view_table, pa.concat_tables(positives).to_pandas()
+
+
+#: An empty view table (the schema :func:`read_views_and_positives` returns).
+EMPTY_VIEWS: Final = pa.table(
+    {
+        "user_id": pa.array([], pa.int64()),
+        "item_id": pa.array([], pa.int64()),
+        "ts": pa.array([], TS_TYPE),
+        "session_id": pa.array([], pa.dictionary(pa.int32(), pa.string())),
+    }
+)
+
+
+def organic_impressions(
+    settings: Settings,
+    start: datetime,
+    end: datetime,
+    attribution: timedelta,
+    max_rows: int,
+    seed: int,
+) -> tuple[pd.DataFrame, int]:
+    """Organic impressions of ``[start, end)``: sampled by whole sessions first, then labelled.
+
+    The same rows as labelling every view (:func:`label_organic_impressions`) and then
+    sampling (:func:`sample_impressions`): sampling never looks at labels, so it can come
+    first, and only the kept views (at most ``max_rows``) are joined with the positives.
+    This keeps the dataset stage of a 10M-event window under a gigabyte.
+
+    Returns:
+        the labelled, sampled impressions (:data:`IMPRESSION_COLUMNS`, sorted by time) and
+        the number of labellable views they were sampled from.
+    """
+    import pyarrow.compute as pc
+
+    views, positives = read_views_and_positives(settings, start, end, end, attribution)
+    n_views = views.num_rows
+    if max_rows <= 0 or n_views == 0:
+        return _labelled_frame(views.slice(0, 0).to_pandas(), np.zeros(0, bool)), n_views
+    if n_views > max_rows:
+        sessions = views["session_id"].combine_chunks()
+        if not pa.types.is_dictionary(sessions.type):
+            sessions = pc.dictionary_encode(sessions)
+        # Renumber sessions by first appearance in time order, as pd.factorize would.
+        codes, uniques = pd.factorize(sessions.indices.to_numpy(zero_copy_only=False))
+        keep = _sample_groups(codes, len(uniques), max_rows, seed)
+        views = views.filter(pa.array(keep))
+    frame = views.to_pandas()
+    del views
+    # Give the window's Arrow buffers back to the OS before the point-in-time join: the
+    # allocator otherwise keeps them, and the stage's peak is this plus the join.
+    pa.default_memory_pool().release_unused()
+    labels = _first_positive_within(frame, positives, attribution)
+    return _labelled_frame(frame, labels), n_views
+
+
+def _labelled_frame(views: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
+    out = pd.DataFrame(
+        {
+            "user_id": views["user_id"].to_numpy(),
+            "item_id": views["item_id"].to_numpy(),
+            "event_timestamp": pd.to_datetime(views["ts"], utc=True).to_numpy(),
+            "label": labels.astype(np.int8),
+            "group_id": _group_ids(views["session_id"]),
+        }
+    )
+    out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True)
+    return out.reset_index(drop=True)
 
 
 def mix_impressions(
@@ -348,13 +476,21 @@ def build_dataset(
             f"item catalog {str(settings.items_path)!r} is missing: ingest one with "
             "`flywheel ingest --items FILE`"
         )
-    events = read_labelling_events(settings, start, end)
-    log.info("dataset: %d views and positives in window %s .. %s", len(events), start, end)
-    organic = label_organic_impressions(events, attribution, closed_before=end)
-    del events
     served = served_impressions(settings, start, end, attribution)
-    log.info("dataset: %d served and %d organic impressions", len(served), len(organic))
-    total = len(served) + len(organic)
+    n_served = len(served)
+    if not 0.0 <= served_weight <= 1.0:
+        raise ValueError(f"served_weight={served_weight!r}; expected a share between 0 and 1")
+    # The same sampling mix_impressions does, done before the organic side is labelled.
+    budget = int(max_rows * served_weight)
+    served = sample_impressions(served, budget, seed) if budget and len(served) else served[:0]
+    organic, n_views = organic_impressions(
+        settings, start, end, attribution, max_rows - len(served), seed
+    )
+    log.info(
+        "dataset: %d served and %d organic impressions (sampled from %d views) in %s .. %s",
+        len(served), len(organic), n_views, start, end,
+    )  # fmt: skip
+    total = n_served + n_views
     impressions = mix_impressions(served, organic, max_rows, seed, served_weight)
     del organic
     if impressions.empty:

@@ -1,16 +1,17 @@
 """Switch serving to a new champion: switch, smoke-test, roll back on failure.
 
 The decision logic (:func:`rollout`) knows nothing about where serving runs; a *target*
-supplies three operations. The local profile's target moves the champion pointer that the
-local service reads; the Kubernetes target (cluster profiles) will patch the serving
-Deployment and wait for its rollout, reusing the same logic.
+supplies the operations. The local profile's target moves the champion pointer that the
+local service reads; the Kubernetes target of the cluster profiles
+(:class:`flywheel.k8s_deploy.KubernetesTarget`) patches the serving Deployment's pinned
+model tag and waits for its rollout, under the same logic.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -42,23 +43,32 @@ class Target(Protocol):
 
 
 def rollout(target: Target, tag: str) -> DeployResult:
-    """Make ``tag`` live on ``target``, smoke-test it, and revert if the test fails.
+    """Make ``tag`` live on ``target``, smoke-test it, and revert if either step fails.
 
     ``tag`` may already be current (register promotes it in the local profile): it is
-    smoke-tested all the same, and a failure reverts to the champion before it.
+    smoke-tested all the same, and a failure reverts to the champion before it. A switch
+    that fails part-way (a Kubernetes rollout that never completes) is reverted too.
 
     Raises:
-        DeployError: the smoke test failed (after reverting; the message names both tags).
+        DeployError: the switch or the smoke test failed, after reverting (the message
+            names the new tag, what failed, and what serving runs now).
     """
-    if target.current() != tag:
-        target.switch(tag)
+    step = "rollout"
     try:
+        if target.current() != tag:
+            target.switch(tag)
+        step = "smoke test"
         target.smoke_test(tag)
     except Exception as exc:
-        restored = target.revert()
-        log.error("smoke test of %s failed (%s); reverted to %s", tag, exc, restored)
+        try:
+            restored = target.revert()
+        except Exception as revert_exc:
+            raise DeployError(
+                f"model {tag!r} failed its {step} ({exc}); reverting failed too ({revert_exc})"
+            ) from revert_exc
+        log.error("%s of %s failed (%s); reverted to %s", step, tag, exc, restored)
         raise DeployError(
-            f"model {tag!r} failed its smoke test ({exc}); serving reverted to {restored!r}"
+            f"model {tag!r} failed its {step} ({exc}); serving reverted to {restored!r}"
         ) from exc
     log.info("serving %s", tag)
     return DeployResult("deployed", tag, "smoke test passed")
@@ -80,6 +90,9 @@ class LocalTarget:
     """The local profile: the champion pointer, which the local service reads."""
 
     settings: Settings
+    #: Set while a switch is under way: ``promote`` is atomic, so a switch that failed
+    #: changed nothing and reverting must not roll the pointer back past it.
+    _failed_switch: bool = field(default=False, init=False, repr=False)
 
     def current(self) -> str | None:
         from flywheel.registry import current_champion
@@ -89,11 +102,15 @@ class LocalTarget:
     def switch(self, tag: str) -> None:
         from flywheel.registry import promote
 
+        self._failed_switch = True
         promote(self.settings, tag)
+        self._failed_switch = False
 
     def revert(self) -> str | None:
         from flywheel.registry import RegistryError, rollback
 
+        if self._failed_switch:
+            return self.current()
         try:
             return rollback(self.settings)
         except RegistryError:  # no earlier champion: nothing to go back to
@@ -108,11 +125,28 @@ class LocalTarget:
         smoke_test_booster(lambda x: predict(booster, x), len(MODEL_FEATURES))
 
 
-def deploy(settings: Settings, tag: str) -> DeployResult:
-    """Deploy ``tag`` to the serving target of ``settings.profile``."""
-    if settings.profile != "local":
-        raise NotImplementedError(
-            f"deploy for profile {settings.profile!r} arrives with the Kubernetes issue; "
-            "only 'local' is available"
-        )
-    return rollout(LocalTarget(settings), tag)
+def deploy(settings: Settings, tag: str, target: Target | None = None) -> DeployResult:
+    """Deploy ``tag`` to the serving target of ``settings.profile``: the champion pointer
+    (local) or the serving Deployment (kind, prod). See :func:`rollout`.
+
+    In the cluster profiles the registry's champion pointer (moved to ``tag`` by register)
+    is put back when the rollout fails: the next cycle must compare its challenger with
+    the model serving actually runs, not one that never served.
+    """
+    if settings.profile == "local":
+        return rollout(target or LocalTarget(settings), tag)
+    if target is None:
+        from flywheel.k8s_deploy import KubernetesTarget
+
+        target = KubernetesTarget(settings)
+    try:
+        return rollout(target, tag)
+    except DeployError:
+        from flywheel.registry import RegistryError, current_champion, rollback
+
+        if current_champion(settings) == tag:
+            try:
+                log.error("champion pointer back to %s", rollback(settings))
+            except RegistryError:
+                log.error("no earlier champion to put back; %s stays in the pointer", tag)
+        raise

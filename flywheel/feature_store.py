@@ -120,6 +120,14 @@ def _online_store(settings: Settings) -> dict[str, Any]:
     return {"type": "sqlite", "path": str(settings.feast_dir.absolute() / "online.db")}
 
 
+def _offline_store(settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {"type": OFFLINE_STORE_TYPES[settings.feast.offline_store]}
+    if settings.feast.offline_store == "duckdb-asof" and settings.feast.offline_memory_limit:
+        config["memory_limit"] = settings.feast.offline_memory_limit
+        config["temp_directory"] = str(settings.workspace.absolute() / "tmp" / "duckdb")
+    return config
+
+
 def repo_config(settings: Settings) -> RepoConfig:
     """Build Feast's ``RepoConfig`` from Settings (no YAML file involved).
 
@@ -137,10 +145,15 @@ def repo_config(settings: Settings) -> RepoConfig:
         project=settings.feast.project,
         provider="local",
         registry=_registry(settings),
-        offline_store={"type": OFFLINE_STORE_TYPES[settings.feast.offline_store]},
+        offline_store=_offline_store(settings),
         online_store=_online_store(settings),
         entity_key_serialization_version=3,
         repo_path=settings.feature_data_dir.absolute(),
+        # Feast's defaults pull every row of the range into pandas to deduplicate it, then
+        # convert the whole table to protos in one batch: user_category of a 10M-event lake
+        # peaks at 4.1 GB (59 s). The offline store's "latest per key" query and 100k-row
+        # writes give the same online values at 1.3 GB (68 s; 10k-row batches: 0.8 GB, 109 s).
+        materialization_config={"pull_latest_features": True, "online_write_batch_size": 100_000},
     )
 
 

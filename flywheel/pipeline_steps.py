@@ -192,12 +192,21 @@ def run_preprocess(settings_json: str, training_set: Any, shards: Any, metrics: 
 
 
 def run_train(settings_json: str, shards: Any, seed: int, model: Any, metrics: Any) -> None:
-    """Ray Train XGBoost; the model artifact is a folder holding ``model.ubj``."""
-    from flywheel.train import train_model
+    """Ray Train XGBoost; the model artifact is a folder holding ``model.ubj``.
 
+    The local profile trains in this process's Ray; the cluster profiles submit the same
+    training function as a Ray job to the KubeRay cluster and wait for it.
+    """
     settings = _settings(settings_json)
     started = time.perf_counter()
-    summary = train_model(settings, Path(shards.path), Path(model.path), seed=seed)
+    if settings.profile == "local":
+        from flywheel.train import train_model
+
+        summary = train_model(settings, Path(shards.path), Path(model.path), seed=seed)
+    else:
+        from flywheel.ray_jobs import train_on_cluster
+
+        summary = train_on_cluster(settings, Path(shards.path), Path(model.path), seed=seed)
     data = _jsonable(summary)
     model.metadata.update({"framework": "xgboost", "best_iteration": summary.best_iteration})
     _log_numbers(metrics, "", {k: data[k] for k in ("valid_auc", "valid_logloss", "train_rows")})
@@ -274,7 +283,8 @@ def run_register(settings_json: str, model: Any, shards: Any, evaluation: Any, r
 
 
 def run_deploy(settings_json: str, model_tag: str) -> str:
-    """Point serving at the new champion (the local profile: the champion pointer)."""
+    """Point serving at the new champion: the champion pointer (local profile) or the
+    serving Deployment's pinned model tag (cluster profiles); smoke-test; roll back."""
     from flywheel.deploy import deploy
 
     settings = _settings(settings_json)

@@ -36,7 +36,8 @@ def ensure_ray(settings: Settings) -> None:
         return
     # Ray Data's own progress bars fight with rich; we report progress ourselves.
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    shared = os.environ.get(SHARED_RAY_ENV)
+    # RAY_ADDRESS: set by Ray for a Ray job's driver (cluster-profile training).
+    shared = os.environ.get(SHARED_RAY_ENV) or os.environ.get("RAY_ADDRESS")
     if settings.ray.address or shared:
         address = settings.ray.address or shared
         log.info("connecting to Ray at %s", address)

@@ -76,6 +76,8 @@ MAX_BODY_BYTES: Final = 64 * 1024
 INT64_MAX: Final = 2**63 - 1
 #: Environment variable holding :class:`ServingOptions` as JSON.
 OPTIONS_ENV: Final = "RANKER_OPTIONS"
+#: Environment variable pinning the served model tag (set on the cluster's serving pods).
+PINNED_TAG_ENV: Final = "FLYWHEEL_MODEL_TAG"
 #: The BentoML service ``serving/service.py`` defines (``bentoml serve`` target).
 SERVICE_NAME: Final = "Ranker"
 SERVICE_TARGET: Final = "serving.service:Ranker"
@@ -508,6 +510,11 @@ class ChampionWatcher:
     tag is loaded and swapped in with one assignment. Only one thread loads at a time;
     the others keep serving the old model meanwhile. A model that fails to load is
     logged and skipped until the pointer changes again.
+
+    A *pinned* tag (``pinned``, default ``$FLYWHEEL_MODEL_TAG``: the cluster profiles'
+    Deployment sets it, so a rollout, not the pointer, decides what a pod serves) is
+    served instead: loaded once, the pointer ignored; until it loads (retried every
+    ``check_s``) there is no model, so the service is not ready.
     """
 
     def __init__(
@@ -515,10 +522,12 @@ class ChampionWatcher:
         settings: Settings,
         check_s: float = 1.0,
         loader: Callable[[Settings, str], LoadedModel] = load_model,
+        pinned: str | None = None,
     ) -> None:
         from flywheel.registry import POINTER_FILENAME
 
         self.settings, self.check_s, self.loader = settings, check_s, loader
+        self.pinned = pinned or os.environ.get(PINNED_TAG_ENV) or None
         self.pointer = settings.state_dir / POINTER_FILENAME
         self.model: LoadedModel | None = None
         self.swaps = 0
@@ -543,6 +552,9 @@ class ChampionWatcher:
     def _refresh(self) -> None:
         from flywheel.registry import current_champion
 
+        if self.pinned:
+            self._load_pinned(self.pinned)
+            return
         try:
             st = self.pointer.stat()
         except FileNotFoundError:
@@ -562,6 +574,16 @@ class ChampionWatcher:
         previous, self.model = self.model, model
         self.swaps += previous is not None
         log.info("serving model %s (was %s)", model.tag, previous.tag if previous else None)
+
+    def _load_pinned(self, tag: str) -> None:
+        if self.model is not None:
+            return
+        try:
+            self.model = self.loader(self.settings, tag)
+        except Exception:
+            log.exception("could not load the pinned model %s ($%s)", tag, PINNED_TAG_ENV)
+            return
+        log.info("serving pinned model %s", tag)
 
 
 # ---- feedback -> user activity --------------------------------------------------------------
@@ -969,21 +991,28 @@ def serve_command(
     """The ``bentoml serve`` command line and environment for ``settings``.
 
     The environment is ``environ`` (default: this process's) without any ``FLYWHEEL_*``
-    variable or config file, plus Settings as ``FLYWHEEL_*`` variables, ``BENTOML_HOME``
-    (the workspace's model store), the worker count and ``$RANKER_OPTIONS``.
+    variable or config file (the pinned tag ``$FLYWHEEL_MODEL_TAG`` excepted), plus Settings
+    as ``FLYWHEEL_*`` variables, ``BENTOML_HOME`` (the workspace's model store), the worker
+    count and ``$RANKER_OPTIONS`` (``options``, else the environment's, else the defaults).
     """
     from flywheel.registry import bentoml_home
 
     if workers < 1 or not 0 < port < 65536:
         raise ValueError(f"workers={workers}, port={port}; expected workers >= 1, port 1-65535")
-    env = {k: v for k, v in (environ or os.environ).items() if not k.startswith("FLYWHEEL_")}
+    env = {
+        k: v
+        for k, v in (environ or os.environ).items()
+        if not k.startswith("FLYWHEEL_") or k == PINNED_TAG_ENV  # the pin is not a setting
+    }
     env.update(_settings_env(settings))
     env.update(
         BENTOML_HOME=str(bentoml_home(settings).absolute()),
         BENTOML_DO_NOT_TRACK="true",
         BENTOML_CONFIG_OVERRIDES=json.dumps({"services": {SERVICE_NAME: {"workers": workers}}}),
     )
-    env[OPTIONS_ENV] = (options or ServingOptions()).model_dump_json()
+    # Explicit options win; otherwise $RANKER_OPTIONS of the environment (a container's or
+    # pod's) is validated and passed on, so serving options can be set without a flag.
+    env[OPTIONS_ENV] = (options or options_from_env(env)).model_dump_json()
     # BentoML 1.4 trips a pydantic deprecation warning on every request; printing it each
     # time costs latency and buries the access log.
     env.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")

@@ -2,6 +2,10 @@
 
 ingest -> features -> dataset -> preprocess -> train -> evaluate -> [blessed?] register -> deploy
 
+In the cluster profiles (kind, prod) every task also mounts the workspace PVC at the
+workspace path and carries ``FLYWHEEL_PROFILE`` (kfp-kubernetes platform config); the local
+profile compiles to plain IR, which ``kfp.local`` runs.
+
 Stages that touch external systems (the event lake's storage, the feature store, the model
 store, the serving deployment) retry; register/deploy run only inside ``dsl.If`` on the
 evaluation's blessing, so an unblessed challenger stops there and the champion stays.
@@ -25,7 +29,10 @@ def make_pipeline(settings: "Settings") -> Any:
     from flywheel.evaluate import BlessingRule
 
     ops = components.build(settings.image)
-    settings_json = settings.model_dump_json()
+    cluster = settings.profile != "local"
+    # The local pipeline never reads the Kubernetes section: leaving it out keeps the local
+    # IR (and its golden file) independent of cluster names.
+    settings_json = settings.model_dump_json(exclude=None if cluster else {"k8s"})
     default_rule = BlessingRule().model_dump_json()
 
     @dsl.pipeline(
@@ -75,8 +82,25 @@ def make_pipeline(settings: "Settings") -> Any:
                 evaluation=evaluate.outputs["metrics"],
                 run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             ).set_retry(num_retries=2, backoff_duration="5s")
-            ops.deploy(settings_json=settings_json, model_tag=register.output).set_retry(
-                num_retries=1, backoff_duration="5s"
-            )
+            deploy = ops.deploy(settings_json=settings_json, model_tag=register.output)
+            deploy.set_retry(num_retries=1, backoff_duration="5s")
+        if cluster:
+            for task in (ingest, features, data, prep, train, evaluate, register, deploy):
+                on_cluster(task, settings)
 
     return continuous_training
+
+
+def on_cluster(task: Any, settings: "Settings") -> Any:
+    """Give a task what every cluster-profile pod needs: the shared workspace and profile.
+
+    The workspace PVC (ReadWriteMany, shared with serving and the Ray pods) is mounted at
+    the workspace path; no CPU or memory requests are added, so the train task, which only
+    submits a Ray job and waits, stays small.
+    """
+    from kfp import kubernetes
+
+    task.set_env_variable("FLYWHEEL_PROFILE", settings.profile)
+    return kubernetes.mount_pvc(
+        task, pvc_name=settings.k8s.workspace_pvc, mount_path=str(settings.workspace)
+    )

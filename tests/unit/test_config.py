@@ -30,7 +30,11 @@ def test_cluster_profiles_use_redis_and_a_ray_cluster() -> None:
     for profile in ("kind", "prod"):
         s = load_settings(profile=profile)
         assert s.feast.online_store == "redis"
-        assert s.ray.address == "auto"
+        # Pipeline pods run in KFP's namespace: Redis is named across namespaces.
+        assert s.feast.redis_connection_string == "redis.flywheel.svc.cluster.local:6379"
+        # In-pod Ray for Ray Data stages; training is a Ray job on the KubeRay head.
+        assert s.ray.address is None
+        assert s.k8s.ray_jobs_address.startswith("http://flywheel-ray-head-svc.flywheel.svc")
 
 
 def test_precedence_file_then_env_then_explicit(

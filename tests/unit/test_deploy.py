@@ -75,3 +75,45 @@ def test_smoke_test_rejects_broken_models(predict, message: str) -> None:  # typ
 
 def test_smoke_test_accepts_a_ranking_model() -> None:
     smoke_test_booster(lambda x: 1 / (1 + np.exp(-x.sum(axis=1))), n_features=5)
+
+
+def test_failed_cluster_deploy_puts_the_champion_pointer_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Kind profile with a fake Deployment target (no API server here): register promoted
+    the new tag; its failed rollout must leave the pointer on the model still serving."""
+    import xgboost as xgb
+
+    from flywheel.config import Settings
+    from flywheel.deploy import deploy
+    from flywheel.ranking import MODEL_FEATURES
+    from flywheel.registry import current_champion, register_model
+
+    settings = Settings(workspace=tmp_path / "ws", profile="kind")
+    x = np.random.default_rng(0).standard_normal((200, len(MODEL_FEATURES))).astype(np.float32)
+    tags = []
+    for seed in (1, 2):
+        y = (np.random.default_rng(seed).random(len(x)) < 0.3).astype(np.float32)
+        booster = xgb.train(
+            {"objective": "binary:logistic", "max_depth": 2},
+            xgb.DMatrix(x, label=y, feature_names=list(MODEL_FEATURES)),
+            num_boost_round=3,
+        )
+        path = tmp_path / f"m{seed}.ubj"
+        booster.save_model(str(path))
+        lineage = {
+            "run_id": f"run-{seed}",
+            "data_window": {"start": "2025-03-01", "end": "2025-03-15"},
+            "feature_service": "ranking_v1",
+        }
+        tags.append(register_model(settings, path, {"auc": 0.7}, lineage))
+    old, new = tags
+    assert current_champion(settings) == new  # register promoted it
+    with pytest.raises(DeployError):
+        deploy(settings, new, target=FakeTarget(live=old, bad={new}))
+    assert current_champion(settings) == old
+
+    good = FakeTarget(live=old)
+    from flywheel.registry import promote
+
+    promote(settings, new)
+    assert deploy(settings, new, target=good).status == "deployed"
+    assert current_champion(settings) == new and good.live == new

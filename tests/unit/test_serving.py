@@ -432,3 +432,20 @@ def test_serve_command_reproduces_the_settings(
     assert load_settings() == settings.model_copy(update={"workspace": tmp_path / "ws"})
     with pytest.raises(ValueError, match="workers=0"):
         serve_command(settings, workers=0)
+
+
+def test_serve_command_keeps_the_environments_options(tmp_path: Path) -> None:
+    """A container sets $RANKER_OPTIONS; explicit options still win; bad ones are refused."""
+    settings = Settings(workspace=tmp_path)
+    env_in = {serving.OPTIONS_ENV: json.dumps({"epsilon": 0.3, "seed": 5})}
+    _, env = serve_command(settings, environ=env_in)
+    assert json.loads(env[serving.OPTIONS_ENV])["epsilon"] == 0.3
+    explicit = serving.ServingOptions(epsilon=0.0)
+    _, env = serve_command(settings, options=explicit, environ=env_in)
+    assert json.loads(env[serving.OPTIONS_ENV])["epsilon"] == 0.0
+    _, env = serve_command(settings, environ={})
+    assert json.loads(env[serving.OPTIONS_ENV]) == json.loads(
+        serving.ServingOptions().model_dump_json()
+    )
+    with pytest.raises(ValueError, match="epsilon"):
+        serve_command(settings, environ={serving.OPTIONS_ENV: '{"epsilon": 2}'})
