@@ -39,6 +39,15 @@ check_kind_version() {
   fi
 }
 
+# The pods run as ${IMAGE_UID}:${IMAGE_UID} and write the workspace, but a hostPath volume
+# ignores fsGroup and the restricted Pod Security Standard forbids a root initContainer that
+# could chown it, so the node's directory is given to the images' user from outside, as
+# root in the node container. Idempotent (`up` and `deploy` both run it); not recursive,
+# since the pods create everything below it as ${IMAGE_UID}; setgid keeps the group on it.
+workspace_owned_by_image_user() {
+  docker exec "$NODE" sh -c "mkdir -p ${WORKSPACE_DIR} && chown ${IMAGE_UID}:${IMAGE_UID} ${WORKSPACE_DIR} && chmod 2775 ${WORKSPACE_DIR}"
+}
+
 cluster_exists() {
   kind get clusters 2>/dev/null | grep -qx "$CLUSTER"
 }
@@ -57,8 +66,7 @@ up() {
   fi
 
   say "2/5 shared workspace ${WORKSPACE_DIR} on the node, owned by uid ${IMAGE_UID}"
-  # hostPath volumes ignore fsGroup, so the directory must already belong to the images' user.
-  docker exec "$NODE" sh -c "mkdir -p ${WORKSPACE_DIR} && chown ${IMAGE_UID}:${IMAGE_UID} ${WORKSPACE_DIR} && chmod 2775 ${WORKSPACE_DIR}"
+  workspace_owned_by_image_user
 
   say "3/5 Kubeflow Pipelines ${KFP_VERSION} standalone (namespace kubeflow)"
   kc apply -k "${KFP_REPO}/cluster-scoped-resources?ref=${KFP_VERSION}"
@@ -94,13 +102,16 @@ deploy() {
     docker image inspect "$image" >/dev/null 2>&1 || die "image ${image} not built: run make images"
   done
 
-  say "1/3 loading ${IMAGES[*]} into the node (no registry involved)"
+  say "1/4 loading ${IMAGES[*]} into the node (no registry involved)"
   kind load docker-image --name "$CLUSTER" "${IMAGES[@]}"
 
-  say "2/3 applying k8s/overlays/kind"
+  say "2/4 workspace ${WORKSPACE_DIR} on the node owned by uid ${IMAGE_UID} (hostPath ignores fsGroup)"
+  workspace_owned_by_image_user
+
+  say "3/4 applying k8s/overlays/kind"
   kc apply -k k8s/overlays/kind
 
-  say "3/3 waiting for Redis, the Ray cluster and serving"
+  say "4/4 waiting for Redis, the Ray cluster and serving"
   kc -n flywheel rollout status deployment/redis --timeout=300s
   kc -n flywheel wait --for=condition=RayClusterProvisioned raycluster/flywheel-ray --timeout=600s \
     || echo "Ray cluster not provisioned yet: kubectl -n flywheel get pods -l app.kubernetes.io/name=flywheel-ray"

@@ -205,6 +205,20 @@ def find(target: str, kind: str, name: str, namespace: str = "flywheel") -> dict
     return hits[0]
 
 
+_QUANTITY = {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6}
+_QUANTITY.update({"G": 10**9, "T": 10**12})
+
+
+def quantity_bytes(quantity: str | int) -> int:
+    """Bytes in a Kubernetes memory quantity (``"1Gi"``, ``"512Mi"``, ``"2G"``, ``1024``)."""
+    text = str(quantity)
+    number = text.rstrip("KMGTik")
+    suffix = text[len(number) :]
+    if suffix not in _QUANTITY or not number:
+        raise ValueError(f"memory quantity {text!r}: expected a number with Ki/Mi/Gi/Ti/k/M/G/T")
+    return int(float(number) * _QUANTITY[suffix])
+
+
 def selector_matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     """Whether a non-empty matchLabels-style selector selects these labels."""
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())

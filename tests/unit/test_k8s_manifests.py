@@ -23,6 +23,7 @@ from tests.unit.k8s_tools import (
     find,
     objects,
     pod_templates,
+    quantity_bytes,
     render,
     schema_check,
     selector_matches,
@@ -44,6 +45,14 @@ TOKEN_ALLOWED: dict[str, str] = {
 PROFILE = {"base": "kind", "kind": "kind", "prod": "prod"}
 #: Serving HPA bounds per target (min, max).
 HPA_BOUNDS = {"base": (1, 3), "kind": (1, 2), "prod": (3, 12)}
+#: The user both images run as (``USER 1000:1000`` in images/*.Dockerfile).
+IMAGE_UID = 1000
+#: Size of the Ray pods' memory-backed /dev/shm (the object store) per target.
+RAY_SHM = {"base": "1Gi", "kind": "1Gi", "prod": "8Gi"}
+#: Ray's default object store is this share of the memory it sees: /dev/shm must hold it.
+RAY_OBJECT_STORE_SHARE = 0.3
+IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
+KIND_SH = Path(__file__).resolve().parents[2] / "scripts" / "kind.sh"
 
 
 def _pod_params() -> list[Any]:
@@ -394,6 +403,140 @@ def test_raycluster_matches_the_contract(target: str) -> None:
         assert spec["enableInTreeAutoscaling"] is False
         assert cpu == ["1", "1"]
         assert worker["replicas"] == worker["maxReplicas"] == 1
+
+
+# ---- what the images need to run (images/README.md) -------------------------------------------
+
+
+def _flywheel_image(container: dict[str, Any]) -> bool:
+    return (
+        container["image"].rpartition("/")[2].startswith(("flywheel-platform", "flywheel-serving"))
+    )
+
+
+def _mounts_workspace(pod: PodTemplate) -> bool:
+    return any(
+        (v.get("persistentVolumeClaim") or {}).get("claimName") == "flywheel-workspace"
+        for v in pod.spec.get("volumes") or []
+    )
+
+
+def _dockerfile_instruction(name: str, instruction: str) -> list[str]:
+    """The JSON (exec) form of an instruction in images/<name>.Dockerfile: the reference."""
+    for line in (IMAGES_DIR / f"{name}.Dockerfile").read_text().splitlines():
+        if line.startswith(f"{instruction} ["):
+            return list(yaml.safe_load(line.partition(" ")[2]))
+    raise AssertionError(f"images/{name}.Dockerfile has no exec-form {instruction}")
+
+
+def _dockerfile_user(name: str) -> tuple[str, str, str]:
+    """``(user, ":", group)`` of the last USER in images/<name>.Dockerfile."""
+    users = [
+        line.split()[1]
+        for line in (IMAGES_DIR / f"{name}.Dockerfile").read_text().splitlines()
+        if line.startswith("USER ")
+    ]
+    assert users, f"images/{name}.Dockerfile sets no USER"
+    return users[-1].partition(":")
+
+
+def test_workspace_pods_run_as_the_images_user_with_fs_group(pod: Any) -> None:
+    pod = _pod(pod)
+    if not (_mounts_workspace(pod) or any(_flywheel_image(c) for c in pod.containers())):
+        return
+    user, _, group = _dockerfile_user("platform")
+    assert (user, group) == (str(IMAGE_UID), str(IMAGE_UID))
+    pod_sc = pod.spec.get("securityContext") or {}
+    assert pod_sc.get("fsGroup") == IMAGE_UID, _pod_id(pod)
+    assert pod_sc.get("fsGroupChangePolicy") == "OnRootMismatch", _pod_id(pod)
+    for c in pod.containers():
+        assert _effective(pod, c, "runAsUser") == IMAGE_UID, c["name"]
+        assert _effective(pod, c, "runAsGroup") == IMAGE_UID, c["name"]
+
+
+def test_flywheel_containers_write_only_tmp_and_workspace(pod: Any) -> None:
+    pod = _pod(pod)
+    volumes = {v["name"]: v for v in pod.spec.get("volumes") or []}
+    for c in (c for c in pod.containers() if _flywheel_image(c)):
+        assert (c.get("securityContext") or {}).get("readOnlyRootFilesystem") is True, c["name"]
+        mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
+        assert "/tmp" in mounts, f"{c['name']}: BentoML, Ray and Python write /tmp"
+        assert set(volumes[mounts["/tmp"]]) == {"name", "emptyDir"}, c["name"]
+        env = {e["name"]: e.get("value") for e in c.get("env") or []}
+        assert env.get("HOME") == "/tmp", f"{c['name']}: caches under $HOME need a writable HOME"
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_ray_pods_mount_a_memory_dev_shm_sized_per_overlay(target: str) -> None:
+    pods = [p for p in pod_templates(target) if p.key.startswith("RayCluster/")]
+    assert len(pods) == 2
+    for pod in pods:
+        volumes = {v["name"]: v for v in pod.spec["volumes"]}
+        c = pod.spec["containers"][0]
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        shm = volumes[mounts["/dev/shm"]]["emptyDir"]
+        assert shm.get("medium") == "Memory", _pod_id(pod)
+        assert shm.get("sizeLimit") == RAY_SHM[target], _pod_id(pod)
+        # The store must fit, and memory-backed files count against the pod's memory limit.
+        memory = quantity_bytes(c["resources"]["limits"]["memory"])
+        size = quantity_bytes(shm["sizeLimit"])
+        assert RAY_OBJECT_STORE_SHARE * memory <= size <= memory, _pod_id(pod)
+        assert "emptyDir" in volumes[mounts["/tmp"]], _pod_id(pod)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_serving_overrides_args_never_command(target: str) -> None:
+    deployment, serving = _serving(target)
+    entrypoint = _dockerfile_instruction("serving", "ENTRYPOINT")
+    assert entrypoint[:2] == ["/usr/bin/tini", "-g"], entrypoint
+    for c in deployment["spec"]["template"]["spec"]["containers"]:
+        assert "command" not in c, f"{c['name']}: `command` would replace tini as PID 1"
+    args = serving.get("args", _dockerfile_instruction("serving", "CMD"))
+    assert args[:2] == ["flywheel", "serve"], args
+    assert args[args.index("--port") + 1] == str(serving["ports"][0]["containerPort"])
+
+
+def test_ray_containers_find_ray_under_kuberays_login_shell(pod: Any) -> None:
+    pod = _pod(pod)
+    if not pod.key.startswith("RayCluster/"):
+        return
+    for c in pod.spec["containers"]:
+        # KubeRay generates `/bin/bash -lc -- "ulimit ...; ray start ..."` when both are unset.
+        assert "command" not in c and "args" not in c, c["name"]
+        assert not c.get("envFrom"), f"{c['name']}: envFrom could override PATH unseen"
+        env = {e["name"]: e.get("value") for e in c.get("env") or []}
+        path = env.get("PATH", "/opt/venv/bin")
+        assert path.split(":")[0] == "/opt/venv/bin", f"{c['name']}: PATH={path}"
+        # Debian's /etc/profile resets PATH in a login shell; BASH_ENV runs after it.
+        assert env.get("BASH_ENV") == "/opt/venv/bin/activate", c["name"]
+
+
+def test_kind_deploy_gives_the_hostpath_workspace_to_the_images_user() -> None:
+    script = KIND_SH.read_text()
+    settings = dict(re.findall(r"^([A-Z_]+)=(\S+)", script, flags=re.MULTILINE))
+    assert settings["IMAGE_UID"] == str(IMAGE_UID)
+    hostpaths = {
+        o["spec"]["hostPath"]["path"] for o in objects("kind") if o["kind"] == "PersistentVolume"
+    }
+    assert hostpaths == {settings["WORKSPACE_DIR"]}
+    funcs = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^(\w+)\(\) \{\n(.*?)^\}", script, flags=re.MULTILINE | re.DOTALL)
+    }
+    chowners = [
+        name
+        for name, body in funcs.items()
+        if re.search(
+            r"docker exec \S+ .*chown \$\{IMAGE_UID\}:\$\{IMAGE_UID\} \$\{WORKSPACE_DIR\}", body
+        )
+    ]
+    assert chowners, "no function chowns ${WORKSPACE_DIR} on the node"
+    deploy = funcs["deploy"]
+    calls = [deploy.find(f"\n  {name}\n") for name in chowners]
+    first_call = min((i for i in calls if i >= 0), default=-1)
+    assert 0 <= first_call < deploy.index("kc apply -k k8s/overlays/kind"), (
+        "deploy must chown the hostPath workspace before applying the overlay"
+    )
 
 
 # ---- overlays ----------------------------------------------------------------------------------
