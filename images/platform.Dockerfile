@@ -33,7 +33,9 @@ RUN groupadd --gid 1000 flywheel \
     && useradd --uid 1000 --gid 1000 --home-dir /home/flywheel --create-home \
         --shell /bin/bash flywheel \
     && mkdir -p /app /mnt/flywheel \
-    && chown 1000:1000 /app /mnt/flywheel
+    && chown 1000:1000 /app /mnt/flywheel \
+    && printf '%s\n' '# KubeRay starts Ray with bash -lc: keep the venv first after /etc/profile.' \
+        'export PATH="/opt/venv/bin:$PATH"' > /etc/profile.d/flywheel-venv.sh
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=app /opt/app/ /opt/venv/lib/python3.11/site-packages/
 COPY --from=app /opt/app-bin/ /opt/venv/bin/

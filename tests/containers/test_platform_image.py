@@ -59,6 +59,12 @@ def test_platform_image_holds_exactly_the_lock_as_a_non_root_user(docker_client:
     assert _run(docker_client, "id -u") == str(IMAGE_UID)
     assert _run(docker_client, "pwd") == "/app"
     assert _run(docker_client, "command -v python") == "/opt/venv/bin/python"
+    # KubeRay runs `bash -lc "... ray start ..."`: Debian's /etc/profile resets PATH for a
+    # login shell of a non-root user, so the image must put the venv back.
+    login = docker_client.containers.run(
+        PLATFORM_IMAGE, ["bash", "-lc", "command -v ray"], remove=True
+    )
+    assert login.decode().strip() == "/opt/venv/bin/ray"
     tools = "gcc cc c++ g++ make ld as pip pip3"
     assert _run(docker_client, f"for t in {tools}; do command -v $t; done; true") == ""
     assert _run(docker_client, "python -c 'import pip' 2>&1 || true").endswith(
