@@ -51,7 +51,7 @@ kind-deploy: k8s-tools  ## load the images into kind, apply k8s/overlays/kind, p
 kind-down:  ## delete the kind cluster
 	bash scripts/kind.sh down
 
-demo: install  ## run the main job on the local profile: simulate, ingest, features, Feast
+demo: install  ## the flywheel through a drift: flywheel vs frozen model vs oracle (~7-11 min)
 	$(VENV)/bin/flywheel demo
 
 test: install k8s-tools  ## all tests: unit + integration (real Ray, Feast, Redis when installed)

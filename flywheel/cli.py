@@ -288,18 +288,30 @@ def cycle(
 @_clear_errors
 def demo(
     ctx: typer.Context,
-    users: int = typer.Option(3_000, help="Simulated users."),
-    items: int = typer.Option(400, help="Catalog size."),
-    days: int = typer.Option(14, help="Days of history."),
+    users: int = typer.Option(2_000, help="Simulated users."),
+    items: int = typer.Option(300, help="Catalog size."),
+    history_days: int = typer.Option(4, help="Days of history before the first model."),
+    cycles: int = typer.Option(4, help="Serve-then-retrain cycles, one simulated day each."),
+    drift_day: float = typer.Option(5.0, help="Day at which tastes and price weight shift."),
     seed: int = typer.Option(0, help="Seed of the world, events and training."),
+    quick: bool = typer.Option(
+        False, "--quick", help="One pipeline cycle over the same days and a ranking check."
+    ),
 ) -> None:
-    """Simulate a shop, run one full pipeline cycle locally, rank from online features."""
-    from rich.table import Table
-
-    from flywheel.demo import run_demo
+    """Flywheel vs frozen first model vs oracle through a drift, in <workspace>/demo."""
+    from flywheel.demo import run_demo, run_quick_demo
 
     s = _settings(ctx)
-    result = run_demo(s, users=users, items=items, days=days, seed=seed)
+    if quick:  # the single-cycle smoke run, in the workspace itself
+        _quick_demo_table(s, run_quick_demo(s, users, items, history_days + cycles, seed))
+        return
+    result = run_demo(s, users, items, history_days, cycles, drift_day=drift_day, seed=seed)
+    _loop_table(result, drift_day)
+
+
+def _quick_demo_table(s: Settings, result: Any) -> None:
+    from rich.table import Table
+
     _stage_table(result.cycle)
     q = result.quality
     table = Table(
@@ -400,35 +412,45 @@ def loop(
     ctx: typer.Context,
     users: int = typer.Option(2_000, help="Simulated users."),
     items: int = typer.Option(300, help="Catalog size."),
-    history_days: int = typer.Option(10, help="Days of history before the first model."),
-    cycles: int = typer.Option(5, help="Serve-then-retrain cycles after the first model."),
-    requests: int = typer.Option(1_000, help="Simulated ranking requests per cycle."),
-    drift_day: float = typer.Option(11.0, help="Day at which tastes shift."),
+    history_days: int = typer.Option(4, help="Days of history before the first model."),
+    cycles: int = typer.Option(4, help="Serve-then-retrain cycles after the first model."),
+    requests: int = typer.Option(500, help="Simulated ranking requests per cycle."),
+    drift_day: float = typer.Option(5.0, help="Day at which tastes and price weight shift."),
     seed: int = typer.Option(0, help="Seed of everything."),
     out: Path | None = typer.Option(None, help="PNG of CTR per cycle for the three arms."),
 ) -> None:
     """The closed-loop drift experiment: flywheel vs frozen first model vs oracle."""
-    from rich.table import Table
-
     from flywheel.loop import run_loop
 
     s = _settings(ctx)
     result = run_loop(s, users, items, history_days, cycles, requests, drift_day, seed, out)
-    table = Table(title="expected CTR per simulated day", header_style="bold")
-    for col in ("day", "flywheel", "frozen", "oracle", "served CTR", "blessed"):
+    _loop_table(result, drift_day)
+
+
+def _loop_table(result: Any, drift_day: float) -> None:
+    """The loop's rows as a table, then the pooled gain after the drift and the plot."""
+    from rich.table import Table
+
+    table = Table(title="expected CTR per simulated day (measured at its start)")
+    for col in ("day", "flywheel", "frozen", "oracle", "gain ± 95% CI", "served", "blessed"):
         table.add_column(col, justify="right")
     for r in result.rows:
-        served = "-" if r.served_ctr is None else f"{r.served_ctr:.3f}"
+        g = r.gain  # a t-interval: symmetric around the mean
         table.add_row(
             f"{r.day}{' (drift)' if r.after_drift and r.day == int(drift_day) else ''}",
             f"{r.flywheel_ctr:.4f}",
             f"{r.frozen_ctr:.4f}",
             f"{r.oracle_ctr:.4f}",
-            served,
+            f"{g.mean:+.4f} ± {g.high - g.mean:.4f}",
+            "-" if r.served_ctr is None else f"{r.served_ctr:.3f}",
             "-" if r.blessed is None else str(r.blessed),
         )
     console.print(table)
-    console.print(
-        f"mean flywheel - frozen after drift: {result.mean_gain_after_drift:+.4f}; "
-        f"plot: {result.plot_path}; {result.seconds:.0f}s"
-    )
+    gain = result.drift_gain
+    if gain is not None:
+        console.print(
+            f"gain = flywheel - frozen expected CTR, paired by user. From a day after the "
+            f"drift: {gain.mean:+.4f} (95% CI {gain.low:+.4f} to {gain.high:+.4f}, "
+            f"{gain.users} user-days)"
+        )
+    console.print(f"plot: {result.plot_path}; {result.seconds:.0f}s")

@@ -1,10 +1,18 @@
-"""``flywheel demo``: the main job on the embedded local default, end to end.
+"""``flywheel demo``: the flywheel on the embedded local default, end to end.
 
-Simulates a shop, runs one full cycle of the KFP pipeline through kfp.local (ingest ->
-Ray Data features -> Feast -> point-in-time dataset -> Ray Data preprocess -> Ray Train ->
-evaluate -> register -> deploy), then ranks items for a sample of users from Feast's
-*online* store with the new champion and scores those rankings against the simulator's
-ground truth, next to a random ranking and the oracle.
+:func:`run_demo` (``make demo``) runs the closed loop of :mod:`flywheel.loop` in a fresh
+``<workspace>/demo``: simulate a shop's history, train the first model through the KFP
+pipeline (kfp.local: ingest -> Ray Data features -> Feast -> point-in-time dataset -> Ray
+Data preprocess -> Ray Train -> evaluate -> register -> deploy), serve it with
+``bentoml serve``, send simulated traffic, let the world drift (half the users get new
+tastes and every shopper suddenly cares three times as much about price,
+:data:`flywheel.simulate.PRICE_SHOCK`), and retrain on the served logs cycle after cycle.
+It ends with the expected CTR per simulated day of three arms measured on the same users:
+the flywheel, the frozen first model and the oracle, as a table and a PNG.
+
+:func:`run_quick_demo` (``flywheel demo --quick``) is the single-cycle smoke run: one
+pipeline cycle, then rankings for sample users from Feast's *online* store scored against
+the ground truth next to a random ranking and the oracle.
 """
 
 from __future__ import annotations
@@ -13,13 +21,17 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
 if TYPE_CHECKING:
     from flywheel.config import Settings
     from flywheel.cycle import CycleSummary
+    from flywheel.loop import LoopSummary
+
+#: The demo's own workspace under the configured one, wiped at the start of every run.
+DEMO_FOLDER: Final = "demo"
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +107,52 @@ def score_rankings(
     )
 
 
+def demo_settings(settings: Settings) -> Settings:
+    """``settings`` with the workspace moved to a fresh, empty ``<workspace>/demo``.
+
+    The loop needs an empty workspace (no earlier champion, lake or logs); only this
+    demo-owned folder is removed, never the configured workspace itself.
+    """
+    import shutil
+
+    folder = settings.workspace / DEMO_FOLDER
+    if folder.exists():
+        log.info("demo: removing the previous demo run in %s", folder)
+        shutil.rmtree(folder)
+    return settings.model_copy(update={"workspace": folder})
+
+
 def run_demo(
+    settings: Settings,
+    users: int = 2_000,
+    items: int = 300,
+    history_days: int = 4,
+    cycles: int = 4,
+    requests_per_cycle: int = 500,
+    drift_day: float = 5.0,
+    seed: int = 0,
+) -> LoopSummary:
+    """The closed-loop drift demo in a fresh ``<workspace>/demo``.
+
+    Args are those of :func:`flywheel.loop.run_loop` (the defaults are the demo's); the
+    plot is written to ``<workspace>/demo/drift.png``.
+
+    Returns:
+        The loop's summary: one row per simulated day with the three arms' expected CTR
+        and the flywheel's paired gain over the frozen model.
+    """
+    from flywheel.loop import run_loop
+
+    ws = demo_settings(settings)
+    log.info("demo: %d users x %d items, %d history days, %d cycles, drift at day %g",
+             users, items, history_days, cycles, drift_day)  # fmt: skip
+    return run_loop(
+        ws, users, items, history_days, cycles, requests_per_cycle, drift_day, seed,
+        ws.workspace / "drift.png",
+    )  # fmt: skip
+
+
+def run_quick_demo(
     settings: Settings,
     users: int = 3_000,
     items: int = 400,

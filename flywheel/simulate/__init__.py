@@ -27,10 +27,22 @@ from flywheel.simulate.traffic import (
     run_traffic,
     simulate_session_response,
 )
-from flywheel.simulate.world import DEFAULT_START, World, WorldError, make_world, to_unix_us
+from flywheel.simulate.world import (
+    DEFAULT_START,
+    PREMIUM_TREND,
+    PRICE_SHOCK,
+    DriftWeights,
+    World,
+    WorldError,
+    make_world,
+    to_unix_us,
+)
 
 __all__ = [
     "DEFAULT_START",
+    "PREMIUM_TREND",
+    "PRICE_SHOCK",
+    "DriftWeights",
     "Feedback",
     "HttpRanker",
     "Ranker",

@@ -15,18 +15,34 @@ item's quality, ``sigmoid`` the logistic function):
 * ``purchase_prob = click_prob * cart_given_view * purchase_given_cart``: an item shown to
   the user ends up bought.
 
-Drift: at ``start + drift_day`` days, a share ``drift_share`` of the users (chosen by the
-world seed, listed in ``World.drifted``) get a freshly drawn preference vector
-(``new_taste``); from that moment on every probability above uses it. The other users, and
-every user before the drift moment, keep ``taste``. Prices, quality and sensitivity never
-change.
+Drift: at ``start + drift_day`` days two things change.
+
+* Tastes (covariate drift): a share ``drift_share`` of the users (chosen by the world seed,
+  listed in ``World.drifted``) get a freshly drawn preference vector (``new_taste``); from
+  that moment on every probability above uses it. The other users, and every user before
+  the drift moment, keep ``taste``. Fresh features see this shift, so a model trained
+  before it can follow it without retraining.
+* Weights (concept drift), only when ``drift_weights`` is given: from the drift moment the
+  affinity, quality and price x sensitivity weights of all three logits are multiplied by
+  ``drift_weights.affinity``, ``.quality`` and ``.price`` for every user (the biases stay).
+  The mapping from features to outcomes changes, so only a model retrained on post-drift
+  data can follow it. Two named drifts:
+
+  - :data:`PREMIUM_TREND` (price x -1, the demo's): the click logit becomes
+    ``-3.0 + 1.0 aff + 0.6 q + 0.8 s z``: price turns from a deterrent into an attraction
+    (premium products become the fashion), most strongly for the users who were the most
+    price-sensitive.
+  - :data:`PRICE_SHOCK` (quality x0.5, price x3): ``-3.0 + 1.0 aff + 0.3 q - 2.4 s z``:
+    shoppers care three times as much about price and half as much about quality.
+
+Prices, quality and sensitivity themselves never change.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -63,6 +79,29 @@ _ARRAYS: Final = (
 
 class WorldError(ValueError):
     """A world parameter, file or time argument is invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class DriftWeights:
+    """Multipliers on the logit weights in force from the drift moment on (concept drift).
+
+    Each multiplies its term in the click, cart and purchase logits for every user; the
+    biases never change. ``DriftWeights()`` (all 1.0) changes nothing.
+    """
+
+    affinity: float = 1.0
+    quality: float = 1.0
+    price: float = 1.0
+
+    def apply(self, w: tuple[float, ...]) -> tuple[float, ...]:
+        """The ``(bias, affinity, quality, price)`` weights ``w`` after the drift."""
+        return (w[0], w[1] * self.affinity, w[2] * self.quality, w[3] * self.price)
+
+
+#: Concept drift where price attracts instead of deterring (price weight x -1): the demo's.
+PREMIUM_TREND: Final = DriftWeights(affinity=1.0, quality=1.0, price=-1.0)
+#: Concept drift where price matters three times as much and quality half as much.
+PRICE_SHOCK: Final = DriftWeights(affinity=1.0, quality=0.5, price=3.0)
 
 
 def to_unix_us(at: datetime | Sequence[datetime] | np.ndarray) -> np.ndarray:
@@ -118,6 +157,8 @@ class World:
     item_quality: np.ndarray = field(repr=False)
     item_popularity: np.ndarray = field(repr=False)
     item_created_us: np.ndarray = field(repr=False)
+    #: Concept drift from the drift moment (``None``: the weights never change).
+    drift_weights: DriftWeights | None = None
 
     # ---- time ---------------------------------------------------------------------
     @property
@@ -181,9 +222,17 @@ class World:
         after = self._after_drift(users.shape, to_unix_us(at))
         cats = self.item_category[items]
         t = np.where(after, self.new_taste[users, cats], self.taste[users, cats])
-        aff = np.log(self.n_categories * t + _AFFINITY_FLOOR)
-        price_term = self.price_sensitivity[users] * self.price_z[items]
-        return _sigmoid(w[0] + w[1] * aff + w[2] * self.item_quality[items] - w[3] * price_term)
+        terms = (
+            np.log(self.n_categories * t + _AFFINITY_FLOOR),
+            self.item_quality[items],
+            -self.price_sensitivity[users] * self.price_z[items],
+        )
+        logit = w[0] + sum(wi * x for wi, x in zip(w[1:], terms, strict=True))
+        if self.drift_weights is not None:
+            w_new = self.drift_weights.apply(w)
+            shifted = w_new[0] + sum(wi * x for wi, x in zip(w_new[1:], terms, strict=True))
+            logit = np.where(after, shifted, logit)
+        return np.asarray(_sigmoid(logit), dtype=np.float64)
 
     def _after_drift(self, shape: tuple[int, ...], ts_us: np.ndarray) -> np.ndarray:
         drift_us = self.drift_us
@@ -231,6 +280,7 @@ class World:
             "start": self.start.isoformat(),
             "drift_day": self.drift_day,
             "drift_share": self.drift_share,
+            "drift_weights": None if self.drift_weights is None else asdict(self.drift_weights),
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -255,9 +305,12 @@ class World:
             raise WorldError(f"{str(meta_path)!r} does not exist; expected a saved world")
         p = json.loads(meta_path.read_text())
         start = datetime.fromisoformat(p["start"])
+        # Worlds saved before concept drift existed have no "drift_weights".
+        weights = p.get("drift_weights")
+        p["drift_weights"] = None if weights is None else DriftWeights(**weights)
         built = make_world(
             p["n_users"], p["n_items"], p["n_categories"], p["seed"], start,
-            p["drift_day"], p["drift_share"],
+            p["drift_day"], p["drift_share"], p["drift_weights"],
         )  # fmt: skip
         if not all((src / f"{n}.npy").is_file() for n in _ARRAYS):
             return built
@@ -278,6 +331,7 @@ def make_world(
     start: datetime = DEFAULT_START,
     drift_day: float | None = None,
     drift_share: float = 0.5,
+    drift_weights: DriftWeights | None = None,
 ) -> World:
     """Draw a world from ``seed``: tastes, sensitivities, activity and the catalog.
 
@@ -287,11 +341,15 @@ def make_world(
         start: UTC moment day 0 of the simulation begins.
         drift_day: days after ``start`` when tastes shift (``None``: never).
         drift_share: share of users whose preference vector is redrawn at the drift.
+        drift_weights: concept drift, the logit weight multipliers in force from the drift
+            on (e.g. :data:`PRICE_SHOCK`); ``None``, or any value when ``drift_day`` is
+            ``None``, keeps the weights fixed (a world without drift has none).
 
     Raises:
         WorldError: naming the parameter that is out of range.
     """
     _validate(n_users, n_items, n_categories, start, drift_day, drift_share)
+    _validate_weights(drift_weights)
     # Separate streams: the catalog depends only on (seed, n_items, n_categories) and the
     # drift draw does not disturb anyone's original tastes.
     user_rng, item_rng, drift_rng = (np.random.default_rng([seed, s]) for s in (1, 2, 3))
@@ -312,7 +370,11 @@ def make_world(
     }  # fmt: skip
     for arr in arrays.values():
         arr.flags.writeable = False
-    return World(n_users, n_items, n_categories, seed, start, drift_day, drift_share, **arrays)
+    weights = None if drift_day is None else drift_weights
+    return World(
+        n_users, n_items, n_categories, seed, start, drift_day, drift_share, **arrays,
+        drift_weights=weights,
+    )  # fmt: skip
 
 
 def _draw_catalog(
@@ -360,3 +422,11 @@ def _validate(
         raise WorldError(f"drift_day={drift_day}; expected a non-negative number of days")
     if not 0.0 <= drift_share <= 1.0:
         raise WorldError(f"drift_share={drift_share}; expected a share in [0, 1]")
+
+
+def _validate_weights(weights: DriftWeights | None) -> None:
+    if weights is None:
+        return
+    for name, value in asdict(weights).items():
+        if not np.isfinite(value):
+            raise WorldError(f"drift_weights.{name}={value}; expected a finite multiplier")
