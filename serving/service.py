@@ -85,6 +85,13 @@ class Ranker:
 
         self.core = RankingService(load_settings(), options_from_env())
         self.metrics = _metrics()
+        import gc
+
+        # Everything loaded so far (Feast, BentoML, the model) lives as long as the worker:
+        # moving it out of the collector's generations keeps full collections, triggered by
+        # the per-request allocations, from walking it again and again.
+        gc.collect()
+        gc.freeze()
 
     def __is_ready__(self) -> bool:
         return self.core.ready()
