@@ -138,6 +138,36 @@ def jobs_client(settings: Settings) -> JobsClient:
     return client
 
 
+#: The Jobs API's answer while the head's job agent is still starting (a fresh head pod).
+NO_AGENT: Final = "No available agent to submit job"
+
+
+def submit_when_ready(
+    client: JobsClient,
+    *,
+    wait_s: float = 120.0,
+    poll_s: float = 2.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    **job: Any,
+) -> str:
+    """``client.submit_job(**job)``, retried while the head answers that no agent is ready.
+
+    A head that has just started serves the Jobs API before its job agent registers; Ray
+    then refuses submissions with a 500 naming :data:`NO_AGENT`. Any other error, or the
+    same one after ``wait_s``, is raised.
+    """
+    deadline = clock() + wait_s
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as exc:
+            if NO_AGENT not in str(exc) or clock() >= deadline:
+                raise
+            log.info("ray head has no job agent yet; retrying in %.0fs", poll_s)
+            sleep(poll_s)
+
+
 def train_on_cluster(
     settings: Settings,
     shards_dir: str | Path,
@@ -179,7 +209,8 @@ def train_on_cluster(
     shutil.copytree(shards_dir, staged)
     client = client or jobs_client(settings)
     try:
-        client.submit_job(
+        submit_when_ready(
+            client,
             entrypoint=train_entrypoint(settings, staged, out, seed, python),
             submission_id=job_id,
             runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},

@@ -58,7 +58,8 @@ def ray_head(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[str]:
     try:
         # Up means a job can be submitted: the Jobs API answers before its agent is ready
         # ("No available agent to submit job").
-        deadline = time.monotonic() + 60
+        # 180 s: under a loaded CI machine the agent has taken over a minute.
+        deadline = time.monotonic() + 180
         while True:
             try:
                 client = JobSubmissionClient(address)
@@ -66,7 +67,8 @@ def ray_head(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[str]:
                 break
             except Exception:
                 if time.monotonic() > deadline or head.poll() is not None:
-                    pytest.fail(f"the Ray head's Jobs API did not come up at {address}")
+                    exited = "" if head.poll() is None else f" (head exited {head.returncode})"
+                    pytest.fail(f"the Ray head's Jobs API did not come up at {address}{exited}")
                 time.sleep(1)
         yield address
     finally:

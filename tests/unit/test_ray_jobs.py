@@ -136,3 +136,42 @@ def test_job_claiming_success_without_a_model_is_an_error(tmp_path: Path) -> Non
         train_on_cluster(
             _settings(tmp_path), _shards(tmp_path / "s"), tmp_path / "m", client=client, poll_s=0
         )
+
+
+class _NotReadyYet(FakeJobsClient):
+    """A fresh head: refuses the first ``refusals`` submissions as Ray does."""
+
+    def __init__(self, refusals: int, error: str) -> None:
+        super().__init__(["SUCCEEDED"])
+        self.refusals, self.error, self.calls = refusals, error, 0
+
+    def submit_job(self, *, entrypoint: str, submission_id: str, **kwargs: Any) -> str:
+        self.calls += 1
+        if self.calls <= self.refusals:
+            raise RuntimeError(f"Request failed with status code 500: {self.error}.")
+        return super().submit_job(entrypoint=entrypoint, submission_id=submission_id, **kwargs)
+
+
+def test_submission_waits_for_the_heads_job_agent(tmp_path: Path) -> None:
+    from flywheel.ray_jobs import NO_AGENT, submit_when_ready
+
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    client = _NotReadyYet(2, f"{NO_AGENT}, please try again later")
+    shards = _shards(tmp_path / "s")
+    job = {"entrypoint": f"python -m x --shards {shards} --out {tmp_path / 'o'}"}
+    got = submit_when_ready(client, clock=lambda: now[0], sleep=sleep, submission_id="j1", **job)
+    assert got == "j1" and client.calls == 3 and now[0] == 4.0
+    # Past the wait, or any other error, is raised as it is.
+    late = _NotReadyYet(100, f"{NO_AGENT}, please try again later")
+    with pytest.raises(RuntimeError, match=NO_AGENT):
+        submit_when_ready(
+            late, wait_s=10, clock=lambda: now[0], sleep=sleep, submission_id="j2", **job
+        )
+    other = _NotReadyYet(1, "job j3 already exists")
+    with pytest.raises(RuntimeError, match="already exists"):
+        submit_when_ready(other, clock=lambda: now[0], sleep=sleep, submission_id="j3", **job)
+    assert other.calls == 1
