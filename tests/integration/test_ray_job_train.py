@@ -46,11 +46,20 @@ def ray_head(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[str]:
     # test, so it runs without (the client side must agree).
     monkeypatch_module.setenv("RAY_AUTH_MODE", "disabled")
     port, dashboard = _free_port(), _free_port()
+    # Every agent port free too: a Ray started earlier in this pytest process (other modules'
+    # fixtures) holds the defaults, e.g. the dashboard agent's 52365, and a head whose agent
+    # cannot bind answers "No available agent to submit job" forever.
+    agents = [
+        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--dashboard-agent-grpc-port={_free_port()}",
+        f"--runtime-env-agent-port={_free_port()}",
+        f"--metrics-export-port={_free_port()}",
+    ]
     temp = tempfile.mkdtemp(prefix="fwray", dir="/tmp")  # Ray's socket paths must stay short
     head = subprocess.Popen(
         [str(ray_bin), "start", "--head", "--block", f"--port={port}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
-         "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={temp}"],
+         "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={temp}", *agents],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         env={**os.environ, "RAY_AUTH_MODE": "disabled"},
     )  # fmt: skip
