@@ -92,16 +92,7 @@ def label_organic_impressions(
         events["event_type"].isin(ORGANIC_POSITIVES), ["user_id", "item_id", "ts"]
     ]
     labels = _first_positive_within(views, positives, attribution)
-    out = pd.DataFrame(
-        {
-            "user_id": views["user_id"].to_numpy(),
-            "item_id": views["item_id"].to_numpy(),
-            "event_timestamp": views["ts"].to_numpy(),
-            "label": labels.astype(np.int8),
-            "group_id": _group_ids(views["session_id"]),
-        }
-    )
-    out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True)
+    out = _labelled_frame(views, labels)
     return out.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
 
 
@@ -257,28 +248,6 @@ def lake_time_range(settings: Settings) -> tuple[datetime, datetime]:
     return lo, hi
 
 
-def read_labelling_events(settings: Settings, start: datetime, end: datetime) -> pd.DataFrame:
-    """The window's views and organic positives, lean enough for 10M-event windows.
-
-    Returns ``user_id, item_id, event_type, ts, session_id`` for events with
-    ``start <= ts < end`` whose type labelling uses; ``event_type`` and ``session_id`` are
-    pandas categoricals (dictionary-encoded in Arrow first), which keeps millions of
-    session ids from becoming one Python string each.
-    """
-    import pyarrow.compute as pc
-
-    from flywheel.lake import read_lake_events
-
-    cols = ["user_id", "item_id", "event_type", "ts", "session_id"]
-    table = read_lake_events(settings, columns=cols, start=start, end=end)
-    wanted = pa.array(["view", *ORGANIC_POSITIVES])
-    table = table.filter(pc.is_in(table.column("event_type"), value_set=wanted))
-    for name in ("event_type", "session_id"):
-        column = pc.dictionary_encode(table.column(name))
-        table = table.set_column(table.schema.get_field_index(name), name, column)
-    return table.to_pandas()
-
-
 def read_views_and_positives(
     settings: Settings,
     start: datetime,
@@ -381,17 +350,17 @@ def organic_impressions(
 
 
 def _labelled_frame(views: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
-    out = pd.DataFrame(
+    """Views (``user_id, item_id, ts, session_id``) and their labels as impressions."""
+    return pd.DataFrame(
         {
             "user_id": views["user_id"].to_numpy(),
             "item_id": views["item_id"].to_numpy(),
-            "event_timestamp": pd.to_datetime(views["ts"], utc=True).to_numpy(),
+            # .array, not .to_numpy(): a tz-aware column would become Timestamp objects.
+            "event_timestamp": pd.to_datetime(views["ts"].array, utc=True),
             "label": labels.astype(np.int8),
             "group_id": _group_ids(views["session_id"]),
         }
     )
-    out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True)
-    return out.reset_index(drop=True)
 
 
 def mix_impressions(

@@ -20,10 +20,9 @@ from flywheel.config import Settings
 from flywheel.dataset import (
     label_organic_impressions,
     organic_impressions,
-    read_labelling_events,
     sample_impressions,
 )
-from flywheel.lake import commit_part, partition_name
+from flywheel.lake import commit_part, partition_name, read_lake_events
 from flywheel.simulate import make_world, simulate_events
 
 ATTRIBUTION = timedelta(hours=1)
@@ -47,17 +46,23 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return settings
 
 
+def _events(
+    settings: Settings, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """The lake's events of ``[start, end)``, read plainly (the reference's input)."""
+    cols = ["user_id", "item_id", "event_type", "ts", "session_id"]
+    return read_lake_events(settings, cols, start, end).to_pandas()
+
+
 def _window(settings: Settings) -> tuple[pd.Timestamp, pd.Timestamp]:
-    ts = read_labelling_events(
-        settings, pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
-    )["ts"]
+    ts = _events(settings)["ts"]
     return ts.min() + timedelta(hours=5), ts.max() - timedelta(hours=3)
 
 
 @pytest.mark.parametrize("max_rows", [10**9, 2_000, 150])
 def test_streamed_equals_label_then_sample(lake: Settings, max_rows: int) -> None:
     start, end = _window(lake)
-    events = read_labelling_events(lake, start, end)
+    events = _events(lake, start, end)
     reference = label_organic_impressions(events, ATTRIBUTION, closed_before=end)
     reference = sample_impressions(reference, max_rows, seed=7)
     got, n_views = organic_impressions(lake, start, end, ATTRIBUTION, max_rows, seed=7)
