@@ -493,13 +493,17 @@ def _json_records(path: Path) -> Iterator[tuple[dict[str, Any] | None, str]]:
                 yield (item if isinstance(item, dict) and item else None), json.dumps(item)
             return
         for line in fh:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                record = None
-            yield (record if isinstance(record, dict) and record else None), line.rstrip("\n")
+            if line.strip():
+                yield json_object(line), line.rstrip("\n")
+
+
+def json_object(line: str) -> dict[str, Any] | None:
+    """``line`` parsed, when it is one non-empty JSON object; otherwise None."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) and value else None
 
 
 def _strings_table(records: list[dict[str, Any]]) -> pa.Table:

@@ -59,6 +59,7 @@ from flywheel.ingest import (
     check_integer,
     check_string,
     check_timestamp,
+    json_object,
     new_run_id,
     quarantine_table,
     reason_key,
@@ -245,11 +246,8 @@ def parse_lines(data: bytes) -> tuple[list[dict[str, Any]], list[tuple[str, str]
         line = raw.decode("utf-8", errors="replace")
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if isinstance(record, dict) and record:
+        record = json_object(line)
+        if record is not None:
             records.append(record)
         else:
             rejects.append((NOT_JSON, line))
