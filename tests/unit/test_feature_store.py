@@ -40,7 +40,7 @@ def test_repo_config_local_defaults(tmp_path):
     assert config.project == "flywheel"
     assert config.provider == "local"
     assert config.offline_store.type == "flywheel.feast_asof.DuckDBAsofOfflineStore"
-    assert config.online_store.type == "sqlite"
+    assert config.online_store.type == "flywheel.online_store.BatchedSqliteOnlineStore"
     assert Path(config.online_store.path) == tmp_path / "feast" / "online.db"
     assert Path(config.registry.path) == tmp_path / "feast" / "registry.db"
     assert config.registry.registry_type == "file"
