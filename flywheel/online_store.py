@@ -94,19 +94,21 @@ class BatchedSqliteOnlineStore(SqliteOnlineStore):
         conn = self._get_conn(config)
         version = config.entity_key_serialization_version
         keyed = [
-            (serialize_entity_key(key, entity_key_serialization_version=version), row)
-            for key, *row in data
+            (serialize_entity_key(key, entity_key_serialization_version=version), values, ts, ct)
+            for key, values, ts, ct in data
         ]
         keyed.sort(key=lambda item: item[0])
 
         def rows() -> Any:
-            for key_bin, (values, event_ts, created_ts) in keyed:
+            for key_bin, values, event_ts, created_ts in keyed:
                 event, created = _epoch(event_ts), _epoch(created_ts)
                 for name, value in values.items():
                     text, _ = extract_text_and_num(value, False)
                     yield key_bin, name, value.SerializeToString(), text, event, created
 
-        name = _table_id(config.project, table, config.registry.enable_online_feature_view_versioning)
+        name = _table_id(
+            config.project, table, config.registry.enable_online_feature_view_versioning
+        )
         sql = (
             f"INSERT INTO {_quote_id(name)} "
             "(entity_key, feature_name, value, value_text, event_ts, created_ts) "

@@ -14,14 +14,14 @@ import pytest
 
 pytest.importorskip("feast")
 
-from feast import Entity, FeatureView, Field, FileSource, RepoConfig  # noqa: E402
-from feast.infra.online_stores.sqlite import SqliteOnlineStore  # noqa: E402
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey  # noqa: E402
-from feast.protos.feast.types.Value_pb2 import Value  # noqa: E402
-from feast.types import Float32, Int64, String  # noqa: E402
-from feast.value_type import ValueType  # noqa: E402
+from feast import Entity, FeatureView, Field, FileSource, RepoConfig
+from feast.infra.online_stores.sqlite import SqliteOnlineStore
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+from feast.types import Float32, Int64, String
+from feast.value_type import ValueType
 
-from flywheel.online_store import STORE_TYPE, BatchedSqliteOnlineStore  # noqa: E402
+from flywheel.online_store import STORE_TYPE, BatchedSqliteOnlineStore
 
 COLUMNS = "entity_key, feature_name, value, value_text, vector_value, event_ts, created_ts"
 T0 = datetime(2025, 1, 13, 12, 30, 15, 250_000, tzinfo=UTC)
@@ -51,7 +51,10 @@ def _config(tmp_path, store_type: str) -> RepoConfig:
         project="flywheel",
         provider="local",
         registry={"registry_type": "file", "path": str(tmp_path / "registry.db")},
-        online_store={"type": store_type, "path": str(tmp_path / f"{store_type.rsplit('.', 1)[-1]}.db")},
+        online_store={
+            "type": store_type,
+            "path": str(tmp_path / f"{store_type.rsplit('.', 1)[-1]}.db"),
+        },
         offline_store={"type": "duckdb"},
         entity_key_serialization_version=3,
         repo_path=tmp_path,
@@ -90,7 +93,10 @@ def _write(store, config, view, rows) -> None:
 def stores(tmp_path):
     view = _view()
     pair = []
-    for store_cls, store_type in ((SqliteOnlineStore, "sqlite"), (BatchedSqliteOnlineStore, STORE_TYPE)):
+    for store_cls, store_type in (
+        (SqliteOnlineStore, "sqlite"),
+        (BatchedSqliteOnlineStore, STORE_TYPE),
+    ):
         config = _config(tmp_path, store_type)
         store = store_cls()
         store.update(config, [], [view], [], [], partial=False)

@@ -16,7 +16,12 @@ def files(tmp_path) -> list[str]:
     for index, rows in enumerate((7, 0, 13)):
         path = tmp_path / f"part-{index}.parquet"
         values = list(range(start, start + rows))
-        table = pa.table({"x": pa.array(values, pa.float32()), "label": pa.array([v % 2 for v in values], pa.int8())})
+        table = pa.table(
+            {
+                "x": pa.array(values, pa.float32()),
+                "label": pa.array([v % 2 for v in values], pa.int8()),
+            }
+        )
         pq.write_table(table, path, row_group_size=3)
         paths.append(str(path))
         start += rows
