@@ -382,13 +382,25 @@ def mix_impressions(
         :data:`IMPRESSION_COLUMNS` plus ``source`` (``served``/``organic``), sorted by time.
         Each part is sampled by whole groups, reproducibly by ``seed``.
     """
+    kept = _served_share(served, max_rows, seed, served_weight)
+    rest = max_rows - len(kept)
+    organic = sample_impressions(organic, rest, seed) if rest > 0 else organic[:0]
+    return _combine(kept, organic)
+
+
+def _served_share(
+    served: pd.DataFrame, max_rows: int, seed: int, served_weight: float
+) -> pd.DataFrame:
+    """The served impressions that fit in ``served_weight`` of ``max_rows``, whole groups."""
     if not 0.0 <= served_weight <= 1.0:
         raise ValueError(f"served_weight={served_weight!r}; expected a share between 0 and 1")
     budget = int(max_rows * served_weight)
-    kept = sample_impressions(served, budget, seed) if budget and len(served) else served[:0]
-    rest = max_rows - len(kept)
-    organic = sample_impressions(organic, rest, seed) if rest > 0 else organic[:0]
-    parts = [kept.assign(source="served"), organic.assign(source="organic")]
+    return sample_impressions(served, budget, seed) if budget and len(served) else served[:0]
+
+
+def _combine(served: pd.DataFrame, organic: pd.DataFrame) -> pd.DataFrame:
+    """Already-sampled served and organic impressions as one frame with ``source``, by time."""
+    parts = [served.assign(source="served"), organic.assign(source="organic")]
     mixed = pd.concat([part for part in parts if len(part)] or parts[1:], ignore_index=True)
     mixed["group_id"] = mixed["group_id"].astype(str)
     return mixed.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
@@ -447,11 +459,8 @@ def build_dataset(
         )
     served = served_impressions(settings, start, end, attribution)
     n_served = len(served)
-    if not 0.0 <= served_weight <= 1.0:
-        raise ValueError(f"served_weight={served_weight!r}; expected a share between 0 and 1")
-    # The same sampling mix_impressions does, done before the organic side is labelled.
-    budget = int(max_rows * served_weight)
-    served = sample_impressions(served, budget, seed) if budget and len(served) else served[:0]
+    # mix_impressions' sampling, with the organic side sampled before it is labelled.
+    served = _served_share(served, max_rows, seed, served_weight)
     organic, n_views = organic_impressions(
         settings, start, end, attribution, max_rows - len(served), seed
     )
@@ -460,7 +469,7 @@ def build_dataset(
         len(served), len(organic), n_views, start, end,
     )  # fmt: skip
     total = n_served + n_views
-    impressions = mix_impressions(served, organic, max_rows, seed, served_weight)
+    impressions = _combine(served, organic)
     del organic
     if impressions.empty:
         raise DatasetError(f"no labelled impressions between {start} and {end}")
