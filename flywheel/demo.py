@@ -5,8 +5,8 @@
 pipeline (kfp.local: ingest -> Ray Data features -> Feast -> point-in-time dataset -> Ray
 Data preprocess -> Ray Train -> evaluate -> register -> deploy), serve it with
 ``bentoml serve``, send simulated traffic, let the world drift (half the users get new
-tastes and every shopper suddenly cares three times as much about price,
-:data:`flywheel.simulate.PRICE_SHOCK`), and retrain on the served logs cycle after cycle.
+tastes and, for everyone, price turns from a deterrent into an attraction,
+:data:`flywheel.simulate.PREMIUM_TREND`), and retrain on the served logs cycle after cycle.
 It ends with the expected CTR per simulated day of three arms measured on the same users:
 the flywheel, the frozen first model and the oracle, as a table and a PNG.
 

@@ -43,6 +43,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -114,12 +115,6 @@ class LoopSummary:
     seconds: float
     drift_gain: GainInterval | None = None
 
-    @property
-    def mean_gain_after_drift(self) -> float:
-        """Mean flywheel CTR minus frozen CTR over the cycles measured after the drift."""
-        after = [r.flywheel_ctr - r.frozen_ctr for r in self.rows if r.after_drift]
-        return float(np.mean(after)) if after else float("nan")
-
 
 def expected_ctr(click_prob: np.ndarray, order: np.ndarray, k: int) -> float:
     """Expected clicks per impression of the slate ``order[:k]`` (indices into
@@ -170,9 +165,14 @@ class ArmScores:
     per_user: np.ndarray
 
     @property
+    def diff(self) -> np.ndarray:
+        """Flywheel minus frozen expected CTR, one entry per user."""
+        return self.per_user[:, 0] - self.per_user[:, 1]
+
+    @cached_property
     def gain(self) -> GainInterval:
         """Flywheel minus frozen, paired by user, with its 95% interval."""
-        return paired_gain(self.per_user[:, 0] - self.per_user[:, 1])
+        return paired_gain(self.diff)
 
 
 def measure_arms(
@@ -368,7 +368,7 @@ def _one_cycle(
         run_id=result.run_id if result else None,
         seconds=round(time.perf_counter() - started, 1),
     )
-    return row, arms.per_user[:, 0] - arms.per_user[:, 1]
+    return row, arms.diff
 
 
 @dataclass(frozen=True)

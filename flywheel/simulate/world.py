@@ -227,11 +227,13 @@ class World:
             self.item_quality[items],
             -self.price_sensitivity[users] * self.price_z[items],
         )
-        logit = w[0] + sum(wi * x for wi, x in zip(w[1:], terms, strict=True))
+
+        def logit_of(weights: tuple[float, ...]) -> Any:
+            return weights[0] + sum(wi * x for wi, x in zip(weights[1:], terms, strict=True))
+
+        logit = logit_of(w)
         if self.drift_weights is not None:
-            w_new = self.drift_weights.apply(w)
-            shifted = w_new[0] + sum(wi * x for wi, x in zip(w_new[1:], terms, strict=True))
-            logit = np.where(after, shifted, logit)
+            logit = np.where(after, logit_of(self.drift_weights.apply(w)), logit)
         return np.asarray(_sigmoid(logit), dtype=np.float64)
 
     def _after_drift(self, shape: tuple[int, ...], ts_us: np.ndarray) -> np.ndarray:
