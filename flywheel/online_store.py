@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from feast.feature_view import FeatureView
@@ -35,13 +35,15 @@ from feast.infra.online_stores.sqlite import (
     SqliteOnlineStoreConfig,
     _quote_id,
     _table_id,
+    adapt_datetime_epoch,
 )
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import RepoConfig
+from feast.utils import to_naive_utc
 
-#: ``online_store.type`` naming this store (Feast imports it by class path).
-STORE_TYPE = "flywheel.online_store.BatchedSqliteOnlineStore"
+from flywheel.feature_store import SQLITE_STORE_TYPE as STORE_TYPE
+
 #: SQLite page cache per connection, KiB (SQLite's default is 2,000). Pages are allocated
 #: only as they are touched.
 CACHE_KIB = 65_536
@@ -56,17 +58,9 @@ class BatchedSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
 
 
 def _epoch(ts: datetime | None) -> int | None:
-    """What Feast's sqlite3 datetime adapter stores: whole seconds of the naive-UTC time.
-
-    Feast converts an aware time to naive UTC and its adapter calls ``.timestamp()`` on the
-    naive value, which Python reads as local time; the same arithmetic is repeated here so
-    the stored integer is identical to Feast's on any machine.
-    """
-    if ts is None:
-        return None
-    if ts.tzinfo is not None:
-        ts = ts.astimezone(UTC).replace(tzinfo=None)
-    return int(ts.timestamp())
+    """What Feast's SQLite store writes for ``ts``: its own naive-UTC conversion, then its
+    own sqlite3 datetime adapter, once per key instead of once per value."""
+    return None if ts is None else adapt_datetime_epoch(to_naive_utc(ts))
 
 
 class BatchedSqliteOnlineStore(SqliteOnlineStore):

@@ -198,10 +198,15 @@ def read_split(info: ShardsInfo, split: str) -> tuple[np.ndarray, np.ndarray, np
 
     columns = [*MODEL_FEATURES, LABEL, GROUP]
     table = pa.concat_tables(_read_columns(pq, p, columns) for p in info.files[split])
-    x = np.column_stack([table.column(c).to_numpy().astype(np.float32) for c in MODEL_FEATURES])
+    x = _feature_matrix(table)
     y = table.column(LABEL).to_numpy().astype(np.int8)
     groups = table.column(GROUP).to_numpy(zero_copy_only=False)
     return x, y, groups
+
+
+def _feature_matrix(table: pa.Table) -> np.ndarray:
+    """The model inputs of a shard table: float32, columns in :data:`MODEL_FEATURES` order."""
+    return np.column_stack([table.column(c).to_numpy().astype(np.float32) for c in MODEL_FEATURES])
 
 
 # ---- model helpers -------------------------------------------------------------------
@@ -272,9 +277,8 @@ def _shard_matrix(files: list[str], total_rows: int) -> xgb.DMatrix:
     if table.num_rows == 0:
         empty = np.zeros((0, len(MODEL_FEATURES)), dtype=np.float32)
         return xgb.DMatrix(empty, label=np.zeros(0), feature_names=list(MODEL_FEATURES))
-    x = np.column_stack([table.column(c).to_numpy().astype(np.float32) for c in MODEL_FEATURES])
     y = table.column(LABEL).to_numpy().astype(np.float32)
-    return xgb.DMatrix(x, label=y, feature_names=list(MODEL_FEATURES))
+    return xgb.DMatrix(_feature_matrix(table), label=y, feature_names=list(MODEL_FEATURES))
 
 
 def _train_loop_per_worker(config: dict[str, Any]) -> None:
