@@ -16,11 +16,9 @@ the resource name, so no ``list`` is needed). The smoke test is plain HTTP to th
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -40,7 +38,7 @@ API_VERBS: Final = ("get", "patch", "watch")
 SMOKE_REQUEST: Final = {"user_id": 0, "k": 5}
 SMOKE_ATTEMPTS: Final = 5
 
-HttpPost = Callable[[str, dict[str, Any], float], dict[str, Any]]
+HttpPost = Callable[[str, dict[str, Any], float], Any]
 
 
 class RolloutTimeout(TimeoutError):
@@ -101,16 +99,6 @@ def env_patch(container: str, tag: str | None, previous: str | None) -> dict[str
     }
 
 
-def post_json(url: str, body: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    """POST ``body`` as JSON; the decoded JSON answer (HTTP errors raise ``HTTPError``)."""
-    request = urllib.request.Request(
-        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=timeout_s) as reply:
-        answer: dict[str, Any] = json.loads(reply.read())
-        return answer
-
-
 def default_apps_api() -> Any:
     """An ``AppsV1Api`` from the pod's ServiceAccount, else from ``~/.kube/config``."""
     from kubernetes import client, config
@@ -141,7 +129,11 @@ class KubernetesTarget:
     ) -> None:
         self.k8s = settings.k8s
         self.apps = apps_api if apps_api is not None else default_apps_api()
-        self.http = http or post_json
+        if http is None:
+            from flywheel.simulate.traffic import post_json
+
+            http = post_json
+        self.http: HttpPost = http
         self.sleep = sleep
 
     @property
@@ -207,7 +199,7 @@ class KubernetesTarget:
             if attempt:
                 self.sleep(2.0)
             try:
-                answer = self.http(url, dict(SMOKE_REQUEST), 10.0)
+                answer = self.http(url, dict(SMOKE_REQUEST), 10.0) or {}  # None: empty body
             except Exception as exc:  # connection refused, 503, ...: try again
                 problem = f"POST {url} failed: {exc}"
                 continue

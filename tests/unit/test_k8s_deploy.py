@@ -357,3 +357,19 @@ def test_serve_command_passes_the_pin_to_bentoml() -> None:
         Settings(), environ={MODEL_TAG_ENV: "m:9", "FLYWHEEL_CONFIG": "/x.yaml", "PATH": "/bin"}
     )
     assert env[MODEL_TAG_ENV] == "m:9" and "FLYWHEEL_CONFIG" not in env
+
+
+def test_smoke_test_posts_with_the_traffic_client_and_retries_an_empty_answer() -> None:
+    from flywheel.simulate.traffic import post_json
+
+    api = FakeAppsV1Api("m:1")
+    settings = Settings(profile="kind")
+    assert KubernetesTarget(settings, apps_api=api).http is post_json
+    calls = []
+
+    def empty(url: str, body: dict[str, Any], timeout_s: float) -> None:
+        calls.append(url)  # post_json's answer to an empty body
+
+    with pytest.raises(RuntimeError, match=r"model_version=None with 0 items.*5 attempts"):
+        _target(api, empty).smoke_test("m:2")
+    assert len(calls) == 5
