@@ -5,8 +5,8 @@ only in these shapes, so a user can bring their own web logs and catalog instead
 simulator's as long as they match (see the README, "Bring your own data").
 
 Timestamps are always timezone-aware UTC (``timestamp[us, tz=UTC]``). User and item ids are
-64-bit integers: they are join keys in Feast and in every aggregation, and integers keep the
-10M-event feature build within memory.
+the shop's own strings (:mod:`flywheel.ids`: at most 128 characters, integers read as their
+decimal text) in every contract and table; they are Feast's join keys too.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ FEEDBACK_TYPES: Final[tuple[str, ...]] = ("click", "cart", "purchase")
 EVENT_SCHEMA: Final = pa.schema(
     [
         pa.field("event_id", pa.string(), nullable=False),
-        pa.field("user_id", pa.int64(), nullable=False),
-        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
         pa.field("event_type", pa.string(), nullable=False),
         pa.field("ts", TS_TYPE, nullable=False),
         pa.field("session_id", pa.string(), nullable=False),
@@ -36,7 +36,7 @@ EVENT_SCHEMA: Final = pa.schema(
 
 ITEM_SCHEMA: Final = pa.schema(
     [
-        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
         pa.field("category", pa.string(), nullable=False),
         pa.field("price", pa.float64(), nullable=False),
         pa.field("created_ts", TS_TYPE, nullable=False),
@@ -49,8 +49,8 @@ PREDICTION_LOG_SCHEMA: Final = pa.schema(
     [
         pa.field("request_id", pa.string(), nullable=False),
         pa.field("ts", TS_TYPE, nullable=False),
-        pa.field("user_id", pa.int64(), nullable=False),
-        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
         pa.field("position", pa.int32(), nullable=False),
         pa.field("score", pa.float64(), nullable=False),
         pa.field("model_version", pa.string(), nullable=False),
@@ -62,7 +62,7 @@ PREDICTION_LOG_SCHEMA: Final = pa.schema(
 FEEDBACK_SCHEMA: Final = pa.schema(
     [
         pa.field("request_id", pa.string(), nullable=False),
-        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
         pa.field("event_type", pa.string(), nullable=False),
         pa.field("ts", TS_TYPE, nullable=False),
     ]
@@ -114,7 +114,7 @@ _FEATURE_KEYS = [
 #: ``last_event_unix`` is the epoch seconds of the user's latest event before the snapshot.
 USER_ACTIVITY_SCHEMA: Final = pa.schema(
     [
-        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
         *_FEATURE_KEYS,
         pa.field("views_1h", pa.int64(), nullable=False),
         pa.field("views_24h", pa.int64(), nullable=False),
@@ -134,7 +134,7 @@ USER_ACTIVITY_SCHEMA: Final = pa.schema(
 #: window at each of the user's snapshots. ``cat_affinity_7d = cat_views_7d / views_7d``.
 USER_CATEGORY_SCHEMA: Final = pa.schema(
     [
-        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
         pa.field("category", pa.string(), nullable=False),
         *_FEATURE_KEYS,
         pa.field("cat_views_7d", pa.int64(), nullable=False),
@@ -145,7 +145,7 @@ USER_CATEGORY_SCHEMA: Final = pa.schema(
 #: Per-item popularity. Rates are ``numerator / item_views_7d`` (0.0 when no views).
 ITEM_ACTIVITY_SCHEMA: Final = pa.schema(
     [
-        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
         *_FEATURE_KEYS,
         pa.field("item_views_24h", pa.int64(), nullable=False),
         pa.field("item_views_7d", pa.int64(), nullable=False),
@@ -159,7 +159,7 @@ ITEM_ACTIVITY_SCHEMA: Final = pa.schema(
 #: Static item attributes from the catalog, stamped with ``created_ts``.
 ITEM_CATALOG_SCHEMA: Final = pa.schema(
     [
-        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
         *_FEATURE_KEYS,
         pa.field("category", pa.string(), nullable=False),
         pa.field("price", pa.float64(), nullable=False),
