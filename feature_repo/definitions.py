@@ -14,10 +14,10 @@ from feast.types import Float64, Int64, String
 ACTIVITY_TTL = timedelta(days=7)
 
 # A shopper; the key of every per-user table.
-user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
+user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING)
 
 # A catalog item; the key of every per-item table.
-item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64)
+item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING)
 
 # An item category; with `user` it keys the user x category affinity table.
 category = Entity(name="category", join_keys=["category"], value_type=ValueType.STRING)
@@ -63,7 +63,7 @@ user_activity = FeatureView(
     entities=[user],
     ttl=ACTIVITY_TTL,
     schema=[
-        Field(name="user_id", dtype=Int64),
+        Field(name="user_id", dtype=String),
         Field(name="views_1h", dtype=Int64),
         Field(name="views_24h", dtype=Int64),
         Field(name="views_7d", dtype=Int64),
@@ -86,7 +86,7 @@ user_category = FeatureView(
     entities=[user, category],
     ttl=ACTIVITY_TTL,
     schema=[
-        Field(name="user_id", dtype=Int64),
+        Field(name="user_id", dtype=String),
         Field(name="category", dtype=String),
         Field(name="cat_views_7d", dtype=Int64),
         Field(name="cat_affinity_7d", dtype=Float64),
@@ -101,7 +101,7 @@ item_activity = FeatureView(
     entities=[item],
     ttl=ACTIVITY_TTL,
     schema=[
-        Field(name="item_id", dtype=Int64),
+        Field(name="item_id", dtype=String),
         Field(name="item_views_24h", dtype=Int64),
         Field(name="item_views_7d", dtype=Int64),
         Field(name="item_carts_7d", dtype=Int64),
@@ -120,7 +120,7 @@ item_catalog = FeatureView(
     entities=[item],
     ttl=timedelta(0),
     schema=[
-        Field(name="item_id", dtype=Int64),
+        Field(name="item_id", dtype=String),
         Field(name="category", dtype=String),
         Field(name="price", dtype=Float64),
     ],

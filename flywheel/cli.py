@@ -102,9 +102,16 @@ def simulate(
     out: Path | None = typer.Option(
         None, help="Output folder (default: <workspace>/raw): events/, items.parquet, world/."
     ),
+    ids: str = typer.Option(
+        "plain",
+        help='How the logs name users and items: plain ("42") or shop (u000042, sku-00017).',
+    ),
 ) -> None:
     """Write raw web-log events and the item catalog of a simulated shop."""
-    from flywheel.simulate import World, make_world, simulate_events
+    from flywheel.simulate import NAMINGS, World, make_world, simulate_events
+
+    if ids not in NAMINGS:
+        raise typer.BadParameter(f"--ids {ids!r}; expected one of {sorted(NAMINGS)}")
 
     s = _settings(ctx)
     out = out or s.workspace / "raw"
@@ -112,7 +119,9 @@ def simulate(
     if start_day > 0 and world_dir.exists():
         world = World.load(world_dir)  # continue the same users and catalog
     else:
-        world = make_world(users, items, categories, seed=seed, drift_day=drift_day)
+        world = make_world(
+            users, items, categories, seed=seed, drift_day=drift_day, naming=NAMINGS[ids]
+        )
     summary = simulate_events(world, days, out, seed=seed, start_day=start_day)
     print_summary("simulate", summary)
     console.print(
@@ -366,12 +375,12 @@ def traffic(
     # Users act at the time the lake's data ends, as the service's replay clock does.
     summary = run_traffic(
         w,
-        http_ranker(url),
+        http_ranker(url, ids=world.ids),
         requests,
         seed=seed,
         at=feature_time(s),
         k=k,
-        feedback=http_feedback(url),
+        feedback=http_feedback(url, ids=world.ids),
     )
     print_summary("traffic", summary)
 

@@ -161,8 +161,8 @@ def label_served_impressions(
     grouped = grouped.reset_index()
     out = pd.DataFrame(
         {
-            "user_id": grouped["user_id"].astype("int64"),
-            "item_id": grouped["item_id"].astype("int64"),
+            "user_id": grouped["user_id"].astype(str),
+            "item_id": grouped["item_id"].astype(str),
             "event_timestamp": pd.to_datetime(grouped["ts"], utc=True),
             "label": grouped["hit"].astype(np.int8),
             "group_id": grouped["request_id"].astype(str),
@@ -299,8 +299,8 @@ def read_views_and_positives(
 #: An empty view table (the schema :func:`read_views_and_positives` returns).
 EMPTY_VIEWS: Final = pa.table(
     {
-        "user_id": pa.array([], pa.int64()),
-        "item_id": pa.array([], pa.int64()),
+        "user_id": pa.array([], pa.string()),
+        "item_id": pa.array([], pa.string()),
         "ts": pa.array([], TS_TYPE),
         "session_id": pa.array([], pa.dictionary(pa.int32(), pa.string())),
     }

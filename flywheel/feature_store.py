@@ -335,8 +335,8 @@ def _version(name: str) -> int:
 
 def online_features(
     settings_or_store: Settings | FeatureStore,
-    user_id: int,
-    item_ids: Sequence[int],
+    user_id: str,
+    item_ids: Sequence[str],
     feature_service: str | None = None,
     as_of: datetime | None = None,
 ) -> pd.DataFrame:
@@ -361,20 +361,20 @@ def online_features(
     as_of = _as_utc(as_of, "as_of") if as_of is not None else datetime.now(UTC)
     store, default_service = _resolve_store(settings_or_store)
     service = store.get_feature_service(feature_service or default_service)
-    items = [int(i) for i in item_ids]
+    items = [str(i) for i in item_ids]
     with _online_store_errors(store.config):
         catalog = store.get_online_features(
             features=["item_catalog:category"], entity_rows=[{"item_id": i} for i in items]
         ).to_dict()
         # An item missing from the catalog gets an empty category: no user_category match.
         rows = [
-            {"user_id": int(user_id), "item_id": i, "category": c if c is not None else ""}
+            {"user_id": str(user_id), "item_id": i, "category": c if c is not None else ""}
             for i, c in zip(items, catalog["category"], strict=True)
         ]
         response = store.get_online_features(features=service, entity_rows=rows)
     values = response.to_dict(include_event_timestamps=True)
     columns: dict[str, list[Any]] = {
-        "user_id": [int(user_id)] * len(items),
+        "user_id": [str(user_id)] * len(items),
         "item_id": items,
         "category": catalog["category"],
     }

@@ -199,6 +199,8 @@ def measure_arms(
     store = feature_store.get_store(settings)
     readers: dict[str, OnlineFeatureReader] = {}
     cands = np.asarray(candidates, dtype=np.int64)
+    # The service's features are keyed by the shop's ids, the ground truth by index.
+    cand_ids = world.ids.item_ids(cands).to_pylist()
     per_user = np.zeros((len(users), 3))
     for i, user in enumerate(users.tolist()):
         truth = world.click_prob(user, cands, at)
@@ -207,7 +209,8 @@ def measure_arms(
             service = model.feature_service
             if service not in inputs:  # both arms usually read the same feature service
                 reader = readers.setdefault(service, OnlineFeatureReader(store, service))
-                inputs[service] = model_inputs(reader.read(user, candidates, at), at.timestamp())
+                frame = reader.read(world.ids.user_id(user), cand_ids, at)
+                inputs[service] = model_inputs(frame, at.timestamp())
             ranks.append(np.argsort(-predict(model.booster, inputs[service]), kind="stable"))
         ranks.append(np.argsort(-truth, kind="stable"))
         per_user[i] = [expected_ctr(truth, order, k) for order in ranks]
@@ -238,8 +241,8 @@ def serve_traffic(
     try:
         wait_ready(url, timeout_s=120.0, process=process)
         traffic = run_traffic(
-            world, http_ranker(url), n_requests, seed=seed, at=at, k=SLATE_K,
-            feedback=http_feedback(url),
+            world, http_ranker(url, ids=world.ids), n_requests, seed=seed, at=at, k=SLATE_K,
+            feedback=http_feedback(url, ids=world.ids),
         )  # fmt: skip
     finally:
         process.terminate()

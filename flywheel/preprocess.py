@@ -71,8 +71,8 @@ def to_model_rows(batch: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(x, columns=list(MODEL_FEATURES), index=batch.index)
     out["label"] = batch["label"].astype(np.int8)
     out["group_id"] = batch["group_id"].astype(str)
-    out["user_id"] = batch["user_id"].astype(np.int64)
-    out["item_id"] = batch["item_id"].astype(np.int64)
+    out["user_id"] = batch["user_id"].astype(str)
+    out["item_id"] = batch["item_id"].astype(str)
     out["event_timestamp"] = ts
     return out.reset_index(drop=True)
 

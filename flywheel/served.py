@@ -56,6 +56,7 @@ from flywheel.ingest import (
     Coerced,
     InputKind,
     Validation,
+    check_id,
     check_integer,
     check_string,
     check_timestamp,
@@ -171,8 +172,8 @@ PREDICTIONS: Final = InputKind(
     checks={
         "request_id": check_string,
         "ts": check_timestamp,
-        "user_id": check_integer,
-        "item_id": check_integer,
+        "user_id": check_id,
+        "item_id": check_id,
         "position": check_position,
         "score": check_score,
         "model_version": check_string,
@@ -187,7 +188,7 @@ FEEDBACK: Final = InputKind(
     schema=FEEDBACK_SCHEMA,
     checks={
         "request_id": check_string,
-        "item_id": check_integer,
+        "item_id": check_id,
         "event_type": lambda col, ctx: check_string(col, ctx, allowed=FEEDBACK_TYPES),
         "ts": check_timestamp,
     },
@@ -366,16 +367,17 @@ def _committed_keys(part_dir: Path, key: Sequence[str]) -> pa.Array:
 # ---- Feedback as events (pure) ------------------------------------------------------------
 
 
-def feedback_event_id(request_id: str, item_id: int, event_type: str, ts: datetime) -> str:
+def feedback_event_id(request_id: str, item_id: str, event_type: str, ts: datetime) -> str:
     """A deterministic event id for one feedback record: ``fb-`` + 32 hex of its key."""
     micros = round(ts.astimezone(UTC).timestamp() * 1_000_000) if ts.tzinfo else None
     if micros is None:
         raise ValueError(f"ts={ts.isoformat()} is naive; feedback timestamps are tz-aware")
-    blob = f"{request_id}\x1f{int(item_id)}\x1f{event_type}\x1f{micros}".encode()
+    # An integer id's decimal text: the same event id as before ids became strings.
+    blob = f"{request_id}\x1f{item_id}\x1f{event_type}\x1f{micros}".encode()
     return "fb-" + hashlib.sha256(blob).hexdigest()[:32]
 
 
-def feedback_events(feedback: pa.Table, users: Mapping[str, int]) -> tuple[pa.Table, int]:
+def feedback_events(feedback: pa.Table, users: Mapping[str, str]) -> tuple[pa.Table, int]:
     """Feedback records (``FEEDBACK_SCHEMA``) -> events (``EVENT_SCHEMA``).
 
     Args:
@@ -461,7 +463,7 @@ def read_served(
     return predictions.to_pandas(), feedback.to_pandas()
 
 
-def request_users(settings: Settings, request_ids: Sequence[str]) -> dict[str, int]:
+def request_users(settings: Settings, request_ids: Sequence[str]) -> dict[str, str]:
     """request id -> user id, from the prediction-log lake table."""
     import pyarrow.dataset as ds
 

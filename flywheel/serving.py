@@ -19,7 +19,10 @@ One request to :meth:`RankingService.rank`:
 Feedback is logged the same way, then the user's ``user_activity`` row is read from the
 online store, incremented (:func:`activity_after_feedback`) and pushed back, so user
 features move between two feature builds. The request id carries the user id
-(``<32 hex>-<user_id>``), so any worker can attribute feedback without shared state.
+(``<32 hex>-<user_id>``, or ``<32 hex>.<base64url of the id>`` for ids with characters a
+request id may not hold), so any worker can attribute feedback without shared state.
+Ids are strings (:mod:`flywheel.ids`): JSON integers are read as their decimal text, and
+every answer and log record carries ids as strings.
 
 The clock: a world replayed from the past (the simulator, a backfill) has features stamped
 days ago, which an online read at wall-clock time would find expired. ``clock="auto"`` then
@@ -32,6 +35,7 @@ Service options (``ServingOptions``) come from the JSON in ``$RANKER_OPTIONS``: 
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
@@ -51,7 +55,16 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from flywheel.ids import IdError, normalize_id
 
 from flywheel.predlog import LogWriter, log_dir
 from flywheel.ranking import RAW_FEATURES
@@ -70,10 +83,10 @@ log = logging.getLogger(__name__)
 MAX_CANDIDATES: Final = 500
 MAX_K: Final = 100
 DEFAULT_K: Final = 10
-MAX_REQUEST_ID_CHARS: Final = 128
+#: 32 hex + separator + base64url of the longest id (128 characters of up to 4 UTF-8 bytes).
+MAX_REQUEST_ID_CHARS: Final = 720
 #: Request bodies above this are refused with 413 before they are read into memory.
 MAX_BODY_BYTES: Final = 64 * 1024
-INT64_MAX: Final = 2**63 - 1
 #: Environment variable holding :class:`ServingOptions` as JSON.
 OPTIONS_ENV: Final = "RANKER_OPTIONS"
 #: Environment variable pinning the served model tag (set on the cluster's serving pods).
@@ -85,7 +98,9 @@ SERVICE_TARGET: Final = "serving.service:Ranker"
 REPLAY_LAG: Final = timedelta(days=1)
 ACTIVITY_VIEW: Final = "user_activity"
 CATALOG_VIEW: Final = "item_catalog"
-_REQUEST_ID = re.compile(r"^[0-9a-f]{32}-(\d{1,19})$")
+_REQUEST_ID = re.compile(r"^[0-9a-f]{32}(?:-([A-Za-z0-9._:-]+)|\.([A-Za-z0-9_-]+))$")
+#: Characters of an id that a request id carries verbatim (the request id's own alphabet).
+_VERBATIM_ID = re.compile(r"^[A-Za-z0-9._:-]+$")
 
 
 class ServingError(RuntimeError):
@@ -139,7 +154,15 @@ def options_from_env(environ: Mapping[str, str] | None = None) -> ServingOptions
         raise ValueError(f"${OPTIONS_ENV} is invalid: {describe_errors(exc, 'options')}") from exc
 
 
-ItemId = Annotated[int, Field(strict=True, ge=0, le=INT64_MAX)]
+def _api_id(value: object) -> str:
+    try:
+        return normalize_id(value)
+    except IdError as exc:
+        raise ValueError(f"id {exc}") from None
+
+
+#: A user or item id in a request: a string, or a JSON integer read as its decimal text.
+EntityId = Annotated[str, BeforeValidator(_api_id)]
 FeedbackType = Literal["click", "cart", "purchase"]
 
 
@@ -148,13 +171,15 @@ class RankRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: ItemId
-    candidates: list[ItemId] | None = Field(default=None, min_length=1, max_length=MAX_CANDIDATES)
+    user_id: EntityId
+    candidates: list[EntityId] | None = Field(
+        default=None, min_length=1, max_length=MAX_CANDIDATES
+    )
     k: int = Field(default=DEFAULT_K, strict=True, ge=1, le=MAX_K)
 
     @field_validator("candidates")
     @classmethod
-    def _distinct(cls, value: list[int] | None) -> list[int] | None:
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and len(set(value)) != len(value):
             dupes = sorted(v for v, n in Counter(value).items() if n > 1)
             raise ValueError(f"candidates must be distinct item ids; repeated: {dupes[:10]}")
@@ -162,7 +187,7 @@ class RankRequest(BaseModel):
 
 
 class RankedItem(BaseModel):
-    item_id: int
+    item_id: str
     score: float
 
 
@@ -182,7 +207,7 @@ class FeedbackRequest(BaseModel):
     request_id: str = Field(
         min_length=1, max_length=MAX_REQUEST_ID_CHARS, pattern=r"^[A-Za-z0-9._:-]+$"
     )
-    item_id: ItemId
+    item_id: EntityId
     event_type: FeedbackType
 
 
@@ -192,17 +217,28 @@ class FeedbackResponse(BaseModel):
     note: str | None = None
 
 
-def new_request_id(user_id: int) -> str:
-    """A fresh request id that carries the user: ``<uuid4 hex>-<user_id>``."""
-    return f"{uuid.uuid4().hex}-{int(user_id)}"
+def new_request_id(user_id: str) -> str:
+    """A fresh request id that carries the user: ``<uuid4 hex>-<user_id>`` when the id
+    fits a request id's alphabet, else ``<uuid4 hex>.<base64url(user_id)>``."""
+    if _VERBATIM_ID.match(user_id):
+        return f"{uuid.uuid4().hex}-{user_id}"
+    encoded = base64.urlsafe_b64encode(user_id.encode()).decode().rstrip("=")
+    return f"{uuid.uuid4().hex}.{encoded}"
 
 
-def user_of_request(request_id: str) -> int | None:
+def user_of_request(request_id: str) -> str | None:
     """The user id inside a request id this service issued, else ``None``."""
     match = _REQUEST_ID.match(request_id)
-    if match is None or int(match.group(1)) > INT64_MAX:
+    if match is None:
         return None
-    return int(match.group(1))
+    if match.group(1) is not None:
+        return match.group(1)
+    encoded = match.group(2)
+    try:
+        text = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+        return normalize_id(text)
+    except (ValueError, IdError):
+        return None
 
 
 # ---- exploration ------------------------------------------------------------------------
@@ -371,16 +407,16 @@ class OnlineFeatureReader:
         ]
         self.columns = [f for _, features in self.views for f in features]
 
-    def read(self, user_id: int, item_ids: Sequence[int], as_of: datetime) -> pd.DataFrame:
+    def read(self, user_id: str, item_ids: Sequence[str], as_of: datetime) -> pd.DataFrame:
         """``user_id``, ``item_id``, ``category`` then one float column per feature (NaN
         where missing or expired), one row per item in the given order."""
         import pandas as pd
 
-        items = [int(i) for i in item_ids]
+        items = [str(i) for i in item_ids]
         found = self.catalog.read([(i,) for i in items], as_of)
         categories = [row[1].get("category") if row else None for row in found]
         entity = {
-            "user_id": [int(user_id)] * len(items),
+            "user_id": [str(user_id)] * len(items),
             "item_id": items,
             "category": [c if c is not None else "" for c in categories],
         }
@@ -409,7 +445,7 @@ def _as_float(answer: tuple[datetime, dict[str, Any]] | None, name: str) -> floa
 
 def default_candidates(
     settings: Settings, at: datetime, n_popular: int = 40, n_new: int = 10
-) -> list[int]:
+) -> list[str]:
     """The candidate set for requests that name none.
 
     The ``n_popular`` items with the most views in the 7 days before ``at`` (their latest
@@ -421,7 +457,7 @@ def default_candidates(
     import pyarrow.parquet as pq
 
     folder = settings.feature_data_dir
-    chosen: list[int] = []
+    chosen: list[str] = []
     activity = folder / "item_activity.parquet"
     if n_popular > 0 and activity.exists():
         frame = pq.read_table(
@@ -436,7 +472,7 @@ def default_candidates(
         ranked = latest.sort_values(
             ["item_views_7d", "item_carts_7d", "item_id"], ascending=[False, False, True]
         )
-        chosen = [int(i) for i in ranked["item_id"].head(n_popular)]
+        chosen = [str(i) for i in ranked["item_id"].head(n_popular)]
     catalog = folder / "item_catalog.parquet"
     wanted = n_popular + n_new - len(chosen)
     if wanted > 0 and catalog.exists():
@@ -445,7 +481,7 @@ def default_candidates(
         ).to_pandas()
         newest = items.sort_values(["event_timestamp", "item_id"], ascending=[False, True])
         taken = set(chosen)
-        fresh = [int(i) for i in newest["item_id"].drop_duplicates() if int(i) not in taken]
+        fresh = [str(i) for i in newest["item_id"].drop_duplicates() if str(i) not in taken]
         chosen += fresh[:wanted]
     return chosen
 
@@ -455,10 +491,10 @@ class CandidatePool:
 
     def __init__(self, settings: Settings, options: ServingOptions) -> None:
         self.settings, self.options = settings, options
-        self._items: list[int] = []
+        self._items: list[str] = []
         self._built_at = -math.inf
 
-    def get(self, at: datetime) -> list[int]:
+    def get(self, at: datetime) -> list[str]:
         if time.monotonic() - self._built_at >= self.options.candidates_refresh_s:
             self._items = default_candidates(
                 self.settings, at, self.options.popular_candidates, self.options.new_candidates
@@ -600,7 +636,7 @@ _COUNTS_BY_EVENT: Final[dict[str, tuple[str, ...]]] = {
 
 
 def activity_after_feedback(
-    user_id: int,
+    user_id: str,
     current: Mapping[str, Any] | None,
     current_ts: datetime | None,
     event_type: str,
@@ -624,7 +660,7 @@ def activity_after_feedback(
     """
     if event_type not in _COUNTS_BY_EVENT:
         raise ValueError(f"event_type={event_type!r}; expected one of {list(_COUNTS_BY_EVENT)}")
-    row: dict[str, Any] = {"user_id": int(user_id)}
+    row: dict[str, Any] = {"user_id": str(user_id)}
     for f in USER_ACTIVITY_SCHEMA:
         if f.name in _ACTIVITY_KEYS:
             continue
@@ -745,7 +781,7 @@ class RankingService:
         cold = bool(np.isnan(features["last_event_unix"].to_numpy()).all())
         self._count(len(slate.indices), int(slate.explored.sum()), cold, not request.candidates)
         items = [
-            RankedItem(item_id=int(candidates[i]), score=float(scores[i])) for i in slate.indices
+            RankedItem(item_id=str(candidates[i]), score=float(scores[i])) for i in slate.indices
         ]
         response = RankResponse(request_id=request_id, model_version=model.tag, items=items)
         return RankOutcome(response, int(slate.explored.sum()), cold, not request.candidates)
@@ -784,11 +820,11 @@ class RankingService:
         except (ConnectionError, ValueError) as exc:
             # The feedback is logged, which is what the next cycle learns from; the online
             # row catches up at the next materialization.
-            log.warning("could not push user %d's activity: %s", user, exc)
+            log.warning("could not push user %r's activity: %s", user, exc)
             return FeedbackResponse(note=f"feedback logged; user features not updated: {exc}")
         return FeedbackResponse()
 
-    def push_activity(self, user_id: int, event_type: str, at: datetime) -> dict[str, Any]:
+    def push_activity(self, user_id: str, event_type: str, at: datetime) -> dict[str, Any]:
         """Read the user's online activity row, count the event, push it; return the row."""
         import pandas as pd
 
@@ -798,7 +834,7 @@ class RankingService:
             names = [n for n in USER_ACTIVITY_SCHEMA.names if n not in _ACTIVITY_KEYS]
             view = self.store.get_feature_view(ACTIVITY_VIEW)
             self._activity = ViewReader(self.store, view, names)
-        found = self._activity.read([(int(user_id),)], at)[0]
+        found = self._activity.read([(str(user_id),)], at)[0]
         current, current_ts = (found[1], found[0]) if found else (None, None)
         row = activity_after_feedback(user_id, current, current_ts, event_type, at)
         push_user_activity(self.store, pd.DataFrame([row]))
@@ -820,7 +856,7 @@ def _score(booster: xgb.Booster, x: np.ndarray) -> np.ndarray:
 def _prediction_records(
     request_id: str,
     at: datetime,
-    user_id: int,
+    user_id: str,
     model_version: str,
     features: pd.DataFrame,
     scores: np.ndarray,
@@ -828,7 +864,7 @@ def _prediction_records(
 ) -> list[dict[str, Any]]:
     """One log record per served item; ``features`` holds the raw values the model saw."""
     raw = features[list(RAW_FEATURES)].to_numpy(dtype=np.float64)
-    items = features["item_id"].to_numpy(dtype=np.int64)
+    items = features["item_id"].tolist()
     categories = features["category"].tolist()
     records = []
     for position, (i, p) in enumerate(zip(slate.indices, slate.propensities, strict=True)):
@@ -841,8 +877,8 @@ def _prediction_records(
             {
                 "request_id": request_id,
                 "ts": at,
-                "user_id": int(user_id),
-                "item_id": int(items[i]),
+                "user_id": str(user_id),
+                "item_id": str(items[i]),
                 "position": position,
                 "score": float(scores[i]),
                 "model_version": model_version,

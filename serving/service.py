@@ -106,7 +106,7 @@ class Ranker:
 
     @bentoml.api(route="/rank", input_spec=RankRequest, output_spec=RankResponse)
     def rank(
-        self, user_id: int, candidates: list[int] | None = None, k: int = 10
+        self, user_id: str, candidates: list[str] | None = None, k: int = 10
     ) -> RankResponse | JSONResponse:
         """Rank ``candidates`` (default: popular and new items) for ``user_id``; top ``k``."""
         try:
@@ -122,7 +122,7 @@ class Ranker:
         return outcome.response
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest, output_spec=FeedbackResponse)
-    def feedback(self, request_id: str, item_id: int, event_type: str) -> Any:
+    def feedback(self, request_id: str, item_id: str, event_type: str) -> Any:
         """Record what the user did with a served item (click, cart or purchase)."""
         request = FeedbackRequest.model_validate(
             {"request_id": request_id, "item_id": item_id, "event_type": event_type}

@@ -7,6 +7,8 @@ union of the hourly partials with ``T - W <= hour start < T``.
 Partials are ``Columns`` (a dict of equal-length 1-D numpy arrays, ``PARTIAL_DTYPES``) of
 three kinds: user rows (counts by type, sum/count of catalog prices of views, latest ts),
 item rows (counts by type) and user-category rows (views of catalog items per category).
+Entities are the dense keys of the build's :class:`~flywheel.features.keys.KeySpace`; the
+tables map them back to the ids.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flywheel.features.keys import KeySpace
 from flywheel.schemas import (
     EVENT_TYPES,
     ITEM_ACTIVITY_SCHEMA,
@@ -63,23 +66,29 @@ class FeatureBuildError(ValueError):
 class CatalogIndex:
     """The catalog as sorted arrays, small enough to broadcast to every task."""
 
-    item_ids: np.ndarray  # sorted, unique int64
+    item_ids: np.ndarray  # sorted, unique item keys (int64)
     prices: np.ndarray  # float64, aligned with item_ids
     cat_codes: np.ndarray  # int32 index into ``categories``
     categories: tuple[str, ...]  # sorted, so code order is category order
 
     @classmethod
-    def from_table(cls, items: pa.Table) -> CatalogIndex:
-        """Index a catalog table with ``ITEM_SCHEMA`` columns; item ids must be unique."""
+    def from_table(cls, items: pa.Table, keys: KeySpace) -> CatalogIndex:
+        """Index a catalog table with ``ITEM_SCHEMA`` columns; item ids must be unique.
+
+        Every catalog id must be in ``keys`` (the build puts them there).
+        """
         missing = [c for c in ITEM_SCHEMA.names if c not in items.column_names]
         if missing:
             raise FeatureBuildError(f"catalog lacks columns {missing}; expected {ITEM_SCHEMA}")
-        ids = np.asarray(items["item_id"].to_numpy(), dtype=np.int64)
+        ids = keys.item_keys(items["item_id"])
+        if (ids < 0).any():
+            raise FeatureBuildError("catalog item ids are missing from the build's key space")
         order = np.argsort(ids, kind="stable")
         ids = ids[order]
         if len(ids) > 1 and (dup := ids[1:][ids[1:] == ids[:-1]]).size:
             raise FeatureBuildError(
-                f"catalog item_id {int(dup[0])} appears more than once; expected one row per item"
+                f"catalog item_id {keys.ids('item', dup[:1])[0].as_py()!r} appears more than "
+                "once; expected one row per item"
             )
         cats = items["category"].to_numpy(zero_copy_only=False)[order].astype(str)
         categories, codes = np.unique(cats, return_inverse=True)
@@ -150,10 +159,11 @@ def concat_partials(parts: Sequence[Columns]) -> Columns:
     return out
 
 
-def hourly_partials(events: pa.Table, catalog: CatalogIndex) -> Columns:
+def hourly_partials(events: pa.Table, catalog: CatalogIndex, keys: KeySpace) -> Columns:
     """Reduce raw events to per-(entity, hour) partial aggregates of three kinds.
 
-    In: a table with ``user_id, item_id, event_type, ts`` (any batch of the lake).
+    In: a table with ``user_id, item_id, event_type, ts`` (any batch of the lake), ids
+    mapped through ``keys``.
     Out: ``PARTIAL_DTYPES`` columns with ``hour = floor(ts / 1h)`` in epoch hours, each
     (kind, entity, cat, hour) once.
     """
@@ -162,10 +172,13 @@ def hourly_partials(events: pa.Table, catalog: CatalogIndex) -> Columns:
         bad = pc.filter(events["event_type"], pc.is_null(codes))[0]
         raise FeatureBuildError(f"event_type {bad.as_py()!r} is unknown; expected {EVENT_TYPES}")
     code = np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.int8)
-    user = np.asarray(events["user_id"].to_numpy(), dtype=np.int64)
+    user = keys.user_keys(events["user_id"])
+    item = keys.item_keys(events["item_id"])
+    if (user < 0).any() or (item < 0).any():
+        raise FeatureBuildError("an event id is missing from the build's key space")
     ts_us = np.asarray(events["ts"].to_numpy()).view(np.int64)  # timestamp[us] -> µs
     hour = (ts_us // US_PER_HOUR).astype(np.int32)
-    known, price, cat = catalog.lookup(np.asarray(events["item_id"].to_numpy(), np.int64))
+    known, price, cat = catalog.lookup(item)
     priced_view = known & (code == 0)
     keys = ["entity", "cat", "hour"]
     base = {"hour": hour, "cat": np.full(len(code), -1, np.int32)}
@@ -176,7 +189,7 @@ def hourly_partials(events: pa.Table, catalog: CatalogIndex) -> Columns:
         "price_sum": np.where(priced_view, price, 0.0),
         "last_us": ts_us,
     }
-    items = base | {"entity": np.asarray(events["item_id"].to_numpy(), np.int64)}
+    items = base | {"entity": item}
     v = priced_view
     user_cats = {"entity": user[v], "cat": cat[v], "hour": hour[v], "views": base["views"][v]}
     parts = [
@@ -247,7 +260,7 @@ def _slice(cols: Columns, kind: int) -> Columns:
     return {c: v[lo:hi] for c, v in cols.items()}
 
 
-def user_activity_table(users: Columns, created_us: int) -> pa.Table:
+def user_activity_table(users: Columns, created_us: int, keys: KeySpace) -> pa.Table:
     """``user_activity`` rows from combined user partials sorted by (entity, hour)."""
     g, h = _dense_rank(users["entity"]), users["hour"].astype(np.int64)
     counts = np.stack([users[c] for c in _SUMMED], axis=1).astype(np.int64)
@@ -256,7 +269,7 @@ def user_activity_table(users: Columns, created_us: int) -> pa.Table:
     price = window_sums(g, h, users["price_sum"][:, None], g, end, WINDOW_HOURS["7d"])[:, 0]
     w7 = w["7d"]
     cols = {
-        "user_id": users["entity"],
+        "user_id": keys.ids("user", users["entity"]),
         "event_timestamp": _ts(end),
         "created_timestamp": _stamp(len(h), created_us),
         "views_1h": w["1h"][:, 0],
@@ -275,7 +288,7 @@ def user_activity_table(users: Columns, created_us: int) -> pa.Table:
     return pa.Table.from_pydict(cols, schema=USER_ACTIVITY_SCHEMA)
 
 
-def item_activity_table(items: Columns, created_us: int) -> pa.Table:
+def item_activity_table(items: Columns, created_us: int, keys: KeySpace) -> pa.Table:
     """``item_activity`` rows from combined item partials sorted by (entity, hour)."""
     g, h = _dense_rank(items["entity"]), items["hour"].astype(np.int64)
     counts = np.stack([items[c] for c in COUNTS], axis=1).astype(np.int64)
@@ -283,7 +296,7 @@ def item_activity_table(items: Columns, created_us: int) -> pa.Table:
     w24 = window_sums(g, h, counts[:, :1], g, end, WINDOW_HOURS["24h"])
     w7 = window_sums(g, h, counts, g, end, WINDOW_HOURS["7d"])
     cols = {
-        "item_id": items["entity"],
+        "item_id": keys.ids("item", items["entity"]),
         "event_timestamp": _ts(end),
         "created_timestamp": _stamp(len(h), created_us),
         "item_views_24h": w24[:, 0],
@@ -332,6 +345,7 @@ def user_category_table(
     views_7d: np.ndarray,
     categories: Sequence[str],
     created_us: int,
+    keys: KeySpace,
 ) -> pa.Table:
     """``user_category`` rows: at each user snapshot, each category viewed in the 7d window.
 
@@ -356,7 +370,7 @@ def user_category_table(
     )[:, 0]
     names = pa.DictionaryArray.from_arrays(pa.array(cat), pa.array(categories, pa.string()))
     cols = {
-        "user_id": users["entity"][row],
+        "user_id": keys.ids("user", users["entity"][row]),
         "category": names.cast(pa.string()),
         "event_timestamp": _ts(end),
         "created_timestamp": _stamp(len(row), created_us),
@@ -367,7 +381,7 @@ def user_category_table(
 
 
 def bucket_features(
-    partials: Columns, categories: Sequence[str], created_us: int
+    partials: Columns, categories: Sequence[str], created_us: int, keys: KeySpace
 ) -> dict[str, pa.Table]:
     """The three activity tables for the entities whose partials are all in ``partials``.
 
@@ -377,13 +391,15 @@ def bucket_features(
     """
     combined = combine_partials(partials)
     users = _slice(combined, KIND_USER)
-    user_activity = user_activity_table(users, created_us)
+    user_activity = user_activity_table(users, created_us, keys)
     views_7d = user_activity["views_7d"].to_numpy()
     user_cats = _slice(combined, KIND_USER_CATEGORY)
     return {
         "user_activity": user_activity,
-        "user_category": user_category_table(user_cats, users, views_7d, categories, created_us),
-        "item_activity": item_activity_table(_slice(combined, KIND_ITEM), created_us),
+        "user_category": user_category_table(
+            user_cats, users, views_7d, categories, created_us, keys
+        ),
+        "item_activity": item_activity_table(_slice(combined, KIND_ITEM), created_us, keys),
     }
 
 

@@ -1,9 +1,10 @@
 """The feature build: lake scan, the Ray Data pipeline, and the atomic publish.
 
-1. Read the lake's Parquet footers: event count and user/item id ranges (no data read).
+1. Scan the lake: event count from the Parquet footers, and the distinct user and item
+   ids (read dictionary-encoded) that become the run's dense keys (``features.keys``).
 2. Stream the lake through ``map_batches(hourly_partials)``: every batch shrinks at once to
    per-(entity, hour) partials, joined against the small catalog each task receives.
-3. ``groupby(bucket).map_groups``: buckets are contiguous user-id and item-id ranges; each
+3. ``groupby(bucket).map_groups``: buckets are contiguous user-key and item-key ranges; each
    combines its partials, computes every window with one vectorised numpy pass and writes
    its sorted part of each table into a staging folder.
 4. Concatenate the parts in bucket (= entity) order into one Parquet file per table,
@@ -43,9 +44,12 @@ from flywheel.features.aggregate import (
     hourly_partials,
     item_catalog_table,
 )
+from flywheel.features.keys import KeySpace, distinct_sorted
 from flywheel.schemas import FEATURE_TABLES, ITEM_SCHEMA
 
 if TYPE_CHECKING:
+    import ray
+
     from flywheel.config import Settings
 
 log = logging.getLogger(__name__)
@@ -98,13 +102,23 @@ EVENTS_PER_ITEM_BUCKET = 5_000_000
 
 @dataclass(frozen=True)
 class LakeScan:
-    """What the Parquet footers say about the lake: files, event count and id ranges."""
+    """What a scan of the lake found: work units, event count and the distinct ids."""
 
     #: Units of work: (file, row group) pairs holding at least one event.
     row_groups: tuple[tuple[str, int], ...]
     events: int
-    user_range: tuple[int, int]
-    item_range: tuple[int, int]
+    #: Sorted distinct user and item ids of the events.
+    user_ids: pa.Array
+    item_ids: pa.Array
+
+    @property
+    def user_range(self) -> tuple[int, int]:
+        return 0, max(len(self.user_ids) - 1, 0)
+
+    def key_space(self, catalog: pa.Table) -> KeySpace:
+        """Keys for the lake's users and for the items of the lake and the catalog."""
+        items = distinct_sorted([self.item_ids, catalog["item_id"]])
+        return KeySpace(self.user_ids, items)
 
 
 def lake_files(events_dir: Path) -> list[Path]:
@@ -117,24 +131,23 @@ def lake_files(events_dir: Path) -> list[Path]:
     return files
 
 
-def _column_range(path: Path, md: pq.FileMetaData, column: str) -> tuple[int, int]:
-    idx = md.schema.to_arrow_schema().get_field_index(column)
-    if idx < 0:
-        raise FeatureBuildError(f"lake file {str(path)!r} has no column {column!r}")
-    lows, highs = [], []
-    for rg in range(md.num_row_groups):
-        stats = md.row_group(rg).column(idx).statistics
-        if stats is None or not stats.has_min_max:  # no footer stats: read the column
-            values = pq.read_table(path, columns=[column])[column]
-            return int(pc.min(values).as_py()), int(pc.max(values).as_py())
-        lows.append(int(stats.min))
-        highs.append(int(stats.max))
-    return min(lows), max(highs)
+_ID_COLUMNS = ["user_id", "item_id"]
+
+
+def _file_ids(path: Path) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """A lake file's user and item id columns, dictionary-encoded as Parquet stores them."""
+    schema = pq.read_schema(path)
+    for column in _ID_COLUMNS:
+        if schema.get_field_index(column) < 0:
+            raise FeatureBuildError(f"lake file {str(path)!r} has no column {column!r}")
+    table = pq.read_table(path, columns=_ID_COLUMNS, read_dictionary=_ID_COLUMNS)
+    return table["user_id"], table["item_id"]
 
 
 def scan_lake(files: Sequence[Path]) -> LakeScan:
-    """Count events and find the user/item id ranges from footers; raises on an empty lake."""
-    units, users, items = [], [], []
+    """Count events and collect the distinct user/item ids; raises on an empty lake."""
+    units: list[tuple[str, int]] = []
+    users, items = [], []
     events = 0
     for path in files:
         md = pq.read_metadata(path)
@@ -142,16 +155,12 @@ def scan_lake(files: Sequence[Path]) -> LakeScan:
             continue
         events += md.num_rows
         units += [(str(path), rg) for rg in range(md.num_row_groups) if md.row_group(rg).num_rows]
-        users.append(_column_range(path, md, "user_id"))
-        items.append(_column_range(path, md, "item_id"))
+        user, item = _file_ids(path)
+        users.append(user)
+        items.append(item)
     if events == 0:
         raise FeatureBuildError(f"event lake files under {str(files[0].parent.parent)!r} are empty")
-    return LakeScan(
-        tuple(units),
-        events,
-        (min(u[0] for u in users), max(u[1] for u in users)),
-        (min(i[0] for i in items), max(i[1] for i in items)),
-    )
+    return LakeScan(tuple(units), events, distinct_sorted(users), distinct_sorted(items))
 
 
 def plan_buckets(
@@ -162,7 +171,8 @@ def plan_buckets(
     """Split the id ranges into enough buckets that each one's partials fit in a task."""
     n_user = max(2, -(-scan.events // events_per_user_bucket))
     n_item = max(1, -(-scan.events // events_per_item_bucket))
-    return BucketPlan(*scan.user_range, n_user, *scan.item_range, n_item)
+    item_range = (0, max(len(scan.item_ids) - 1, 0))
+    return BucketPlan(*scan.user_range, n_user, *item_range, n_item)
 
 
 def read_catalog(items_path: Path) -> pa.Table:
@@ -172,27 +182,45 @@ def read_catalog(items_path: Path) -> pa.Table:
     return pq.read_table(items_path, columns=ITEM_SCHEMA.names)
 
 
+def _keys(keys: KeySpace | ray.ObjectRef) -> KeySpace:
+    """The key space, fetched from Ray's object store when the build passed a reference."""
+    if isinstance(keys, KeySpace):
+        return keys
+    import ray
+
+    return ray.get(keys)
+
+
 def _partials_udf(
-    units: Columns, catalog: CatalogIndex, plan: BucketPlan, batch_rows: int
+    units: Columns,
+    catalog: CatalogIndex,
+    plan: BucketPlan,
+    batch_rows: int,
+    keys: KeySpace | ray.ObjectRef,
 ) -> Columns:
     """Read (file, row group) units in batches of ``batch_rows``; reduce each to partials."""
+    space = _keys(keys)
     parts = []
     for path, row_group in zip(units["path"], units["row_group"], strict=True):
-        reader = pq.ParquetFile(str(path))
+        reader = pq.ParquetFile(str(path), read_dictionary=_ID_COLUMNS)
         for batch in reader.iter_batches(batch_rows, [int(row_group)], EVENT_COLUMNS):
-            parts.append(hourly_partials(pa.Table.from_batches([batch]), catalog))
+            parts.append(hourly_partials(pa.Table.from_batches([batch]), catalog, space))
     out = concat_partials(parts)
     out["bucket"] = plan.assign(out["kind"], out["entity"])
     return out
 
 
 def _bucket_udf(
-    group: Columns, categories: tuple[str, ...], created_us: int, staging: str
+    group: Columns,
+    categories: tuple[str, ...],
+    created_us: int,
+    staging: str,
+    keys: KeySpace | ray.ObjectRef,
 ) -> Columns:
     """Compute one bucket's tables and write them as part files; return row counts."""
     bucket = int(group["bucket"][0])
     partials = {c: v for c, v in group.items() if c != "bucket"}
-    tables = bucket_features(partials, categories, created_us)
+    tables = bucket_features(partials, categories, created_us, _keys(keys))
     counts = {"bucket": bucket, "partials": len(group["bucket"])}
     for name, table in tables.items():
         counts[name] = table.num_rows
@@ -204,13 +232,20 @@ def _bucket_udf(
 
 
 def _run_pipeline(
-    settings: Settings, scan: LakeScan, catalog: CatalogIndex, created_us: int, staging: Path
+    settings: Settings,
+    scan: LakeScan,
+    catalog: CatalogIndex,
+    keys: KeySpace,
+    created_us: int,
+    staging: Path,
 ) -> pa.Table:
     """Run the Ray Data pipeline; returns one summary row per non-empty bucket."""
+    import ray
     import ray.data
     from ray.data.context import ShuffleStrategy
 
     plan = plan_buckets(scan)
+    keys_ref = ray.put(keys)  # once in the object store, not once per task
     log.info("features: %d user + %d item buckets", plan.n_user, plan.n_item)
     # One task per (file, row group), each streaming its rows in batches: bounded memory
     # and all cores busy, whatever the file sizes.
@@ -220,7 +255,13 @@ def _run_pipeline(
     # (10M events: 20 s vs 30 s on 2 cores) and it starts no long-lived aggregator actors.
     ds.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     ds = ds.map_batches(
-        partial(_partials_udf, catalog=catalog, plan=plan, batch_rows=settings.ray.batch_size),
+        partial(
+            _partials_udf,
+            catalog=catalog,
+            plan=plan,
+            batch_rows=settings.ray.batch_size,
+            keys=keys_ref,
+        ),
         batch_size=1,
         batch_format="numpy",
     )
@@ -230,6 +271,7 @@ def _run_pipeline(
             categories=catalog.categories,
             created_us=created_us,
             staging=str(staging),
+            keys=keys_ref,
         ),
         batch_format="numpy",
     )
@@ -296,11 +338,14 @@ def build_features(settings: Settings) -> FeatureBuildSummary:
 
     catalog_table = read_catalog(settings.items_path)
     scan = scan_lake(lake_files(settings.events_dir))
-    catalog = CatalogIndex.from_table(catalog_table)
+    keys = scan.key_space(catalog_table)
+    catalog = CatalogIndex.from_table(catalog_table, keys)
     log.info(
-        "features: %d events in %d row groups, %d catalog items",
+        "features: %d events in %d row groups, %d users, %d items, %d catalog items",
         scan.events,
         len(scan.row_groups),
+        len(keys.users),
+        len(keys.items),
         catalog_table.num_rows,
     )
     lap("scan")
@@ -311,7 +356,7 @@ def build_features(settings: Settings) -> FeatureBuildSummary:
     staging = out_dir / f".build-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
-        buckets = _run_pipeline(settings, scan, catalog, created_us, staging)
+        buckets = _run_pipeline(settings, scan, catalog, keys, created_us, staging)
         partial_rows = int(pc.sum(buckets["partials"]).as_py())
         log.info("features: %d buckets from %d hourly partials", buckets.num_rows, partial_rows)
         lap("aggregate")

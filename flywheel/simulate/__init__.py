@@ -12,6 +12,7 @@ from flywheel.simulate.events import (
     users_for_events,
     write_items,
 )
+from flywheel.simulate.naming import NAMINGS, PLAIN, SHOP, IdNaming, NamingError
 from flywheel.simulate.traffic import (
     Feedback,
     HttpRanker,
@@ -45,6 +46,11 @@ __all__ = [
     "DriftWeights",
     "Feedback",
     "HttpRanker",
+    "IdNaming",
+    "NAMINGS",
+    "NamingError",
+    "PLAIN",
+    "SHOP",
     "Ranker",
     "SessionResponse",
     "SimulationError",

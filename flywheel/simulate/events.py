@@ -133,10 +133,10 @@ def simulate_events(
     counts = np.zeros(len(_EMITTED_TYPES), dtype=np.int64)
     sessions, active = 0, np.zeros(world.n_users, dtype=bool)
     for day in range(start_day, start_day + days):
-        for table, n_sessions, by_type in _simulate_day(world, day, seed, end_us):
+        for table, session_users, by_type in _simulate_day(world, day, seed, end_us):
             writer.add(table)
-            sessions += n_sessions
-            active[table.column("user_id").to_numpy()] = True
+            sessions += session_users.size
+            active[session_users] = True
             counts += by_type
         log.info("simulated day %d/%d: %d events so far", day - start_day + 1, days, writer.rows)
     writer.close()
@@ -157,7 +157,7 @@ def write_items(world: World, path: str | Path) -> Path:
     names = pa.array(world.category_names, type=pa.string())
     table = pa.Table.from_arrays(
         [
-            pa.array(np.arange(world.n_items, dtype=np.int64)),
+            world.ids.item_ids(np.arange(world.n_items, dtype=np.int64)),
             pa.DictionaryArray.from_arrays(pa.array(world.item_category), names).cast(pa.string()),
             pa.array(world.item_price, type=pa.float64()),
             pa.array(world.item_created_us, type=TS_TYPE),
@@ -198,9 +198,9 @@ class _ChunkWriter:
 
 def _simulate_day(
     world: World, day: int, seed: int, end_us: int
-) -> Iterator[tuple[pa.Table, int, np.ndarray]]:
+) -> Iterator[tuple[pa.Table, np.ndarray, np.ndarray]]:
     """Yield one day's events in tables of ``SESSION_BATCH`` sessions, in start order, with
-    the number of sessions and the event count per emitted type of each table."""
+    the user (index) of each session and the event count per emitted type of each table."""
     rng = np.random.default_rng([seed, day, 0])
     day_us = world.start_us + day * DAY_US
     weekday = (world.start.weekday() + day) % 7
@@ -222,7 +222,7 @@ def _simulate_day(
         batch = _Sessions(users[lo:hi], starts[lo:hi], devices[lo:hi], n_views[lo:hi], lo)
         table, by_type = _session_events(world, brng, batch, prefix, event_offset, end_us)
         event_offset += table.num_rows
-        yield table, hi - lo, by_type
+        yield table, users[lo:hi], by_type
 
 
 @dataclass(frozen=True)
@@ -260,8 +260,8 @@ def _session_events(
     table = pa.Table.from_arrays(
         [
             _hex_ids(f"e{prefix}", offset + np.arange(ts.size), width=8),
-            pa.array(users[rows]),
-            pa.array(items[rows]),
+            world.ids.user_ids(users[rows]),
+            world.ids.item_ids(items[rows]),
             _labels(kinds, _EMITTED_TYPES),
             pa.array(ts, type=TS_TYPE),
             _hex_ids(f"s{prefix}", s.first_index + sess[rows], width=7),

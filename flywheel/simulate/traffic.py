@@ -1,10 +1,11 @@
 """Live traffic: simulated users asking a ranker for items and reacting to what it serves.
 
-A *ranker* is any callable ``ranker(user_id, candidates, k) -> (request_id, item_ids)``;
-``candidates`` is ``None`` when the ranker chooses from the whole catalog. The serving API is
-reached with :func:`http_ranker` / :func:`http_feedback` (standard library only):
+A *ranker* is any callable ``ranker(user_id, candidates, k) -> (request_id, item_ids)`` over
+world indices; ``candidates`` is ``None`` when the ranker chooses from the whole catalog.
+The serving API is reached with :func:`http_ranker` / :func:`http_feedback` (standard
+library only), which send and read the world's string ids (:attr:`World.ids`):
 
-* ``POST {url}/rank`` ``{"user_id": int, "k": int}`` (plus ``"candidates"`` when given)
+* ``POST {url}/rank`` ``{"user_id": str, "k": int}`` (plus ``"candidates"`` when given)
   answers ``{"request_id", "model_version", "items": [{"item_id", "score"}, ...]}``.
 * ``POST {url}/feedback`` ``{"request_id", "item_id", "event_type"}``.
 
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from flywheel.simulate.naming import IdNaming
 from flywheel.simulate.world import World
 
 log = logging.getLogger(__name__)
@@ -185,19 +187,27 @@ def random_ranker(world: World, seed: int = 0) -> Ranker:
 
 
 class HttpRanker:
-    """Ranker backed by ``POST {url}/rank``; remembers the model version of the last answer."""
+    """Ranker backed by ``POST {url}/rank``; remembers the model version of the last answer.
 
-    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+    The simulator ranks by index; the service speaks the shop's ids. ``ids`` (the world's
+    :attr:`World.ids`) translates both ways; without it ids are the indices' decimal text.
+    """
+
+    def __init__(self, url: str, timeout_s: float = 10.0, ids: IdNaming | None = None) -> None:
         self.url, self.timeout_s = url.rstrip("/"), timeout_s
+        self.ids = ids
         self.last_model_version = ""
 
     def __call__(self, user_id: int, candidates: list[int] | None, k: int) -> tuple[str, list[int]]:
-        body: dict[str, Any] = {"user_id": int(user_id), "k": int(k)}
+        ids = self.ids
+        user = ids.user_id(user_id) if ids else str(int(user_id))
+        body: dict[str, Any] = {"user_id": user, "k": int(k)}
         if candidates is not None:
-            body["candidates"] = [int(c) for c in candidates]
+            body["candidates"] = [ids.item_id(c) if ids else str(int(c)) for c in candidates]
         reply = post_json(f"{self.url}/rank", body, self.timeout_s)
         try:
-            items = [int(entry["item_id"]) for entry in reply["items"]]
+            served = [str(entry["item_id"]) for entry in reply["items"]]
+            items = ids.item_indices(served) if ids else [int(i) for i in served]
             self.last_model_version = str(reply.get("model_version", ""))
             return str(reply["request_id"]), items
         except (KeyError, TypeError, ValueError) as exc:
@@ -207,17 +217,19 @@ class HttpRanker:
             ) from exc
 
 
-def http_ranker(url: str, timeout_s: float = 10.0) -> HttpRanker:
+def http_ranker(url: str, timeout_s: float = 10.0, ids: IdNaming | None = None) -> HttpRanker:
     """A ranker that asks the serving API at ``url`` (e.g. ``http://127.0.0.1:3000``)."""
-    return HttpRanker(url, timeout_s)
+    return HttpRanker(url, timeout_s, ids)
 
 
-def http_feedback(url: str, timeout_s: float = 10.0) -> Feedback:
-    """A feedback poster: ``POST {url}/feedback`` with request id, item id and event type."""
+def http_feedback(url: str, timeout_s: float = 10.0, ids: IdNaming | None = None) -> Feedback:
+    """A feedback poster: ``POST {url}/feedback`` with request id, item id and event type
+    (the item's id under ``ids``, the world's naming; decimal text without it)."""
     base = url.rstrip("/")
 
     def post(request_id: str, item_id: int, event_type: str) -> None:
-        body = {"request_id": request_id, "item_id": int(item_id), "event_type": event_type}
+        item = ids.item_id(item_id) if ids else str(int(item_id))
+        body = {"request_id": request_id, "item_id": item, "event_type": event_type}
         post_json(f"{base}/feedback", body, timeout_s)
 
     return post

@@ -50,6 +50,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from flywheel.simulate.naming import PLAIN, IdNaming
 from flywheel.simulate.sampling import SegmentSampler
 
 #: Default simulation start: a Monday, so day indices line up with weekdays.
@@ -159,6 +160,17 @@ class World:
     item_created_us: np.ndarray = field(repr=False)
     #: Concept drift from the drift moment (``None``: the weights never change).
     drift_weights: DriftWeights | None = None
+    #: How the shop's logs name users and items (indices here, strings in its logs).
+    naming: IdNaming = PLAIN
+
+    @property
+    def ids(self) -> IdNaming:
+        """The naming, sized to this world: index <-> the ids its logs and traffic use."""
+        return self._sized_ids
+
+    @cached_property
+    def _sized_ids(self) -> IdNaming:
+        return self.naming.sized(self.n_users, self.n_items)
 
     # ---- time ---------------------------------------------------------------------
     @property
@@ -283,6 +295,7 @@ class World:
             "drift_day": self.drift_day,
             "drift_share": self.drift_share,
             "drift_weights": None if self.drift_weights is None else asdict(self.drift_weights),
+            "ids": self.naming.params(),
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -310,9 +323,11 @@ class World:
         # Worlds saved before concept drift existed have no "drift_weights".
         weights = p.get("drift_weights")
         p["drift_weights"] = None if weights is None else DriftWeights(**weights)
+        # Worlds saved before ids were named wrote plain decimal ids.
+        p["naming"] = IdNaming(**p.pop("ids", PLAIN.params()))
         built = make_world(
             p["n_users"], p["n_items"], p["n_categories"], p["seed"], start,
-            p["drift_day"], p["drift_share"], p["drift_weights"],
+            p["drift_day"], p["drift_share"], p["drift_weights"], p["naming"],
         )  # fmt: skip
         if not all((src / f"{n}.npy").is_file() for n in _ARRAYS):
             return built
@@ -334,6 +349,7 @@ def make_world(
     drift_day: float | None = None,
     drift_share: float = 0.5,
     drift_weights: DriftWeights | None = None,
+    naming: IdNaming = PLAIN,
 ) -> World:
     """Draw a world from ``seed``: tastes, sensitivities, activity and the catalog.
 
@@ -346,6 +362,7 @@ def make_world(
         drift_weights: concept drift, the logit weight multipliers in force from the drift
             on (e.g. :data:`PRICE_SHOCK`); ``None``, or any value when ``drift_day`` is
             ``None``, keeps the weights fixed (a world without drift has none).
+        naming: the ids of users and items in the world's logs (:mod:`.naming`).
 
     Raises:
         WorldError: naming the parameter that is out of range.
@@ -375,7 +392,7 @@ def make_world(
     weights = None if drift_day is None else drift_weights
     return World(
         n_users, n_items, n_categories, seed, start, drift_day, drift_share, **arrays,
-        drift_weights=weights,
+        drift_weights=weights, naming=naming,
     )  # fmt: skip
 
 
