@@ -1,0 +1,125 @@
+"""The item catalog (``lake/items.parquet``): validated rows upserted by ``item_id``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flywheel import lake
+from flywheel.ingest.checks import CheckContext
+from flywheel.ingest.readers import expand_inputs, read_raw
+from flywheel.ingest.state import new_run_id
+from flywheel.ingest.validate import ITEMS, reason_key, validate_table
+from flywheel.schemas import ITEM_SCHEMA, QUARANTINE_SCHEMA
+
+if TYPE_CHECKING:
+    from flywheel.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ItemIngestSummary:
+    """What one catalog ingest did."""
+
+    run_id: str
+    rows_read: int
+    accepted: int
+    quarantined: int
+    quarantine_reasons: dict[str, int]
+    new_items: int
+    updated_items: int
+    catalog_items: int
+    quarantine_file: str | None
+    seconds: float
+
+
+def upsert_items(catalog: pa.Table | None, incoming: pa.Table) -> tuple[pa.Table, int, int]:
+    """Merge validated item rows into the catalog, one row per ``item_id``.
+
+    The row with the latest ``created_ts`` wins; on a tie the newer ingest wins (incoming
+    over catalog, a later row of the file over an earlier one). Returns the new catalog
+    (sorted by ``item_id``), the number of new items and the number of changed items.
+    """
+    import pandas as pd
+
+    old = (catalog if catalog is not None else ITEM_SCHEMA.empty_table()).to_pandas()
+    new = incoming.to_pandas()
+    both = pd.concat([old.assign(_src=0), new.assign(_src=1)], ignore_index=True)
+    both["_row"] = np.arange(len(both))
+    both = both.sort_values(["item_id", "created_ts", "_src", "_row"], kind="stable")
+    winners = both.drop_duplicates("item_id", keep="last")
+    known = set(old["item_id"].tolist())
+    new_items = int((~winners["item_id"].isin(known)).sum())
+    changed = winners[(winners["_src"] == 1) & winners["item_id"].isin(known)]
+    before = old.set_index("item_id").loc[changed["item_id"]]
+    after = changed.set_index("item_id")[before.columns]
+    updated = int((before != after).any(axis=1).sum())
+    out = winners.drop(columns=["_src", "_row"]).reset_index(drop=True)
+    return pa.Table.from_pandas(out, schema=ITEM_SCHEMA, preserve_index=False), new_items, updated
+
+
+def ingest_items(
+    settings: Settings,
+    path: Path,
+    *,
+    now: datetime | None = None,
+    run_id: str | None = None,
+) -> ItemIngestSummary:
+    """Validate an item catalog file (or directory of them) and upsert it by ``item_id``.
+
+    Bad rows (ids not integers, price not a finite number > 0, blank category, naive or
+    unparseable ``created_ts``) go to ``quarantine_dir/<run-id>.parquet``. The catalog at
+    ``settings.items_path`` is replaced atomically. See :func:`upsert_items` for who wins.
+
+    Raises:
+        InputFileError: the path is missing, unreadable or unsupported (before any write).
+    """
+    started = time.perf_counter()
+    now = now or datetime.now(UTC)
+    files = expand_inputs([path])
+    run_id = run_id or new_run_id(now)
+    ctx = CheckContext(now, settings.ingest.max_future_skew_s)
+    valid: list[pa.Table] = [ITEM_SCHEMA.empty_table()]
+    quarantined: list[pa.Table] = [QUARANTINE_SCHEMA.empty_table()]
+    reasons: Counter[str] = Counter()
+    rows = 0
+    for file in files:
+        for batch in read_raw(file, settings.ray.batch_size):
+            checked = validate_table(batch.table, ITEMS, ctx, str(file))
+            quarantined += [batch.rejects_table(str(file), now), checked.quarantine]
+            valid.append(checked.valid)
+            reasons.update(checked.reasons)
+            reasons.update(reason_key(r) for r, _ in batch.rejects)
+            rows += batch.table.num_rows + len(batch.rejects)
+    incoming = pa.concat_tables(valid)
+    catalog = pq.read_table(settings.items_path) if settings.items_path.exists() else None
+    merged, new_items, updated = upsert_items(catalog, incoming)
+    if incoming.num_rows:
+        lake.write_parquet_atomic(merged, settings.items_path)
+    bad = pa.concat_tables(quarantined)
+    qfile = settings.quarantine_dir / f"{run_id}.parquet"
+    if bad.num_rows:
+        lake.write_parquet_atomic(bad, qfile)
+    log.info("items: %d new, %d updated, %d quarantined", new_items, updated, bad.num_rows)
+    return ItemIngestSummary(
+        run_id=run_id,
+        rows_read=rows,
+        accepted=incoming.num_rows,
+        quarantined=bad.num_rows,
+        quarantine_reasons=dict(reasons.most_common()),
+        new_items=new_items,
+        updated_items=updated,
+        catalog_items=merged.num_rows,
+        quarantine_file=str(qfile) if bad.num_rows else None,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,184 @@
+"""Column checks: one raw column in, the contract type and a mask per problem out (pure).
+
+Every check is vectorized (pyarrow compute and numpy masks, no Python loop per row) and
+returns a :class:`Coerced`: the values converted (null where bad) and its problems in the
+order they are reported; :func:`flywheel.ingest.validate.validate_table` turns the first
+problem of each row into a quarantine reason ``"<field> <problem>: <value>"``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flywheel.schemas import TS_TYPE
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What checks need besides the data: the ingest clock and the allowed future skew."""
+
+    now: datetime
+    max_future_skew_s: int = 3600
+
+
+@dataclass(frozen=True)
+class Coerced:
+    """One column converted to its contract type (null where bad) and its problems.
+
+    ``problems`` lists ``(problem text, boolean row mask)``; a row may match several, the
+    first listed is the one reported.
+    """
+
+    values: pa.Array
+    problems: list[tuple[str, np.ndarray]]
+
+
+Check = Callable[[pa.ChunkedArray, CheckContext], Coerced]
+
+
+def _mask(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A boolean pyarrow array as a numpy mask (null counts as False)."""
+    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def as_strings(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Any column as strings (nested values JSON-encoded), nulls kept."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_string(arr.type):
+        return arr
+    if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
+        # ISO with the zone visible, so a quarantined naive value reads as naive.
+        return pa.array(
+            [None if v is None else v.isoformat() for v in arr.to_pylist()], pa.string()
+        )
+    try:
+        return pc.cast(arr, pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        values = arr.to_pylist()
+        return pa.array(
+            [None if v is None else json.dumps(v, default=str) for v in values], pa.string()
+        )
+
+
+def _present(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    """Trimmed strings and the mask of rows that are null or blank."""
+    trimmed = pc.utf8_trim_whitespace(as_strings(col))
+    missing = _mask(pc.or_kleene(pc.is_null(trimmed), pc.equal(trimmed, "")))
+    return trimmed, missing
+
+
+def _null_where(values: pa.Array, bad: np.ndarray) -> pa.Array:
+    return pc.if_else(pa.array(bad), pa.nulls(len(values), values.type), values)
+
+
+def check_string(
+    col: pa.ChunkedArray, ctx: CheckContext, *, allowed: tuple[str, ...] | None = None
+) -> Coerced:
+    """Non-blank string, trimmed; with ``allowed``, lower-cased and one of those values."""
+    values, missing = _present(col)
+    problems = [("is missing", missing)]
+    if allowed is not None:
+        values = pc.utf8_lower(values)
+        unknown = ~missing & ~_mask(pc.is_in(values, pa.array(allowed)))
+        problems.append((f"is not one of {'|'.join(allowed)}", unknown))
+    bad = np.logical_or.reduce([m for _, m in problems])
+    return Coerced(_null_where(values, bad), problems)
+
+
+def check_integer(col: pa.ChunkedArray, ctx: CheckContext) -> Coerced:
+    """A 64-bit integer: integer columns, integral floats, or strings like ``"42"``/``"42.0"``."""
+    arr = col.combine_chunks()
+    if pa.types.is_integer(arr.type):
+        return Coerced(pc.cast(arr, pa.int64()), [("is missing", _mask(pc.is_null(arr)))])
+    if pa.types.is_floating(arr.type):
+        missing = _mask(pc.is_null(arr))
+        integral = _mask(pc.and_(pc.is_finite(arr), pc.equal(pc.floor(arr), arr)))
+        small = _mask(pc.less(pc.abs(arr), 2.0**62))
+        bad = ~missing & ~(integral & small)
+        values = pc.cast(_null_where(arr, missing | bad), pa.int64())
+        return Coerced(values, [("is missing", missing), ("is not an integer", bad)])
+    text, missing = _present(arr)
+    ok = _mask(pc.match_substring_regex(text, r"^[+-]?\d{1,18}(\.0*)?$"))
+    digits = pc.replace_substring_regex(text, r"\.0*$", "")
+    values = pc.cast(_null_where(digits, ~ok), pa.int64())
+    return Coerced(values, [("is missing", missing), ("is not an integer", ~missing & ~ok)])
+
+
+def check_positive_float(col: pa.ChunkedArray, ctx: CheckContext) -> Coerced:
+    """A finite number > 0 (numeric columns or numeric strings)."""
+    arr = col.combine_chunks()
+    if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
+        missing = _mask(pc.is_null(arr))
+        number = pc.cast(arr, pa.float64())
+        not_number = np.zeros(len(arr), dtype=bool)
+    else:
+        text, missing = _present(arr)
+        looks = _mask(pc.match_substring_regex(text, r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"))
+        not_number = ~missing & ~looks
+        number = pc.cast(_null_where(text, ~looks), pa.float64())
+    positive = _mask(pc.and_(pc.is_finite(number), pc.greater(number, 0.0)))
+    not_positive = ~missing & ~not_number & ~positive
+    problems = [
+        ("is missing", missing),
+        ("is not a number", not_number),
+        ("is not a positive finite number", not_positive),
+    ]
+    return Coerced(_null_where(number, missing | not_number | not_positive), problems)
+
+
+_AWARE_ISO = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|z|[+-]\d{2}(:?\d{2})?)$"
+_NAIVE_ISO = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?$"
+
+
+def _parse_aware_strings(text: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Parse ISO strings to UTC; returns (values, naive mask, unparseable mask)."""
+    import pandas as pd
+
+    text = pc.replace_substring_regex(text, r"\s*(UTC|GMT)$", "Z")
+    aware = _mask(pc.match_substring_regex(text, _AWARE_ISO))
+    naive = _mask(pc.match_substring_regex(text, _NAIVE_ISO))
+    parsed = pd.to_datetime(
+        _null_where(text, ~aware).to_pandas(), format="ISO8601", utc=True, errors="coerce"
+    )
+    values = pc.cast(pa.Array.from_pandas(parsed), TS_TYPE, safe=False)
+    failed = aware & _mask(pc.is_null(values))
+    return values, naive, ~aware & ~naive | failed
+
+
+def check_timestamp(col: pa.ChunkedArray, ctx: CheckContext, *, future: bool = True) -> Coerced:
+    """A tz-aware instant, converted to UTC; with ``future``, at most the skew past ``now``."""
+    arr = col.combine_chunks()
+    missing = _mask(pc.is_null(arr))
+    naive = unparseable = np.zeros(len(arr), dtype=bool)
+    if pa.types.is_timestamp(arr.type) and arr.type.tz is not None:
+        values = pc.cast(arr, TS_TYPE, safe=False)
+    elif pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
+        naive, values = ~missing, pa.nulls(len(arr), TS_TYPE)
+    elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        text, missing = _present(arr)
+        values, naive, unparseable = _parse_aware_strings(text)
+        naive, unparseable = naive & ~missing, unparseable & ~missing
+    else:
+        unparseable, values = ~missing, pa.nulls(len(arr), TS_TYPE)
+    problems = [
+        ("is missing", missing),
+        ("has no timezone", naive),
+        ("is not an ISO-8601 timestamp", unparseable),
+    ]
+    if future:
+        limit = pa.scalar(ctx.now + timedelta(seconds=ctx.max_future_skew_s), TS_TYPE)
+        problems.append(
+            (
+                f"is more than {ctx.max_future_skew_s} s in the future",
+                _mask(pc.greater(values, limit)),
+            )
+        )
+    bad = np.logical_or.reduce([m for _, m in problems])
+    return Coerced(_null_where(values, bad), problems)

@@ -1,0 +1,207 @@
+"""Orchestration: :func:`ingest_events`, from input paths to a committed lake and watermark."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flywheel import lake
+from flywheel.ingest.catalog import ItemIngestSummary, ingest_items
+from flywheel.ingest.commit import collect_quarantine, commit_partition
+from flywheel.ingest.errors import InputFileError
+from flywheel.ingest.readers import expand_inputs
+from flywheel.ingest.stage import stage_file
+from flywheel.ingest.state import advance_state, new_run_id, pending_files
+from flywheel.ingest.validate import EVENTS, InputKind
+
+if TYPE_CHECKING:
+    from flywheel.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """What one event ingest did. ``rows_read = accepted + duplicates_dropped + quarantined``.
+
+    ``watermark`` is the max event ``ts`` ever accepted (ISO, UTC), after this run.
+    """
+
+    run_id: str
+    files_read: int
+    files_skipped: int
+    rows_read: int
+    accepted: int
+    duplicates_dropped: int
+    quarantined: int
+    quarantine_reasons: dict[str, int]
+    partitions_written: int
+    columns_dropped: tuple[str, ...]
+    watermark: str | None
+    quarantine_file: str | None
+    seconds: float
+    items: ItemIngestSummary | None = None
+
+
+def _ray_map(
+    settings: Settings, fn: Callable[[dict[str, Any]], dict[str, Any]], tasks: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Run ``fn`` over ``tasks`` with Ray Data, one block (task) per item; results unordered."""
+    import ray.data
+
+    from flywheel.ray_runtime import ensure_ray
+
+    ensure_ray(settings)
+    ds = ray.data.from_items(tasks, override_num_blocks=len(tasks)).map(fn)
+    return list(ds.iter_rows())
+
+
+def _validate_files(
+    settings: Settings, kind: InputKind, files: list[Path], staging: Path, now: datetime
+) -> list[dict[str, Any]]:
+    log.info("validating %d %s file(s) with Ray Data", len(files), kind.name)
+    tasks = [
+        {
+            "path": str(p),
+            "file_idx": i,
+            "kind": kind.name,
+            "staging": str(staging),
+            "now": now.isoformat(),
+            "max_future_skew_s": settings.ingest.max_future_skew_s,
+            "batch_size": settings.ray.batch_size,
+        }
+        for i, p in enumerate(files)
+    ]
+    results = _ray_map(settings, stage_file, tasks)
+    errors = sorted(r["error"] for r in results if r["error"])
+    if errors:
+        raise InputFileError("; ".join(errors))
+    for r in sorted(results, key=lambda r: r["path"]):
+        log.info("%s: %d rows, %d valid", r["path"], r["rows"], r["valid"])
+    return results
+
+
+def _commit_partitions(
+    settings: Settings, kind: InputKind, target: Path, staging: Path
+) -> list[dict[str, Any]]:
+    names = sorted(p.name for p in staging.iterdir() if lake.partition_day(p) is not None)
+    if not names:
+        return []
+    log.info("deduplicating and committing %d partition(s)", len(names))
+    tasks = [
+        {"kind": kind.name, "partition": n, "staging": str(staging), "target": str(target)}
+        for n in names
+    ]
+    return _ray_map(settings, commit_partition, tasks)
+
+
+def _partitioned_ingest(
+    settings: Settings, kind: InputKind, target: Path, files: list[Path], now: datetime, run_id: str
+) -> dict[str, Any]:
+    """Validate, stage, dedupe and commit ``files`` of a partitioned kind; then the state."""
+    state = lake.read_state(settings)
+    todo, prints = pending_files(files, state.get(kind.name, {}))
+    counts: dict[str, Any] = {"files_read": len(todo), "files_skipped": len(files) - len(todo)}
+    if counts["files_skipped"]:
+        log.info("skipping %d file(s) already ingested", counts["files_skipped"])
+    if not todo:
+        return {**counts, "watermark": state.get(kind.name, {}).get("watermark")}
+    staging = settings.lake_dir / "_staging" / run_id
+    try:
+        staged = _validate_files(settings, kind, todo, staging, now)
+        committed = _commit_partitions(settings, kind, target, staging)
+        quarantine = collect_quarantine(staging, settings.quarantine_dir / f"{run_id}.parquet")
+        max_ts = max(
+            (c["max_ts"] for c in committed if c["max_ts"]),
+            default=None,
+            key=datetime.fromisoformat,
+        )
+        new_state = advance_state(state, kind, {p: prints[p] for p in todo}, run_id, max_ts)
+        lake.write_state(settings, new_state)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    reasons: Counter[str] = Counter()
+    for s in staged:
+        reasons.update(json.loads(s["reasons"]))
+    return {
+        **counts,
+        "rows_read": sum(s["rows"] for s in staged),
+        "accepted": sum(c["accepted"] for c in committed),
+        "duplicates_dropped": sum(c["dup_run"] + c["dup_lake"] for c in committed),
+        "quarantined": sum(reasons.values()),
+        "quarantine_reasons": dict(reasons.most_common()),
+        "partitions_written": sum(1 for c in committed if c["accepted"]),
+        "columns_dropped": tuple(sorted({c for s in staged for c in json.loads(s["dropped"])})),
+        "watermark": new_state[kind.name]["watermark"],
+        "quarantine_file": quarantine,
+    }
+
+
+def ingest_events(
+    settings: Settings,
+    paths: list[Path],
+    items: Path | None = None,
+    *,
+    now: datetime | None = None,
+) -> IngestSummary:
+    """Ingest raw event files (and optionally an item catalog file) into the event lake.
+
+    Args:
+        settings: where the lake, quarantine and state live; Ray and ingest rules.
+        paths: files, or directories meaning every ``*.parquet``/``*.jsonl``/``*.json``/
+            ``*.csv`` under them (recursive, sorted).
+        items: an item catalog file (or directory) to upsert after the events, see
+            :func:`ingest_items`.
+        now: the ingest clock for the future-skew check (default: the current time).
+
+    Returns:
+        An :class:`IngestSummary` of counts, quarantine reasons and timing.
+
+    Raises:
+        InputFileError: an input path is missing, unreadable or unsupported (before any write).
+    """
+    started = time.perf_counter()
+    now = now or datetime.now(UTC)
+    files = expand_inputs(paths)
+    if items is not None:
+        expand_inputs([items])
+    run_id = new_run_id(now)
+    log.info("ingest run %s: %d event file(s)", run_id, len(files))
+    result = _partitioned_ingest(settings, EVENTS, settings.events_dir, files, now, run_id)
+    item_summary = (
+        ingest_items(settings, items, now=now, run_id=f"{run_id}-items") if items else None
+    )
+    summary = IngestSummary(
+        run_id=run_id,
+        files_read=result["files_read"],
+        files_skipped=result["files_skipped"],
+        rows_read=result.get("rows_read", 0),
+        accepted=result.get("accepted", 0),
+        duplicates_dropped=result.get("duplicates_dropped", 0),
+        quarantined=result.get("quarantined", 0),
+        quarantine_reasons=result.get("quarantine_reasons", {}),
+        partitions_written=result.get("partitions_written", 0),
+        columns_dropped=result.get("columns_dropped", ()),
+        watermark=result["watermark"],
+        quarantine_file=result.get("quarantine_file"),
+        seconds=time.perf_counter() - started,
+        items=item_summary,
+    )
+    if summary.columns_dropped:
+        log.info("dropped extra columns %s", ", ".join(summary.columns_dropped))
+    log.info(
+        "ingested %d new event(s), %d duplicate(s), %d quarantined in %.1f s",
+        summary.accepted,
+        summary.duplicates_dropped,
+        summary.quarantined,
+        summary.seconds,
+    )
+    return summary

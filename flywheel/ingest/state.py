@@ -1,0 +1,54 @@
+"""Run ids and the watermark: which files were ingested, and the latest event time."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flywheel.ingest.validate import InputKind
+
+
+def fingerprint(path: Path) -> dict[str, Any]:
+    """Size, mtime and SHA-256 of a file: how the watermark recognises ingested files."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime": stat.st_mtime, "sha256": digest.hexdigest()}
+
+
+def new_run_id(now: datetime) -> str:
+    """A sortable, unique run id such as ``20240501T120000Z-1a2b3c4d``."""
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def pending_files(
+    files: list[Path], kind_state: dict[str, Any]
+) -> tuple[list[Path], dict[Path, dict[str, Any]]]:
+    """Files whose (size, hash) the watermark has not seen, and every file's fingerprint."""
+    seen = {(f["size"], f["sha256"]) for f in kind_state.get("files", {}).values()}
+    prints = {p: fingerprint(p) for p in files}
+    todo = [p for p in files if (prints[p]["size"], prints[p]["sha256"]) not in seen]
+    return todo, prints
+
+
+def advance_state(
+    state: dict[str, Any],
+    kind: InputKind,
+    prints: dict[Path, dict[str, Any]],
+    run_id: str,
+    max_ts: str | None,
+) -> dict[str, Any]:
+    """The state after a run: files recorded with their fingerprint, watermark advanced."""
+    kind_state = dict(state.get(kind.name, {}))
+    files = dict(kind_state.get("files", {}))
+    for path, fp in prints.items():
+        files[str(path)] = {**fp, "run_id": run_id}
+    marks = [m for m in (kind_state.get("watermark"), max_ts) if m]
+    kind_state["files"] = files
+    kind_state["watermark"] = max(marks, key=datetime.fromisoformat) if marks else None
+    return {**state, kind.name: kind_state, "version": 1}
