@@ -178,13 +178,19 @@ def _complete_lines(path: Path) -> tuple[bytes, bool]:
 def _parse(path: Path, data: bytes, schema: pa.Schema) -> pa.Table:
     import pyarrow.json as pj
 
-    # Parse with every field optional, so a missing field is reported by name below.
-    lenient = pa.schema([f.with_nullable(True) for f in schema])
-    options = pj.ParseOptions(explicit_schema=lenient, unexpected_field_behavior="error")
+    # Parse with every field optional, so a missing field is reported by name below. Id
+    # fields are inferred: logs written before ids became strings hold JSON integers, which
+    # read as their decimal text (the id they always meant), so no accepted record is lost.
+    lenient = pa.schema([f.with_nullable(True) for f in schema if f.name not in _ID_FIELDS])
+    options = pj.ParseOptions(explicit_schema=lenient, unexpected_field_behavior="infer")
     try:
         table = pj.read_json(io.BytesIO(data), parse_options=options)
     except pa.ArrowInvalid as exc:
         raise PredictionLogError(f"log file {path} has a malformed record: {exc}") from exc
+    unexpected = [n for n in table.column_names if n not in schema.names]
+    if unexpected:
+        raise PredictionLogError(f"log file {path} has unexpected field(s) {unexpected}")
+    table = _ids_as_strings(path, table, schema)
     for field in schema:
         if not field.nullable and table.column(field.name).null_count:
             raise PredictionLogError(
@@ -193,6 +199,29 @@ def _parse(path: Path, data: bytes, schema: pa.Schema) -> pa.Table:
             )
     # pyarrow's JSON reader marks every column nullable; the contract is stricter.
     return pa.Table.from_arrays(table.select(schema.names).columns, schema=schema)
+
+
+#: Id fields of the log contracts (strings; JSON integers in older logs).
+_ID_FIELDS: Final = ("user_id", "item_id")
+
+
+def _ids_as_strings(path: Path, table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Id columns as strings: integers as decimal text; absent ones as all-null."""
+    for name in _ID_FIELDS:
+        if name not in schema.names:
+            continue
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
+            continue
+        col = table.column(name)
+        if not (pa.types.is_string(col.type) or pa.types.is_integer(col.type)):
+            if not pa.types.is_null(col.type):
+                raise PredictionLogError(
+                    f"log file {path}: field {name!r} holds {col.type} values; expected "
+                    "string ids (or integers in older logs)"
+                )
+        table = table.set_column(table.schema.get_field_index(name), name, col.cast(pa.string()))
+    return table
 
 
 def scan_logs(settings: Settings, kind: LogKind, since: datetime | None = None) -> LogScan:

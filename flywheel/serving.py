@@ -172,9 +172,7 @@ class RankRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user_id: EntityId
-    candidates: list[EntityId] | None = Field(
-        default=None, min_length=1, max_length=MAX_CANDIDATES
-    )
+    candidates: list[EntityId] | None = Field(default=None, min_length=1, max_length=MAX_CANDIDATES)
     k: int = Field(default=DEFAULT_K, strict=True, ge=1, le=MAX_K)
 
     @field_validator("candidates")

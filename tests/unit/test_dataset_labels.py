@@ -97,15 +97,15 @@ def test_served_impressions_join_feedback_by_request_and_item() -> None:
     preds = pd.DataFrame(
         {
             "request_id": ["r1", "r1", "r2"],
-            "user_id": [1, 1, 2],
-            "item_id": [10, 11, 10],
+            "user_id": ["u1", "u1", "u2"],
+            "item_id": ["10", "sku-11", "10"],
             "ts": [ts, ts, ts + pd.Timedelta(minutes=5)],
         }
     )
     fb = pd.DataFrame(
         {
             "request_id": ["r1", "r2", "r1"],
-            "item_id": [10, 10, 11],
+            "item_id": ["10", "10", "sku-11"],
             "event_type": ["click", "click", "click"],
             "ts": [ts + pd.Timedelta(minutes=1), ts + pd.Timedelta(hours=2), ts - pd.Timedelta(1)],
         }
@@ -113,7 +113,7 @@ def test_served_impressions_join_feedback_by_request_and_item() -> None:
     got = label_served_impressions(preds, fb, W, closed_before=T0 + timedelta(days=1))
     labels = {(r.group_id, r.item_id): r.label for r in got.itertuples()}
     # r2's click came after the window; r1/11's "feedback" predates the prediction.
-    assert labels == {("r1", 10): 1, ("r1", 11): 0, ("r2", 10): 0}
+    assert labels == {("r1", "10"): 1, ("r1", "sku-11"): 0, ("r2", "10"): 0}
 
 
 @pytest.mark.parametrize("max_rows", [1, 7, 50])

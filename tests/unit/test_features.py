@@ -12,6 +12,7 @@ from test_features_reference import assert_tables_match, brute_force
 
 from flywheel.features import aggregate as F
 from flywheel.features.build import BucketPlan, lake_files, read_catalog
+from flywheel.features.keys import KeySpace, distinct_sorted
 from flywheel.schemas import EVENT_SCHEMA, FEATURE_TABLES, ITEM_SCHEMA
 
 T0 = datetime(2025, 3, 10, 12, tzinfo=UTC)  # a snapshot time (hour end)
@@ -21,7 +22,7 @@ CREATED_US = int(datetime(2025, 4, 1, tzinfo=UTC).timestamp() * 1e6)
 def _items() -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "item_id": [10, 11, 12, 13],
+            "item_id": ["10", "11", "12", "13"],
             "category": ["shoes", "books", "shoes", "toys"],
             "price": [20.0, 5.5, 100.0, 7.25],
             "created_ts": [T0 - timedelta(days=30)] * 4,
@@ -58,8 +59,9 @@ def _random_events(n: int, seed: int) -> pd.DataFrame:
     seconds = rng.integers(0, 12 * 86_400, n) // 600 * 600  # many exact boundaries
     return pd.DataFrame(
         {
-            "user_id": rng.integers(100, 106, n),
-            "item_id": rng.choice([10, 11, 12, 13, 500], n),
+            # string order is not numeric order, and ids need not look like numbers
+            "user_id": rng.choice(["7", "10", "u-9", "u-10", "sku 3", "Ω-1"], n),
+            "item_id": rng.choice(["10", "11", "12", "13", "500", "9"], n),
             "event_type": rng.choice(["view", "view", "view", "cart", "purchase", "click"], n),
             "ts": [T0 + timedelta(seconds=int(s)) for s in seconds],
         }
@@ -68,33 +70,35 @@ def _random_events(n: int, seed: int) -> pd.DataFrame:
 
 def _to_arrow(events: pd.DataFrame) -> pa.Table:
     full = events.assign(event_id="e", session_id="s", device="d")
+    full = full.astype({"user_id": str, "item_id": str})
     return pa.Table.from_pandas(full[EVENT_SCHEMA.names], schema=EVENT_SCHEMA, preserve_index=False)
+
+
+def _keys(events: pa.Table, items: pa.Table) -> KeySpace:
+    """The key space the build makes: the events' users; the events' and catalog's items."""
+    return KeySpace(
+        distinct_sorted([events["user_id"]]),
+        distinct_sorted([events["item_id"], items["item_id"]]),
+    )
 
 
 def _build(events: pd.DataFrame, n_batches: int = 3, n_buckets: int = 2) -> dict[str, pd.DataFrame]:
     """The Ray build's math without Ray: batches -> partials -> range buckets -> tables."""
     items = pa.Table.from_pandas(_items(), schema=ITEM_SCHEMA, preserve_index=False)
-    catalog = F.CatalogIndex.from_table(items)
     table = _to_arrow(events.sample(frac=1.0, random_state=0))  # order must not matter
+    keys = _keys(table, items)
+    catalog = F.CatalogIndex.from_table(items, keys)
     parts = [
-        F.hourly_partials(table.slice(i, -(-table.num_rows // n_batches)), catalog)
+        F.hourly_partials(table.slice(i, -(-table.num_rows // n_batches)), catalog, keys)
         for i in range(0, table.num_rows, -(-table.num_rows // n_batches))
     ]
     partials = F.concat_partials(parts)
-    ids = events[["user_id", "item_id"]]
-    plan = BucketPlan(
-        int(ids.user_id.min()),
-        int(ids.user_id.max()),
-        n_buckets,
-        int(ids.item_id.min()),
-        int(ids.item_id.max()),
-        n_buckets,
-    )
+    plan = BucketPlan(0, len(keys.users) - 1, n_buckets, 0, len(keys.items) - 1, n_buckets)
     bucket = plan.assign(partials["kind"], partials["entity"])
     out: dict[str, list[pa.Table]] = {}
     for b in sorted(set(bucket.tolist())):
         mine = {c: v[bucket == b] for c, v in partials.items()}
-        for name, t in F.bucket_features(mine, catalog.categories, CREATED_US).items():
+        for name, t in F.bucket_features(mine, catalog.categories, CREATED_US, keys).items():
             out.setdefault(name, []).append(t)
     out["item_catalog"] = [F.item_catalog_table(items, CREATED_US)]
     return {k: pa.concat_tables(v).to_pandas() for k, v in out.items()}
@@ -112,21 +116,23 @@ def test_tables_equal_brute_force(events: pd.DataFrame) -> None:
 
 def test_edge_snapshot_values_by_hand() -> None:
     ua = _build(_edge_events())["user_activity"]
-    at_t0 = ua[(ua.user_id == 1) & (ua.event_timestamp == pd.Timestamp(T0))].iloc[0]
+    at_t0 = ua[(ua.user_id == "1") & (ua.event_timestamp == pd.Timestamp(T0))].iloc[0]
     # 1h: 11:00:00, 11:59:59.999999, 11:30 (unknown); 24h adds nothing; 7d adds T0-7d
     assert (at_t0.views_1h, at_t0.views_24h, at_t0.views_7d) == (3, 3, 5)
     assert (at_t0.carts_24h, at_t0.purchases_7d, at_t0.clicks_7d) == (1, 0, 0)
     assert at_t0.avg_price_7d == pytest.approx((20.0 + 5.5 + 100.0 + 7.25) / 4)
     assert at_t0.last_event_unix == pytest.approx((T0 - timedelta(microseconds=1)).timestamp())
-    user2 = ua[ua.user_id == 2].iloc[0]
+    user2 = ua[ua.user_id == "2"].iloc[0]
     assert (user2.cart_rate_7d, user2.conversion_rate_7d, user2.avg_price_7d) == (0, 0, 0)
 
 
 def test_written_schemas_equal_contract() -> None:
     items = pa.Table.from_pandas(_items(), schema=ITEM_SCHEMA, preserve_index=False)
-    catalog = F.CatalogIndex.from_table(items)
-    partials = F.hourly_partials(_to_arrow(_edge_events()), catalog)
-    tables = F.bucket_features(partials, catalog.categories, CREATED_US)
+    events = _to_arrow(_edge_events())
+    keys = _keys(events, items)
+    catalog = F.CatalogIndex.from_table(items, keys)
+    partials = F.hourly_partials(events, catalog, keys)
+    tables = F.bucket_features(partials, catalog.categories, CREATED_US, keys)
     tables["item_catalog"] = F.item_catalog_table(items, CREATED_US)
     for name, schema in FEATURE_TABLES.items():
         assert tables[name].schema.equals(schema), name
@@ -147,15 +153,19 @@ def test_window_sums_matches_loop() -> None:
 def test_unknown_event_type_is_named() -> None:
     events = _edge_events()
     events.loc[0, "event_type"] = "wishlist"
-    catalog = F.CatalogIndex.from_table(pa.Table.from_pandas(_items(), schema=ITEM_SCHEMA))
+    items = pa.Table.from_pandas(_items(), schema=ITEM_SCHEMA)
+    table = _to_arrow(events)
+    keys = _keys(table, items)
+    catalog = F.CatalogIndex.from_table(items, keys)
     with pytest.raises(F.FeatureBuildError, match="wishlist"):
-        F.hourly_partials(_to_arrow(events), catalog)
+        F.hourly_partials(table, catalog, keys)
 
 
 def test_duplicate_catalog_item_is_named() -> None:
-    items = pd.concat([_items(), _items().iloc[:1]])
-    with pytest.raises(F.FeatureBuildError, match="item_id 10"):
-        F.CatalogIndex.from_table(pa.Table.from_pandas(items, schema=ITEM_SCHEMA))
+    items = pa.Table.from_pandas(pd.concat([_items(), _items().iloc[:1]]), schema=ITEM_SCHEMA)
+    keys = KeySpace(pa.array([], pa.string()), distinct_sorted([items["item_id"]]))
+    with pytest.raises(F.FeatureBuildError, match="item_id '10'"):
+        F.CatalogIndex.from_table(items, keys)
 
 
 def test_empty_lake_and_missing_catalog_raise(tmp_path) -> None:

@@ -21,18 +21,22 @@ def _us(ts: object) -> int:
 
 
 def brute_force(events: pd.DataFrame, items: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Feature tables (without created_timestamp; timestamps as epoch µs) from raw events."""
+    """Feature tables (without created_timestamp; timestamps as epoch µs) from raw events.
+
+    Ids are compared and sorted as strings (integers in the inputs as their decimal text),
+    as the lake holds them.
+    """
     evs = [
-        (int(r.user_id), int(r.item_id), str(r.event_type), _us(r.ts))
+        (str(r.user_id), str(r.item_id), str(r.event_type), _us(r.ts))
         for r in events.itertuples(index=False)
     ]
-    price = {int(r.item_id): float(r.price) for r in items.itertuples(index=False)}
-    cat = {int(r.item_id): str(r.category) for r in items.itertuples(index=False)}
+    price = {str(r.item_id): float(r.price) for r in items.itertuples(index=False)}
+    cat = {str(r.item_id): str(r.category) for r in items.itertuples(index=False)}
 
     def inside(ts: int, end: int, window: str) -> bool:
         return end - WINDOW_US[window] <= ts < end
 
-    def count(evts: list[tuple[int, int, str, int]], kind: str, end: int, window: str) -> int:
+    def count(evts: list[tuple[str, str, str, int]], kind: str, end: int, window: str) -> int:
         return sum(1 for e in evts if e[2] == kind and inside(e[3], end, window))
 
     def ratio(num: float, den: float) -> float:
@@ -90,12 +94,14 @@ def brute_force(events: pd.DataFrame, items: pd.DataFrame) -> dict[str, pd.DataF
         )
     catalog = [
         {
-            "item_id": int(r.item_id),
+            "item_id": str(r.item_id),
             "event_timestamp": _us(r.created_ts),
             "category": str(r.category),
             "price": float(r.price),
         }
-        for r in items.sort_values("item_id").itertuples(index=False)
+        for r in items.assign(item_id=items["item_id"].astype(str))
+        .sort_values("item_id")
+        .itertuples(index=False)
     ]
     return {
         "user_activity": pd.DataFrame(users),
@@ -143,4 +149,4 @@ def test_reference_counts_a_hand_made_case() -> None:
     assert (first["views_7d"], first["purchases_7d"], first["avg_price_7d"]) == (2, 0, 10.0)
     assert first["last_event_unix"] == t.replace(minute=30).timestamp()
     assert ref["user_category"]["cat_affinity_7d"].tolist() == [0.5, 0.5]  # item 6 unknown
-    assert ref["item_activity"]["item_id"].tolist() == [5, 5, 6]
+    assert ref["item_activity"]["item_id"].tolist() == ["5", "5", "6"]

@@ -32,8 +32,8 @@ def _request(request_id: str, ts: datetime, n: int = 3) -> list[dict[str, Any]]:
         {
             "request_id": request_id,
             "ts": ts,
-            "user_id": 7,
-            "item_id": 100 + i,
+            "user_id": "u 7",
+            "item_id": f"sku-{100 + i}",
             "position": i,
             "score": 0.5 / (i + 1),
             "model_version": "flywheel-ranker:abc",
@@ -139,7 +139,7 @@ def test_feedback_round_trip(tmp_path: Path) -> None:
     settings = Settings(workspace=tmp_path)
     writer = LogWriter(log_dir(settings, "feedback"), "feedback")
     events = [
-        {"request_id": "a", "item_id": 3, "event_type": kind, "ts": T0 + timedelta(seconds=i)}
+        {"request_id": "a", "item_id": "3", "event_type": kind, "ts": T0 + timedelta(seconds=i)}
         for i, kind in enumerate(["click", "cart", "purchase"])
     ]
     for event in events:
@@ -147,6 +147,26 @@ def test_feedback_round_trip(tmp_path: Path) -> None:
     table = read_feedback_logs(settings)
     assert table.schema.equals(FEEDBACK_SCHEMA)
     assert sorted(table.to_pylist(), key=lambda r: r["ts"]) == events
+
+
+def test_logs_from_before_string_ids_read_integers_as_their_decimal_text(
+    tmp_path: Path,
+) -> None:
+    """A workspace upgraded in place keeps every record it accepted with integer ids."""
+    settings = Settings(workspace=tmp_path)
+    old = LogWriter(log_dir(settings, "predictions"), "predictions")
+    old.append([{**r, "user_id": 7, "item_id": 100 + i} for i, r in enumerate(_request("a", T0))])
+    new = LogWriter(log_dir(settings, "predictions"), "predictions")
+    new.append(_request("b", T0))
+    rows = _as_rows(read_prediction_logs(settings))
+    assert [(r["request_id"], r["user_id"], r["item_id"]) for r in rows] == [
+        ("a", "7", "100"), ("a", "7", "101"), ("a", "7", "102"),
+        ("b", "u 7", "sku-100"), ("b", "u 7", "sku-101"), ("b", "u 7", "sku-102"),
+    ]  # fmt: skip
+    feedback = LogWriter(log_dir(settings, "feedback"), "feedback")
+    feedback.append([{"request_id": "a", "item_id": 3.5, "event_type": "click", "ts": T0}])
+    with pytest.raises(PredictionLogError, match="'item_id' holds double"):
+        read_feedback_logs(settings)
 
 
 def test_nothing_logged_reads_as_an_empty_table(tmp_path: Path) -> None:

@@ -63,12 +63,18 @@ def _error_fields(model: type[Any], raw: str) -> list[str]:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ('{"user_id": -1}', "user_id"),
-        ('{"user_id": "7"}', "user_id"),
+        ('{"user_id": ""}', "user_id"),
+        ('{"user_id": "   "}', "user_id"),
+        ('{"user_id": "' + "x" * 129 + '"}', "user_id"),
+        ('{"user_id": "a\\nb"}', "user_id"),
+        ('{"user_id": "a\\u0000"}', "user_id"),
         ('{"user_id": 7.5}', "user_id"),
+        ('{"user_id": 7.0}', "user_id"),
         ('{"user_id": true}', "user_id"),
+        ('{"user_id": null}', "user_id"),
         ('{"user_id": NaN}', "user_id"),
-        ('{"user_id": 9223372036854775808}', "user_id"),
+        ('{"user_id": [1]}', "user_id"),
+        ('{"user_id": {"id": 1}}', "user_id"),
         ("{}", "user_id"),
         ('{"user_id": 1, "k": 0}', "k"),
         ('{"user_id": 1, "k": 101}', "k"),
@@ -77,8 +83,10 @@ def _error_fields(model: type[Any], raw: str) -> list[str]:
         ('{"user_id": 1, "candidates": []}', "candidates"),
         ('{"user_id": 1, "candidates": [1, 2, 1]}', "candidates"),
         ('{"user_id": 1, "candidates": ' + json.dumps(list(range(501))) + "}", "candidates"),
-        ('{"user_id": 1, "candidates": [1, -2]}', "candidates.1"),
+        ('{"user_id": 1, "candidates": [1, ""]}', "candidates.1"),
         ('{"user_id": 1, "candidates": [1, NaN]}', "candidates.1"),
+        ('{"user_id": 1, "candidates": ["a", false]}', "candidates.1"),
+        ('{"user_id": 1, "candidates": [1, "1"]}', "candidates"),  # one id, twice
         ('{"user_id": 1, "candidates": "1,2"}', "candidates"),
         ('{"user_id": 1, "candidate": [1]}', "candidate"),
     ],
@@ -93,14 +101,37 @@ def test_malformed_json_is_a_validation_error() -> None:
 
 
 def test_duplicate_candidates_are_named() -> None:
-    with pytest.raises(ValidationError, match=r"repeated: \[1, 4\]"):
+    with pytest.raises(ValidationError, match=r"repeated: \['1', '4'\]"):
         RankRequest.model_validate_json('{"user_id": 1, "candidates": [4, 1, 2, 1, 4]}')
 
 
 def test_good_rank_request_and_defaults() -> None:
     req = RankRequest.model_validate_json('{"user_id": 0, "candidates": [5, 3]}')
-    assert (req.user_id, req.candidates, req.k) == (0, [5, 3], serving.DEFAULT_K)
+    assert (req.user_id, req.candidates, req.k) == ("0", ["5", "3"], serving.DEFAULT_K)
     assert RankRequest.model_validate_json('{"user_id": 3, "k": 100}').candidates is None
+
+
+@pytest.mark.parametrize(
+    ("sent", "read"),
+    [
+        ('"u00042"', "u00042"),
+        ('"sku-00017"', "sku-00017"),
+        ('"9c4e2f0a-7b1d-4c3e-9f00-5a6b7c8d9e0f"', "9c4e2f0a-7b1d-4c3e-9f00-5a6b7c8d9e0f"),
+        ('"  u1 "', "u1"),  # surrounding whitespace is not part of an id
+        ('"Ωmega café"', "Ωmega café"),
+        ("42", "42"),
+        ("-1", "-1"),
+        ("9223372036854775808", "9223372036854775808"),
+        ('"' + "x" * 128 + '"', "x" * 128),
+    ],
+)
+def test_ids_are_strings_and_integers_read_as_decimal_text(sent: str, read: str) -> None:
+    req = RankRequest.model_validate_json(f'{{"user_id": {sent}, "candidates": [{sent}]}}')
+    assert (req.user_id, req.candidates) == (read, [read])
+    fb = FeedbackRequest.model_validate_json(
+        f'{{"request_id": "r1", "item_id": {sent}, "event_type": "click"}}'
+    )
+    assert fb.item_id == read
 
 
 @pytest.mark.parametrize(
@@ -110,9 +141,17 @@ def test_good_rank_request_and_defaults() -> None:
         ({"request_id": "a", "item_id": 1, "event_type": "view"}, "event_type"),
         ({"request_id": "", "item_id": 1, "event_type": "click"}, "request_id"),
         ({"request_id": "a b", "item_id": 1, "event_type": "click"}, "request_id"),
-        ({"request_id": "x" * 129, "item_id": 1, "event_type": "click"}, "request_id"),
-        ({"request_id": "a", "item_id": -3, "event_type": "click"}, "item_id"),
-        ({"request_id": "a", "item_id": "3", "event_type": "click"}, "item_id"),
+        (
+            {
+                "request_id": "x" * (serving.MAX_REQUEST_ID_CHARS + 1),
+                "item_id": 1,
+                "event_type": "click",
+            },
+            "request_id",
+        ),
+        ({"request_id": "a", "item_id": "", "event_type": "click"}, "item_id"),
+        ({"request_id": "a", "item_id": 3.5, "event_type": "click"}, "item_id"),
+        ({"request_id": "a", "item_id": "y" * 129, "event_type": "click"}, "item_id"),
         ({"request_id": 5, "item_id": 3, "event_type": "click"}, "request_id"),
         ({"item_id": 3, "event_type": "click"}, "request_id"),
     ],
@@ -125,13 +164,22 @@ def test_feedback_types_are_the_contracts() -> None:
     assert typing.get_args(serving.FeedbackType) == FEEDBACK_TYPES
 
 
-def test_request_ids_carry_the_user() -> None:
-    ids = {new_request_id(42) for _ in range(100)}
+@pytest.mark.parametrize(
+    "user", ["42", "u00042", "a-b-c", "hash@example.com", "Ωmega café", "a b", "x" * 128]
+)
+def test_request_ids_carry_the_user(user: str) -> None:
+    ids = {new_request_id(user) for _ in range(100)}
     assert len(ids) == 100
-    assert {user_of_request(i) for i in ids} == {42}
-    assert user_of_request(new_request_id(2**63 - 1)) == 2**63 - 1
-    for foreign in ("oracle-3", "abc", "0" * 32 + "-", "0" * 32 + "-99999999999999999999"):
+    assert {user_of_request(i) for i in ids} == {user}
+    for request_id in ids:  # every request id is one that /feedback accepts
+        FeedbackRequest(request_id=request_id, item_id="1", event_type="click")
+
+
+def test_foreign_request_ids_carry_no_user() -> None:
+    for foreign in ("oracle-3", "abc", "0" * 32 + "-", "0" * 32 + ".", "0" * 32 + ".%%%"):
         assert user_of_request(foreign) is None
+    # base64 of an id that breaks the id rules (a newline) is not a user either
+    assert user_of_request("0" * 32 + ".YQpi") is None
 
 
 def test_options_from_env() -> None:
@@ -224,15 +272,15 @@ def _current() -> dict[str, Any]:
     ],
 )
 def test_feedback_counts_the_event_in_its_windows(event: str, changes: dict[str, Any]) -> None:
-    row = activity_after_feedback(5, _current(), T0 - H, event, T0)
+    row = activity_after_feedback("u5", _current(), T0 - H, event, T0)
     expected = {**_current(), **changes, "last_event_unix": T0.timestamp()}
     assert {k: row[k] for k in expected} == pytest.approx(expected)
-    assert row["user_id"] == 5 and row["event_timestamp"] == T0
+    assert row["user_id"] == "u5" and row["event_timestamp"] == T0
     assert set(row) == set(USER_ACTIVITY_SCHEMA.names)
 
 
 def test_feedback_for_a_user_without_features_starts_from_zero() -> None:
-    row = activity_after_feedback(9, None, None, "cart", T0)
+    row = activity_after_feedback("9", None, None, "cart", T0)
     assert (row["carts_24h"], row["carts_7d"], row["views_7d"], row["cart_rate_7d"]) == (
         1, 1, 0, 0.0,
     )  # fmt: skip
@@ -242,10 +290,10 @@ def test_feedback_for_a_user_without_features_starts_from_zero() -> None:
 
 def test_feedback_row_is_stamped_after_the_stored_row() -> None:
     later = T0 + timedelta(seconds=5)
-    row = activity_after_feedback(1, _current(), later, "click", T0)
+    row = activity_after_feedback("1", _current(), later, "click", T0)
     assert row["event_timestamp"] > later
     with pytest.raises(ValueError, match="view"):
-        activity_after_feedback(1, None, None, "view", T0)
+        activity_after_feedback("1", None, None, "view", T0)
 
 
 # ---- default candidates -------------------------------------------------------------------
@@ -272,17 +320,17 @@ def test_default_candidates_are_recent_popular_then_newest(tmp_path: Path) -> No
         (6, T0 - 3 * H, 10, 0),
     ]  # fmt: skip
     _write(settings, "item_activity", [
-        {"item_id": i, "event_timestamp": t, "created_timestamp": t, "item_views_7d": v,
+        {"item_id": str(i), "event_timestamp": t, "created_timestamp": t, "item_views_7d": v,
          "item_carts_7d": c} for i, t, v, c in snap
     ])  # fmt: skip
     created = {1: -90, 2: -80, 3: -70, 4: -60, 5: -5, 6: -50, 7: -2, 8: -1, 9: 3}
     _write(settings, "item_catalog", [
-        {"item_id": i, "event_timestamp": T0 + d * H, "created_timestamp": T0 + d * H,
+        {"item_id": str(i), "event_timestamp": T0 + d * H, "created_timestamp": T0 + d * H,
          "category": "c", "price": 1.0} for i, d in created.items()
     ])  # fmt: skip
-    assert default_candidates(settings, T0, n_popular=3, n_new=2) == [3, 2, 6, 8, 7]
+    assert default_candidates(settings, T0, n_popular=3, n_new=2) == list("32687")
     # too few popular items: the newest fill the gap; item 9 does not exist yet
-    assert default_candidates(settings, T0, n_popular=10, n_new=0) == [3, 2, 6, 1, 8, 7, 5, 4]
+    assert default_candidates(settings, T0, n_popular=10, n_new=0) == list("32618754")
     assert default_candidates(Settings(workspace=tmp_path / "empty"), T0) == []
 
 

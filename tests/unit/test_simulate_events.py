@@ -14,6 +14,7 @@ import pytest
 from flywheel.schemas import EVENT_SCHEMA, EVENT_TYPES, ITEM_SCHEMA
 from flywheel.simulate import events as sim_events
 from flywheel.simulate.events import SimulationError, simulate_events, users_for_events
+from flywheel.simulate.naming import SHOP, NamingError
 from flywheel.simulate.world import World, make_world
 
 START = datetime(2025, 3, 3, tzinfo=UTC)  # a Monday
@@ -30,7 +31,9 @@ def world() -> World:
 def run(world, tmp_path_factory):
     out = tmp_path_factory.mktemp("sim")
     summary = simulate_events(world, DAYS, out, chunk_events=CHUNK, seed=5)
-    return summary, out, pq.read_table(out / "events").to_pandas()
+    events = pq.read_table(out / "events").to_pandas()
+    # The logs carry the world's ids (plain naming: decimal text); the checks use indices.
+    return summary, out, events.astype({"user_id": np.int64, "item_id": np.int64})
 
 
 def part_files(out: Path) -> list[Path]:
@@ -51,7 +54,7 @@ def test_files_match_the_contracts(run, world) -> None:
         assert pq.read_schema(part).equals(EVENT_SCHEMA), part
     assert pq.read_schema(out / "items.parquet").equals(ITEM_SCHEMA)
     items = pq.read_table(out / "items.parquet").to_pandas()
-    assert items.item_id.tolist() == list(range(world.n_items))
+    assert items.item_id.tolist() == [str(i) for i in range(world.n_items)]
     np.testing.assert_array_equal(items.price, world.item_price)
     names = np.array(world.category_names)
     assert (items.category.to_numpy() == names[world.item_category]).all()
@@ -188,3 +191,19 @@ def test_rhythm_uses_clock_hours_when_start_is_not_midnight(tmp_path) -> None:
     assert df.ts.min() >= start and df.ts.max() < start + timedelta(days=2)
     by_hour = df.ts.dt.hour.value_counts()
     assert by_hour.reindex([19, 20, 21]).sum() > 4 * by_hour.reindex([3, 4, 5]).sum()
+
+
+def test_a_shop_naming_writes_its_ids_everywhere(tmp_path: Path) -> None:
+    shop = make_world(40, 15, 3, seed=2, naming=SHOP)
+    simulate_events(shop, 1, tmp_path, seed=1)
+    events = pq.read_table(tmp_path / "events").to_pandas()
+    items = pq.read_table(tmp_path / "items.parquet").to_pandas()
+    assert items.item_id.tolist() == [f"sku-{i:05d}" for i in range(15)]
+    assert events.user_id.str.fullmatch(r"u\d{6}").all()
+    assert set(events.item_id) <= set(items.item_id)
+    loaded = World.load(tmp_path / "world")
+    assert loaded.naming == SHOP
+    assert loaded.ids.item_indices(["sku-00014", "sku-00000"]) == [14, 0]
+    assert loaded.ids.user_index(shop.ids.user_id(39)) == 39
+    with pytest.raises(NamingError, match="'sku-00015'"):
+        loaded.ids.item_indices(["sku-00015"])
