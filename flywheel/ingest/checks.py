@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flywheel.ids import CONTROL_CHARS, MAX_ID_CHARS
 from flywheel.schemas import TS_TYPE
 
 
@@ -90,6 +91,48 @@ def check_string(
         problems.append((f"is not one of {'|'.join(allowed)}", unknown))
     bad = np.logical_or.reduce([m for _, m in problems])
     return Coerced(_null_where(values, bad), problems)
+
+
+def check_id(col: pa.ChunkedArray, ctx: CheckContext) -> Coerced:
+    """A user or item id by :mod:`flywheel.ids`' rules, as its canonical string.
+
+    Strings are trimmed (the same whitespace as :meth:`str.strip`); integer columns, and
+    integral float columns (pandas writes a nullable integer column as float, missing as
+    NaN), become the integer's decimal text, so ``42``, ``42.0`` (float) and ``" 42 "`` are
+    the id ``"42"``; a *string* ``"42.0"`` stays the id ``"42.0"``. Other floats, booleans
+    and nested values are not ids. Then: non-blank, at most ``MAX_ID_CHARS`` characters,
+    no control characters.
+    """
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    n = len(arr)
+    not_id = np.zeros(n, dtype=bool)
+    if pa.types.is_integer(arr.type):
+        text = pc.cast(arr, pa.string())
+    elif pa.types.is_floating(arr.type):
+        nan = _mask(pc.is_nan(arr))
+        ok = _mask(pc.and_(pc.is_finite(arr), pc.equal(pc.floor(arr), arr)))
+        ok &= _mask(pc.less(pc.abs(arr), 2.0**63))
+        not_id = ~_mask(pc.is_null(arr)) & ~nan & ~ok
+        whole = pc.cast(_null_where(arr, ~ok), pa.int64())
+        text = pc.cast(whole, pa.string())
+    elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        text = pc.utf8_trim_whitespace(pc.cast(arr, pa.string()))
+    else:
+        not_id = ~_mask(pc.is_null(arr))
+        text = pa.nulls(n, pa.string())
+    missing = ~not_id & _mask(pc.or_kleene(pc.is_null(text), pc.equal(text, "")))
+    too_long = _mask(pc.greater(pc.utf8_length(text), MAX_ID_CHARS))
+    control = _mask(pc.match_substring_regex(text, CONTROL_CHARS))
+    problems = [
+        ("is missing", missing),
+        ("is not a string or integer id", not_id),
+        (f"is longer than {MAX_ID_CHARS} characters", too_long),
+        ("has control characters", control),
+    ]
+    bad = np.logical_or.reduce([m for _, m in problems])
+    return Coerced(_null_where(text, bad), problems)
 
 
 def check_integer(col: pa.ChunkedArray, ctx: CheckContext) -> Coerced:

@@ -1,7 +1,8 @@
 """Reading input files: Parquet, JSON lines and CSV, streamed in batches, as-is.
 
-Readers decide no types: CSV is read as strings and JSON values as text, so the column
-checks (:mod:`flywheel.ingest.checks`) are the one place a value is judged. Lines that
+Readers decide no types: CSV is read as strings, Parquet keeps its own types and a JSON
+field keeps its JSON type only when all its values share one; the column checks
+(:mod:`flywheel.ingest.checks`) are the one place a value is judged. Lines that
 cannot be parsed at all come back as ``rejects`` and are quarantined like bad rows.
 """
 
@@ -119,18 +120,31 @@ def json_object(line: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) and value else None
 
 
-def _strings_table(records: list[dict[str, Any]]) -> pa.Table:
-    """Records as an all-string table; non-string JSON values are JSON-encoded."""
+def _json_column(values: list[Any]) -> pa.Array:
+    """One JSON field as a column: typed when every value has one JSON type, else text.
+
+    All integers (no booleans), all numbers or all booleans keep their type, so the checks
+    judge them as a typed Parquet column (an id may be an integer, not a boolean); any other
+    mix is read as strings, non-string values JSON-encoded (``5`` -> ``"5"``).
+    """
+    kinds = {type(v) for v in values if v is not None}
+    if kinds == {int} and all(-(2**63) <= v < 2**63 for v in values if v is not None):
+        return pa.array(values, pa.int64())
+    if kinds and kinds <= {int, float} and float in kinds:
+        return pa.array(values, pa.float64())
+    if kinds == {bool}:
+        return pa.array(values, pa.bool_())
+    return pa.array(
+        [v if v is None or isinstance(v, str) else json.dumps(v) for v in values], pa.string()
+    )
+
+
+def _records_table(records: list[dict[str, Any]]) -> pa.Table:
+    """Records as a table, one column per field seen (see :func:`_json_column`)."""
     names: dict[str, None] = {}
     for record in records:
         names.update(dict.fromkeys(record))
-    columns = {}
-    for name in names:
-        values = [r.get(name) for r in records]
-        columns[name] = pa.array(
-            [v if v is None or isinstance(v, str) else json.dumps(v) for v in values], pa.string()
-        )
-    return pa.table(columns)
+    return pa.table({name: _json_column([r.get(name) for r in records]) for name in names})
 
 
 def _read_json(path: Path, batch_size: int) -> Iterator[RawBatch]:
@@ -142,10 +156,10 @@ def _read_json(path: Path, batch_size: int) -> Iterator[RawBatch]:
         else:
             records.append(record)
         if len(records) >= batch_size:
-            yield RawBatch(_strings_table(records), rejects)
+            yield RawBatch(_records_table(records), rejects)
             records, rejects = [], []
     if records or rejects:
-        yield RawBatch(_strings_table(records), rejects)
+        yield RawBatch(_records_table(records), rejects)
 
 
 def read_raw(path: Path, batch_size: int = 250_000) -> Iterator[RawBatch]:

@@ -20,7 +20,7 @@ from flywheel.ingest.checks import (
     CheckContext,
     Coerced,
     as_strings,
-    check_integer,
+    check_id,
     check_positive_float,
     check_string,
     check_timestamp,
@@ -47,8 +47,8 @@ EVENTS = InputKind(
     schema=EVENT_SCHEMA,
     checks={
         "event_id": check_string,
-        "user_id": check_integer,
-        "item_id": check_integer,
+        "user_id": check_id,
+        "item_id": check_id,
         "event_type": functools.partial(check_string, allowed=EVENT_TYPES),
         "ts": check_timestamp,
         "session_id": check_string,
@@ -62,7 +62,7 @@ ITEMS = InputKind(
     name="items",
     schema=ITEM_SCHEMA,
     checks={
-        "item_id": check_integer,
+        "item_id": check_id,
         "category": check_string,
         "price": check_positive_float,
         "created_ts": functools.partial(check_timestamp, future=False),

@@ -30,8 +30,8 @@ def events(ids: list[str], hours: list[int]) -> pa.Table:
     return pa.table(
         {
             "event_id": ids,
-            "user_id": pa.array(range(n), pa.int64()),
-            "item_id": pa.array([1] * n, pa.int64()),
+            "user_id": [f"u{i}" for i in range(n)],
+            "item_id": ["sku-1"] * n,
             "event_type": ["view"] * n,
             "ts": pa.array([T0 + timedelta(hours=h) for h in hours], pa.timestamp("us", tz="UTC")),
             "session_id": ["s"] * n,
@@ -152,7 +152,7 @@ def test_events_kind_covers_its_contract() -> None:
 def items(rows: list[tuple[int, str, float, int]]) -> pa.Table:
     return pa.table(
         {
-            "item_id": pa.array([r[0] for r in rows], pa.int64()),
+            "item_id": [f"sku-{r[0]}" for r in rows],
             "category": [r[1] for r in rows],
             "price": [r[2] for r in rows],
             "created_ts": pa.array(
@@ -169,7 +169,12 @@ def test_upsert_items_latest_created_wins_ties_go_to_new_ingest() -> None:
     merged, new, updated = upsert_items(catalog, incoming)
     assert merged.schema == ITEM_SCHEMA
     by_id = {r["item_id"]: (r["category"], r["price"]) for r in merged.to_pylist()}
-    assert by_id == {1: ("a", 1.0), 2: ("b2", 8.0), 3: ("c2", 7.0), 4: ("d", 1.5)}
+    assert by_id == {
+        "sku-1": ("a", 1.0),
+        "sku-2": ("b2", 8.0),
+        "sku-3": ("c2", 7.0),
+        "sku-4": ("d", 1.5),
+    }
     assert (new, updated) == (1, 2)
     again, new2, updated2 = upsert_items(merged, incoming)
     assert again.equals(merged)

@@ -61,8 +61,9 @@ def only_reason(row: dict[str, object]) -> str:
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"user_id": "abc"}, "user_id is not an integer: 'abc'"),
-        ({"item_id": "4.5"}, "item_id is not an integer: '4.5'"),
+        ({"user_id": "  "}, "user_id is missing"),
+        ({"item_id": "x" * 129}, f"item_id is longer than 128 characters: '{'x' * 129}'"),
+        ({"user_id": "u\x071"}, "user_id has control characters: 'u\\x071'"),
         ({"event_type": "like"}, "event_type is not one of view|cart|purchase|click: 'like'"),
         ({"session_id": ""}, "session_id is missing"),
         ({"device": None}, "device is missing"),
@@ -90,11 +91,11 @@ def test_future_skew_boundary_is_inclusive() -> None:
 
 
 def test_first_bad_column_in_contract_order_is_reported() -> None:
-    assert only_reason(event(user_id="x", event_type="nope")) == "user_id is not an integer: 'x'"
+    assert only_reason(event(user_id="", event_type="nope")) == "user_id is missing"
 
 
 def test_quarantine_keeps_the_original_row_and_source() -> None:
-    row = event(user_id="abc", referrer="google")
+    row = event(user_id="u\n1", referrer="google")
     result = validate_table(raw_table([row]), EVENTS, CTX, "in/web.csv")
     q = result.quarantine
     assert q.schema == QUARANTINE_SCHEMA
@@ -107,19 +108,19 @@ def test_quarantine_keeps_the_original_row_and_source() -> None:
 def test_good_rows_pass_and_counts_add_up() -> None:
     rows = [
         event(event_id="a"),
-        event(event_id="b", user_id="zz"),
-        event(event_id="c", event_type=" PURCHASE "),
+        event(event_id="b", user_id=" "),
+        event(event_id="c", event_type=" PURCHASE ", user_id=" u-9 "),
         event(event_id="d", ts="nope"),
         event(event_id="e", user_id="42.0"),
-        event(event_id="f", user_id="zz"),
+        event(event_id="f", user_id=None),
     ]
     result = validate_table(raw_table(rows), EVENTS, CTX)
     assert result.valid.schema == EVENT_SCHEMA
     assert result.valid.column("event_id").to_pylist() == ["a", "c", "e"]
     assert result.valid.column("event_type").to_pylist() == ["view", "purchase", "view"]
-    assert result.valid.column("user_id").to_pylist() == [7, 7, 42]
+    assert result.valid.column("user_id").to_pylist() == ["7", "u-9", "42.0"]
     assert result.valid_index.tolist() == [0, 2, 4]
-    assert result.reasons == {"user_id is not an integer": 2, "ts is not an ISO-8601 timestamp": 1}
+    assert result.reasons == {"user_id is missing": 2, "ts is not an ISO-8601 timestamp": 1}
     assert result.valid.num_rows + result.quarantine.num_rows == len(rows)
 
 
@@ -169,9 +170,9 @@ def test_typed_numeric_ids() -> None:
         }
     )
     result = validate_table(table, EVENTS, CTX)
-    assert result.valid.column("user_id").to_pylist() == [3]
-    assert result.valid.column("item_id").type == pa.int64()
-    assert result.reasons == {"user_id is not an integer": 1}
+    assert result.valid.column("user_id").to_pylist() == ["3"]
+    assert result.valid.column("item_id").to_pylist() == ["9"]
+    assert result.reasons == {"user_id is not a string or integer id": 1}
 
 
 @pytest.mark.parametrize(
@@ -182,7 +183,7 @@ def test_typed_numeric_ids() -> None:
         ({"price": "nan"}, "price is not a number: 'nan'"),
         ({"price": "cheap"}, "price is not a number: 'cheap'"),
         ({"category": " "}, "category is missing"),
-        ({"item_id": "x1"}, "item_id is not an integer: 'x1'"),
+        ({"item_id": " "}, "item_id is missing"),
         (
             {"created_ts": "2024-01-01T00:00:00"},
             "created_ts has no timezone: '2024-01-01T00:00:00'",
@@ -212,7 +213,7 @@ def test_good_item_row() -> None:
     assert result.valid.schema == ITEM_SCHEMA
     assert result.valid.to_pylist() == [
         {
-            "item_id": 5,
+            "item_id": "5",
             "category": "shoes",
             "price": 100.0,
             "created_ts": datetime(2030, 1, 1, tzinfo=UTC),
@@ -235,8 +236,8 @@ def expected_events() -> pa.Table:
     return pa.table(
         {
             "event_id": list(cols[0]),
-            "user_id": pa.array(cols[1], pa.int64()),
-            "item_id": pa.array(cols[2], pa.int64()),
+            "user_id": [str(v) for v in cols[1]],
+            "item_id": [str(v) for v in cols[2]],
             "event_type": list(cols[3]),
             "ts": pa.array([datetime.fromisoformat(t).astimezone(UTC) for t in cols[4]]),
             "session_id": list(cols[5]),
@@ -315,11 +316,26 @@ def test_json_array_file_is_accepted(tmp_path: Path) -> None:
 
 def test_mixed_json_value_types_are_read_as_strings(tmp_path: Path) -> None:
     path = tmp_path / "mixed.jsonl"
-    rows = [event(user_id=5), event(event_id="e2", user_id="6"), event(event_id="e3", user_id=[1])]
+    rows = [event(user_id=5), event(event_id="e2", user_id=" 6 "), event(event_id="e3", user_id=[])]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = validate_table(next(iter(read_raw(path))).table, EVENTS, CTX)
-    assert result.valid.column("user_id").to_pylist() == [5, 6]
-    assert result.quarantine.column("reason").to_pylist() == ["user_id is not an integer: '[1]'"]
+    assert result.valid.column("user_id").to_pylist() == ["5", "6", "[]"]
+
+
+def test_single_typed_json_fields_are_judged_by_type(tmp_path: Path) -> None:
+    """A JSON field whose values share one type keeps it: 4.0 is the id "4", true is no id."""
+    path = tmp_path / "typed.jsonl"
+    rows = [
+        event(event_id="a", user_id=4.0, item_id=True),
+        event(event_id="b", user_id=4.5, item_id=False),
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = validate_table(next(iter(read_raw(path))).table, EVENTS, CTX)
+    assert result.valid.num_rows == 0
+    assert result.quarantine.column("reason").to_pylist() == [
+        "item_id is not a string or integer id: 'true'",
+        "user_id is not a string or integer id: '4.5'",
+    ]
 
 
 def test_corrupt_parquet_is_a_clear_error(tmp_path: Path) -> None:
@@ -334,10 +350,10 @@ def test_large_batch_mask_alignment() -> None:
     n = 5000
     rng = np.random.default_rng(3)
     bad = rng.random(n) < 0.1
-    rows = [event(event_id=str(i), user_id="x" if b else str(i)) for i, b in enumerate(bad)]
+    rows = [event(event_id=str(i), user_id="" if b else f"u{i}") for i, b in enumerate(bad)]
     chunked = pa.concat_tables([raw_table(rows[i : i + 700]) for i in range(0, n, 700)])
     result = validate_table(chunked, EVENTS, CTX)
-    assert result.valid.column("user_id").to_pylist() == [i for i in range(n) if not bad[i]]
+    assert result.valid.column("user_id").to_pylist() == [f"u{i}" for i in range(n) if not bad[i]]
     assert result.valid_index.tolist() == np.flatnonzero(~bad).tolist()
 
 
