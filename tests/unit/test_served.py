@@ -69,14 +69,23 @@ def test_valid_prediction_records_become_the_contract() -> None:
     result = served.validate_records(records, served.PREDICTIONS, _ctx(), "f")
     assert result.valid.schema.equals(PREDICTION_LOG_SCHEMA)
     row = result.valid.to_pylist()[0]
-    assert row == {**_pred("r1", 7, 100, 0), "ts": T0}
+    # integer ids (logs written before ids were strings) read as their decimal text
+    assert row == {**_pred("r1", 7, 100, 0), "ts": T0, "user_id": "7", "item_id": "100"}
     assert result.quarantine.num_rows == 0
+
+
+def test_string_ids_in_logs_are_kept_exactly() -> None:
+    pred = {**_pred("r1", 7, 100, 0), "user_id": "u-7 Ω", "item_id": "sku-00100"}
+    records = json.loads("[" + encode_records([pred]).decode().strip() + "]")
+    result = served.validate_records(records, served.PREDICTIONS, _ctx(), "f")
+    assert result.valid.to_pylist()[0] == {**pred, "ts": T0}
 
 
 @pytest.mark.parametrize(
     ("field", "value", "reason"),
     [
-        ("user_id", "abc", "user_id is not an integer: 'abc'"),
+        ("user_id", "", "user_id is missing"),
+        ("item_id", "x" * 129, "item_id is longer than 128 characters: '" + "x" * 129 + "'"),
         ("position", -1, "position is not in [0, 2147483647]: '-1'"),
         ("score", "nan", "score is not a number: 'nan'"),
         ("propensity", 0, "propensity is not in (0, 1]: '0'"),
@@ -157,7 +166,7 @@ def test_torn_line_is_retried_next_run_not_lost(tmp_path: Path) -> None:
     two = served.ingest_served(settings, now=NOW)
     assert (two.predictions_read, two.predictions_accepted, two.pending_bytes) == (1, 1, 0)
     rows = _lake(served.predictions_dir(settings), PREDICTION_LOG_SCHEMA)
-    assert sorted(r["item_id"] for r in rows) == [100, 101]
+    assert sorted(r["item_id"] for r in rows) == ["100", "101"]
 
 
 # ---- dedupe, idempotence, feedback -> events -------------------------------------------------
@@ -175,7 +184,7 @@ def test_dedupe_within_a_run_and_against_the_lake(tmp_path: Path) -> None:
     one = served.ingest_served(settings, now=NOW)
     assert (one.predictions_accepted, one.feedback_accepted, one.duplicates_dropped) == (2, 2, 2)
     preds = _lake(served.predictions_dir(settings), PREDICTION_LOG_SCHEMA)
-    assert {(r["item_id"], r["score"]) for r in preds} == {(100, 0.5), (101, 0.4)}
+    assert {(r["item_id"], r["score"]) for r in preds} == {("100", 0.5), ("101", 0.4)}
     # the same records in a new file (a replayed log): nothing new
     _write(settings, "feedback", "3-c.jsonl", encode_records(fbs[:1]))
     two = served.ingest_served(settings, now=NOW)
@@ -227,11 +236,11 @@ def test_feedback_becomes_events_of_the_requests_user(tmp_path: Path) -> None:
     events = sorted(read_lake_events(settings).to_pylist(), key=lambda r: r["ts"])
     assert read_lake_events(settings).schema.equals(EVENT_SCHEMA)
     assert [(e["user_id"], e["item_id"], e["event_type"], e["ts"]) for e in events] == [
-        (42, 100, "click", t1),
-        (42, 100, "purchase", t2),
+        ("42", "100", "click", t1),
+        ("42", "100", "purchase", t2),
     ]
     assert {(e["session_id"], e["device"]) for e in events} == {("req-9", "api")}
-    assert events[0]["event_id"] == served.feedback_event_id("req-9", 100, "click", t1)
+    assert events[0]["event_id"] == served.feedback_event_id("req-9", "100", "click", t1)
     assert watermark(settings) == t2
     assert read_state(settings)["served"] == {"predictions_rows": 1, "feedback_rows": 3}
 

@@ -72,7 +72,7 @@ def test_served_impressions_are_labelled_from_the_lake(tmp_path: Path) -> None:
                 {
                     "request_id": r,
                     "ts": ts,
-                    "user_id": int(r[-1]),
+                    "user_id": f"user {r[-1]}",
                     "item_id": item,
                     "position": pos,
                     "score": 1.0 - pos,
@@ -80,18 +80,18 @@ def test_served_impressions_are_labelled_from_the_lake(tmp_path: Path) -> None:
                     "propensity": 0.5,
                     "features": None,
                 }
-                for pos, item in enumerate((7, 8))
+                for pos, item in enumerate(("sku-7", "sku-8"))
             ]
         )
-    feedback.append([{"request_id": "a-1", "item_id": 8, "event_type": "click", "ts": T0}])
+    feedback.append([{"request_id": "a-1", "item_id": "sku-8", "event_type": "click", "ts": T0}])
     late = T0 + timedelta(hours=1, minutes=1)  # after the 1 h attribution window
-    feedback.append([{"request_id": "a-1", "item_id": 7, "event_type": "cart", "ts": late}])
+    feedback.append([{"request_id": "a-1", "item_id": "sku-7", "event_type": "cart", "ts": late}])
     served.ingest_served(settings, now=T0 + timedelta(days=1))
     end = T0 + timedelta(hours=2, minutes=30)  # request b-2's window is still open
     got = served_impressions(settings, T0 - timedelta(days=1), end, timedelta(hours=1))
     assert got[["group_id", "item_id", "label", "user_id"]].values.tolist() == [
-        ["a-1", 7, 0, 1],
-        ["a-1", 8, 1, 1],
+        ["a-1", "sku-7", 0, "user 1"],
+        ["a-1", "sku-8", 1, "user 1"],
     ]
     empty = served_impressions(Settings(workspace=tmp_path / "none"), T0, end, timedelta(hours=1))
     assert empty.empty
