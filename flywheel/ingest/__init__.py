@@ -35,8 +35,12 @@ Modules, one concern each: :mod:`~flywheel.ingest.checks` (column checks),
 :mod:`~flywheel.ingest.validate` (input kinds, table validation, quarantine records),
 :mod:`~flywheel.ingest.readers` (Parquet/CSV/JSON lines), :mod:`~flywheel.ingest.stage` and
 :mod:`~flywheel.ingest.commit` (the two Ray tasks), :mod:`~flywheel.ingest.state` (run ids,
-watermark), :mod:`~flywheel.ingest.catalog` (the item catalog) and :mod:`~flywheel.ingest.run`
-(:func:`ingest_events`). This package re-exports the names other modules use.
+watermark), :mod:`~flywheel.ingest.timestamps` (the timestamp check),
+:mod:`~flywheel.ingest.mapping` and :mod:`~flywheel.ingest.mapped` (source mappings and
+validating through one), :mod:`~flywheel.ingest.derive` and :mod:`~flywheel.ingest.sessions`
+(derived event ids and sessions), :mod:`~flywheel.ingest.catalog` (the item catalog) and
+:mod:`~flywheel.ingest.run` (:func:`ingest_events`). This package re-exports the names
+other modules use.
 """
 
 from __future__ import annotations
@@ -51,14 +55,22 @@ from flywheel.ingest.checks import (
     check_integer,
     check_positive_float,
     check_string,
-    check_timestamp,
 )
 from flywheel.ingest.commit import commit_partition
 from flywheel.ingest.errors import IngestError, InputFileError
+from flywheel.ingest.mapped import validate_mapped
+from flywheel.ingest.mapping import (
+    MappingError,
+    SourceMapping,
+    builtin_mappings,
+    load_mapping,
+    parse_mapping,
+)
 from flywheel.ingest.readers import INPUT_SUFFIXES, RawBatch, expand_inputs, json_object, read_raw
 from flywheel.ingest.run import IngestSummary, ingest_events
 from flywheel.ingest.stage import stage_file
 from flywheel.ingest.state import fingerprint, new_run_id
+from flywheel.ingest.timestamps import check_timestamp
 from flywheel.ingest.validate import (
     EVENTS,
     ITEMS,
@@ -83,9 +95,12 @@ __all__ = [
     "InputFileError",
     "InputKind",
     "ItemIngestSummary",
+    "MappingError",
     "RawBatch",
+    "SourceMapping",
     "Validation",
     "as_strings",
+    "builtin_mappings",
     "check_id",
     "check_integer",
     "check_positive_float",
@@ -97,11 +112,14 @@ __all__ = [
     "ingest_events",
     "ingest_items",
     "json_object",
+    "load_mapping",
     "new_run_id",
+    "parse_mapping",
     "quarantine_table",
     "read_raw",
     "reason_key",
     "stage_file",
     "upsert_items",
+    "validate_mapped",
     "validate_table",
 ]

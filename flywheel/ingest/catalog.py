@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -16,7 +16,9 @@ import pyarrow.parquet as pq
 
 from flywheel import lake
 from flywheel.ingest.checks import CheckContext
+from flywheel.ingest.commit import collect_quarantine
 from flywheel.ingest.readers import expand_inputs, read_raw
+from flywheel.ingest.stage import _FILE_COL, _ROW_COL, latest_per_item
 from flywheel.ingest.state import new_run_id
 from flywheel.ingest.validate import ITEMS, reason_key, validate_table
 from flywheel.schemas import ITEM_SCHEMA, QUARANTINE_SCHEMA
@@ -121,5 +123,47 @@ def ingest_items(
         updated_items=updated,
         catalog_items=merged.num_rows,
         quarantine_file=str(qfile) if bad.num_rows else None,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def upsert_staged_items(
+    settings: Settings, staging: Path, run_id: str, counts: dict[str, Any], started: float
+) -> ItemIngestSummary:
+    """Upsert the catalog rows a mapping derived from events (one write per run).
+
+    Each staged chunk holds a batch's latest row per item; across chunks the latest
+    ``created_ts`` (the event time) wins, ties to the later (file, row), and
+    :func:`upsert_items` merges the result into the catalog, so an item's newest event
+    sets its category and price. Attribute rows that broke the catalog rules are written to
+    ``quarantine_dir/<run-id>-items.parquet`` (their events are in the lake). ``counts``
+    holds ``rows`` and ``reasons`` summed over the run's files.
+    """
+    chunks = [pq.read_table(p) for p in sorted((staging / "_items").glob("*.parquet"))]
+    incoming = ITEM_SCHEMA.empty_table()
+    if chunks:
+        latest = latest_per_item(pa.concat_tables(chunks))
+        by = ["created_ts", _FILE_COL, _ROW_COL]  # upsert_items: later rows win ties
+        latest = latest.sort_by([(c, "ascending") for c in by])
+        incoming = latest.select(ITEM_SCHEMA.names).cast(ITEM_SCHEMA)
+    catalog = pq.read_table(settings.items_path) if settings.items_path.exists() else None
+    merged, new_items, updated = upsert_items(catalog, incoming)
+    if incoming.num_rows:
+        lake.write_parquet_atomic(merged, settings.items_path)
+    qfile = collect_quarantine(
+        staging / "_items_quarantine", settings.quarantine_dir / f"{run_id}-items.parquet"
+    )
+    reasons: Counter[str] = Counter(counts["reasons"])
+    log.info("items from events: %d new, %d updated", new_items, updated)
+    return ItemIngestSummary(
+        run_id=f"{run_id}-items",
+        rows_read=counts["rows"],
+        accepted=counts["rows"] - sum(reasons.values()),
+        quarantined=sum(reasons.values()),
+        quarantine_reasons=dict(reasons.most_common()),
+        new_items=new_items,
+        updated_items=updated,
+        catalog_items=merged.num_rows,
+        quarantine_file=qfile,
         seconds=time.perf_counter() - started,
     )

@@ -9,16 +9,15 @@ problem of each row into a quarantine reason ``"<field> <problem>: <value>"``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from flywheel.ids import CONTROL_CHARS, MAX_ID_CHARS
-from flywheel.schemas import TS_TYPE
 
 
 @dataclass(frozen=True)
@@ -176,52 +175,14 @@ def check_positive_float(col: pa.ChunkedArray, ctx: CheckContext) -> Coerced:
     return Coerced(_null_where(number, missing | not_number | not_positive), problems)
 
 
-_AWARE_ISO = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|z|[+-]\d{2}(:?\d{2})?)$"
-_NAIVE_ISO = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?$"
-
-
-def _parse_aware_strings(text: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """Parse ISO strings to UTC; returns (values, naive mask, unparseable mask)."""
-    import pandas as pd
-
-    text = pc.replace_substring_regex(text, r"\s*(UTC|GMT)$", "Z")
-    aware = _mask(pc.match_substring_regex(text, _AWARE_ISO))
-    naive = _mask(pc.match_substring_regex(text, _NAIVE_ISO))
-    parsed = pd.to_datetime(
-        _null_where(text, ~aware).to_pandas(), format="ISO8601", utc=True, errors="coerce"
-    )
-    values = pc.cast(pa.Array.from_pandas(parsed), TS_TYPE, safe=False)
-    failed = aware & _mask(pc.is_null(values))
-    return values, naive, ~aware & ~naive | failed
-
-
-def check_timestamp(col: pa.ChunkedArray, ctx: CheckContext, *, future: bool = True) -> Coerced:
-    """A tz-aware instant, converted to UTC; with ``future``, at most the skew past ``now``."""
-    arr = col.combine_chunks()
-    missing = _mask(pc.is_null(arr))
-    naive = unparseable = np.zeros(len(arr), dtype=bool)
-    if pa.types.is_timestamp(arr.type) and arr.type.tz is not None:
-        values = pc.cast(arr, TS_TYPE, safe=False)
-    elif pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
-        naive, values = ~missing, pa.nulls(len(arr), TS_TYPE)
-    elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-        text, missing = _present(arr)
-        values, naive, unparseable = _parse_aware_strings(text)
-        naive, unparseable = naive & ~missing, unparseable & ~missing
-    else:
-        unparseable, values = ~missing, pa.nulls(len(arr), TS_TYPE)
-    problems = [
-        ("is missing", missing),
-        ("has no timezone", naive),
-        ("is not an ISO-8601 timestamp", unparseable),
-    ]
-    if future:
-        limit = pa.scalar(ctx.now + timedelta(seconds=ctx.max_future_skew_s), TS_TYPE)
-        problems.append(
-            (
-                f"is more than {ctx.max_future_skew_s} s in the future",
-                _mask(pc.greater(values, limit)),
-            )
-        )
-    bad = np.logical_or.reduce([m for _, m in problems])
-    return Coerced(_null_where(values, bad), problems)
+def check_vocabulary(
+    col: pa.ChunkedArray, ctx: CheckContext, *, vocabulary: Mapping[str, str]
+) -> Coerced:
+    """A source word (trimmed, lower-cased) translated by ``vocabulary`` (source -> ours)."""
+    text, missing = _present(col)
+    words = sorted(vocabulary)
+    idx = pc.index_in(pc.utf8_lower(text), value_set=pa.array(words, pa.string()))
+    values = pc.take(pa.array([vocabulary[w] for w in words], pa.string()), idx)
+    unknown = ~missing & _mask(pc.is_null(idx))
+    problems = [("is missing", missing), (f"is not one of {'|'.join(words)}", unknown)]
+    return Coerced(_null_where(values, missing | unknown), problems)

@@ -61,9 +61,9 @@ def commit_partition(task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def collect_quarantine(staging: Path, target: Path) -> str | None:
-    """Merge the staged quarantine chunks into one file (temp + rename); its path or None."""
-    chunks = sorted((staging / "_quarantine").glob("*.parquet"))
+def collect_quarantine(folder: Path, target: Path) -> str | None:
+    """Merge the quarantine chunks in ``folder`` into one file (temp + rename); path or None."""
+    chunks = sorted(folder.glob("*.parquet"))
     if not chunks:
         return None
     target.parent.mkdir(parents=True, exist_ok=True)

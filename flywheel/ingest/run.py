@@ -8,16 +8,18 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flywheel import lake
-from flywheel.ingest.catalog import ItemIngestSummary, ingest_items
+from flywheel.ingest.catalog import ItemIngestSummary, ingest_items, upsert_staged_items
 from flywheel.ingest.commit import collect_quarantine, commit_partition
 from flywheel.ingest.errors import InputFileError
+from flywheel.ingest.mapping import SourceMapping, load_mapping
 from flywheel.ingest.readers import expand_inputs
+from flywheel.ingest.sessions import derive_staged_sessions
 from flywheel.ingest.stage import stage_file
 from flywheel.ingest.state import advance_state, new_run_id, pending_files
 from flywheel.ingest.validate import EVENTS, InputKind
@@ -30,9 +32,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class IngestSummary:
-    """What one event ingest did. ``rows_read = accepted + duplicates_dropped + quarantined``.
+    """What one event ingest did.
 
+    ``rows_read = accepted + duplicates_dropped + quarantined + dropped``, where ``dropped``
+    counts rows whose event word the mapping drops (per word in ``dropped_types``).
     ``watermark`` is the max event ``ts`` ever accepted (ISO, UTC), after this run.
+    ``items`` is the ``--items`` catalog file's upsert, ``items_from_events`` the catalog
+    rows a mapping derived from event attributes.
     """
 
     run_id: str
@@ -49,6 +55,10 @@ class IngestSummary:
     quarantine_file: str | None
     seconds: float
     items: ItemIngestSummary | None = None
+    mapping: str | None = None
+    dropped: int = 0
+    dropped_types: dict[str, int] = field(default_factory=dict)
+    items_from_events: ItemIngestSummary | None = None
 
 
 def _ray_map(
@@ -65,7 +75,12 @@ def _ray_map(
 
 
 def _validate_files(
-    settings: Settings, kind: InputKind, files: list[Path], staging: Path, now: datetime
+    settings: Settings,
+    kind: InputKind,
+    files: list[Path],
+    staging: Path,
+    now: datetime,
+    mapping: SourceMapping | None,
 ) -> list[dict[str, Any]]:
     log.info("validating %d %s file(s) with Ray Data", len(files), kind.name)
     tasks = [
@@ -77,6 +92,7 @@ def _validate_files(
             "now": now.isoformat(),
             "max_future_skew_s": settings.ingest.max_future_skew_s,
             "batch_size": settings.ray.batch_size,
+            "mapping": mapping.model_dump() if mapping else None,
         }
         for i, p in enumerate(files)
     ]
@@ -104,9 +120,20 @@ def _commit_partitions(
 
 
 def _partitioned_ingest(
-    settings: Settings, kind: InputKind, target: Path, files: list[Path], now: datetime, run_id: str
+    settings: Settings,
+    kind: InputKind,
+    target: Path,
+    files: list[Path],
+    now: datetime,
+    run_id: str,
+    mapping: SourceMapping | None = None,
 ) -> dict[str, Any]:
-    """Validate, stage, dedupe and commit ``files`` of a partitioned kind; then the state."""
+    """Validate, stage, dedupe and commit ``files`` of a partitioned kind; then the state.
+
+    With a mapping: sessions are derived over the whole staged run before the commit (when
+    the source has none), and the catalog rows derived from event attributes are upserted
+    after it; both before the watermark, so a crash before it re-derives the same values.
+    """
     state = lake.read_state(settings)
     todo, prints = pending_files(files, state.get(kind.name, {}))
     counts: dict[str, Any] = {"files_read": len(todo), "files_skipped": len(files) - len(todo)}
@@ -115,10 +142,22 @@ def _partitioned_ingest(
     if not todo:
         return {**counts, "watermark": state.get(kind.name, {}).get("watermark")}
     staging = settings.lake_dir / "_staging" / run_id
+    started = time.perf_counter()
+    derived_items = None
     try:
-        staged = _validate_files(settings, kind, todo, staging, now)
+        staged = _validate_files(settings, kind, todo, staging, now, mapping)
+        if mapping is not None and mapping.columns.session_id is None:
+            derive_staged_sessions(settings, staging, mapping.sessions.gap_minutes)
         committed = _commit_partitions(settings, kind, target, staging)
-        quarantine = collect_quarantine(staging, settings.quarantine_dir / f"{run_id}.parquet")
+        quarantine = collect_quarantine(
+            staging / "_quarantine", settings.quarantine_dir / f"{run_id}.parquet"
+        )
+        if mapping is not None and mapping.items is not None:
+            item_counts = {
+                "rows": sum(s["item_rows"] for s in staged),
+                "reasons": _summed(staged, "item_reasons"),
+            }
+            derived_items = upsert_staged_items(settings, staging, run_id, item_counts, started)
         max_ts = max(
             (c["max_ts"] for c in committed if c["max_ts"]),
             default=None,
@@ -128,9 +167,8 @@ def _partitioned_ingest(
         lake.write_state(settings, new_state)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    reasons: Counter[str] = Counter()
-    for s in staged:
-        reasons.update(json.loads(s["reasons"]))
+    reasons = _summed(staged, "reasons")
+    dropped_types = _summed(staged, "dropped_types")
     return {
         **counts,
         "rows_read": sum(s["rows"] for s in staged),
@@ -138,11 +176,21 @@ def _partitioned_ingest(
         "duplicates_dropped": sum(c["dup_run"] + c["dup_lake"] for c in committed),
         "quarantined": sum(reasons.values()),
         "quarantine_reasons": dict(reasons.most_common()),
+        "dropped": sum(dropped_types.values()),
+        "dropped_types": dict(dropped_types.most_common()),
         "partitions_written": sum(1 for c in committed if c["accepted"]),
         "columns_dropped": tuple(sorted({c for s in staged for c in json.loads(s["dropped"])})),
         "watermark": new_state[kind.name]["watermark"],
         "quarantine_file": quarantine,
+        "items_from_events": derived_items,
     }
+
+
+def _summed(staged: list[dict[str, Any]], key: str) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for s in staged:
+        total.update(json.loads(s[key]))
+    return total
 
 
 def ingest_events(
@@ -150,6 +198,7 @@ def ingest_events(
     paths: list[Path],
     items: Path | None = None,
     *,
+    mapping: str | Path | SourceMapping | None = None,
     now: datetime | None = None,
 ) -> IngestSummary:
     """Ingest raw event files (and optionally an item catalog file) into the event lake.
@@ -160,22 +209,29 @@ def ingest_events(
             ``*.csv`` under them (recursive, sorted).
         items: an item catalog file (or directory) to upsert after the events, see
             :func:`ingest_items`.
+        mapping: the source layout of ``paths``: a built-in mapping name (``retailrocket``,
+            ``rees46``), a mapping YAML path, or a :class:`SourceMapping`; None means the
+            files already have the event contract's columns.
         now: the ingest clock for the future-skew check (default: the current time).
 
     Returns:
         An :class:`IngestSummary` of counts, quarantine reasons and timing.
 
     Raises:
-        InputFileError: an input path is missing, unreadable or unsupported (before any write).
+        InputFileError: an input path is missing, unreadable or unsupported, or lacks a
+            column the mapping reads (before any write).
+        MappingError: the mapping is unknown or invalid (naming the key).
     """
     started = time.perf_counter()
     now = now or datetime.now(UTC)
+    if mapping is not None and not isinstance(mapping, SourceMapping):
+        mapping = load_mapping(mapping)
     files = expand_inputs(paths)
     if items is not None:
         expand_inputs([items])
     run_id = new_run_id(now)
     log.info("ingest run %s: %d event file(s)", run_id, len(files))
-    result = _partitioned_ingest(settings, EVENTS, settings.events_dir, files, now, run_id)
+    result = _partitioned_ingest(settings, EVENTS, settings.events_dir, files, now, run_id, mapping)
     item_summary = (
         ingest_items(settings, items, now=now, run_id=f"{run_id}-items") if items else None
     )
@@ -194,6 +250,10 @@ def ingest_events(
         quarantine_file=result.get("quarantine_file"),
         seconds=time.perf_counter() - started,
         items=item_summary,
+        mapping=mapping.name if mapping else None,
+        dropped=result.get("dropped", 0),
+        dropped_types=result.get("dropped_types", {}),
+        items_from_events=result.get("items_from_events"),
     )
     if summary.columns_dropped:
         log.info("dropped extra columns %s", ", ".join(summary.columns_dropped))

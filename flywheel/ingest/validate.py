@@ -23,8 +23,8 @@ from flywheel.ingest.checks import (
     check_id,
     check_positive_float,
     check_string,
-    check_timestamp,
 )
+from flywheel.ingest.timestamps import check_timestamp
 from flywheel.schemas import EVENT_SCHEMA, EVENT_TYPES, ITEM_SCHEMA, QUARANTINE_SCHEMA, TS_TYPE
 
 
@@ -111,7 +111,7 @@ def quarantine_table(source: str, reasons: list[str], rows: list[str], at: datet
     )
 
 
-def _rows_as_json(raw: pa.Table, idx: np.ndarray) -> list[str]:
+def rows_as_json(raw: pa.Table, idx: np.ndarray) -> list[str]:
     """The original rows at ``idx`` as JSON objects of strings."""
     picked = raw.take(pa.array(idx, pa.int64()))
     cols = {name: as_strings(picked.column(name)).to_pylist() for name in picked.column_names}
@@ -150,7 +150,7 @@ def validate_table(
     absent = [c for c in kind.schema.names if c not in raw.column_names]
     if absent:
         reasons = [f"missing column '{absent[0]}'"] * raw.num_rows
-        rows = _rows_as_json(raw, np.arange(raw.num_rows))
+        rows = rows_as_json(raw, np.arange(raw.num_rows))
         return Validation(
             valid=kind.schema.empty_table(),
             valid_index=np.zeros(0, dtype=np.int64),
@@ -174,7 +174,7 @@ def validate_table(
         valid=valid,
         valid_index=np.flatnonzero(~bad),
         quarantine=quarantine_table(
-            source, [by_row[i] for i in order.tolist()], _rows_as_json(raw, order), ctx.now
+            source, [by_row[i] for i in order.tolist()], rows_as_json(raw, order), ctx.now
         ),
         reasons={key: len(idx) for idx, key in groups},
         dropped_columns=dropped,
