@@ -162,7 +162,7 @@ def validate_mapped(
     bad = np.setdiff1d(np.arange(t.num_rows), checked.valid_index)
     valid = checked.valid
     if mapping.columns.event_id is None:
-        valid = valid.set_column(0, "event_id", event_ids(valid))
+        valid = valid.set_column(0, valid.schema.field("event_id"), event_ids(valid))
     used = set(mapping.source_columns())
     validation = Validation(
         valid=valid,

@@ -65,7 +65,9 @@ def derive_staged_sessions(settings: Settings, staging: Path, gap_minutes: float
     for path, part in zip(files, parts, strict=True):
         table = pq.read_table(path)
         column = table.schema.get_field_index("session_id")
-        table = table.set_column(column, "session_id", ids.slice(offset, part.num_rows))
+        table = table.set_column(
+            column, table.schema.field("session_id"), ids.slice(offset, part.num_rows)
+        )
         pq.write_table(table, path)
         offset += part.num_rows
     return run.num_rows
