@@ -86,11 +86,11 @@ def test_retailrocket_sample(ray_started: None, tmp_path: Path) -> None:
 def expected_rees46_catalog(raw: pd.DataFrame) -> dict[str, tuple[str, float, datetime]]:
     kept = raw[raw["event_type"] != "remove_from_cart"].reset_index(drop=True)
     kept = kept.assign(order=range(len(kept))).sort_values(["event_time", "order"])
-    out = {}
-    for row in kept.itertuples():  # later rows overwrite: the latest event wins
-        category = row.category_code or row.category_id
-        when = datetime.strptime(row.event_time, "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=UTC)
-        out[row.product_id] = (category, float(row.price), when)
+    out: dict[str, tuple[str, float, datetime]] = {}
+    for row in kept.to_dict("records"):  # later rows overwrite: the latest event wins
+        category = str(row["category_code"] or row["category_id"])
+        when = datetime.strptime(str(row["event_time"]), "%Y-%m-%d %H:%M:%S UTC")
+        out[str(row["product_id"])] = (category, float(row["price"]), when.replace(tzinfo=UTC))
     return out
 
 

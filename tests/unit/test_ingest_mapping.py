@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,7 +31,7 @@ event_types: {seen: view, bought: purchase}
 """
 
 
-def rr_table(rows: list[tuple[object, ...]]) -> pa.Table:
+def rr_table(rows: Sequence[tuple[str, ...]]) -> pa.Table:
     """Rows in the RetailRocket layout, as strings (the way its CSV arrives)."""
     names = ["timestamp", "visitorid", "event", "itemid", "transactionid"]
     return pa.table({n: pa.array([r[i] for r in rows], pa.string()) for i, n in enumerate(names)})
