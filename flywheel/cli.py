@@ -153,13 +153,19 @@ def ingest(
         "output folder means its events/ and items.parquet.",
     ),
     items: Path | None = typer.Option(None, "--items", help="Item catalog file to upsert."),
+    mapping: str | None = typer.Option(
+        None,
+        "--mapping",
+        help="Source layout of the events: a built-in mapping (retailrocket, rees46) or a "
+        "mapping YAML file; default: the files have the event contract's columns.",
+    ),
 ) -> None:
     """Validate raw events into the date-partitioned event lake (idempotent)."""
     from flywheel.ingest import ingest_events
 
     s = _settings(ctx)
     paths, items = _expand_event_inputs(events, items)
-    summary = ingest_events(s, paths, items=items)
+    summary = ingest_events(s, paths, items=items, mapping=mapping)
     print_summary("ingest", summary)
     if summary.quarantined:
         console.print(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -251,3 +252,30 @@ def test_sessions_continue_lake_sessions_and_splitting_a_run_changes_nothing() -
     assert later[: len(first)] == early
     assert dict(zip(both, later, strict=True)) == dict(enumerate(whole))
     assert len(set(whole)) > 12  # several sessions per user: the gaps are really exercised
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The CLI routes the ``flywheel`` logger to rich; put it back for other tests."""
+    logger = logging.getLogger("flywheel")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+def test_cli_bad_mapping_is_one_red_line_before_anything_is_read(
+    tmp_path: Path, restore_logging: None
+) -> None:
+    from typer.testing import CliRunner
+
+    from flywheel.cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MINIMAL.replace("who", "who, usr: x"))
+    args = ["--workspace", str(tmp_path / "ws"), "ingest", "--events", str(tmp_path)]
+    for mapping, words in [("shopify", "shopify"), (str(bad), "columns.usr")]:
+        result = CliRunner().invoke(app, [*args, "--mapping", mapping])
+        assert result.exit_code == 1, result.output
+        assert "error:" in result.output and words in result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "ws" / "lake").exists()
