@@ -3,7 +3,10 @@
 Users may bring their own logs, so nothing about the input is trusted:
 
 * Inputs are Parquet, JSON lines (``.jsonl``/``.json``/``.ndjson``; a ``.json`` file holding
-  one JSON array also works) or CSV with the contract's columns. Extra columns are dropped
+  one JSON array also works) or CSV with the contract's columns, or in another layout read
+  through a source mapping (:mod:`~flywheel.ingest.mapping`: renames, an event-type
+  vocabulary, timestamp formats, derived event ids and sessions, a catalog from event
+  attributes). Extra columns are dropped
   (and reported). A file lacking a required column has **every row quarantined** with the
   reason ``missing column 'x'`` rather than failing the run: one bad export should not
   block the others, and the quarantine says exactly what was wrong.
@@ -14,9 +17,11 @@ Users may bring their own logs, so nothing about the input is trusted:
   and never reach the lake. Timestamps must carry a zone: ISO strings with an offset or
   ``Z`` (a trailing ``UTC``/``GMT`` counts), or tz-aware Parquet timestamps. **Naive
   timestamps are quarantined** (``ts has no timezone``): guessing a zone would silently shift
-  events by hours. Numbers (epoch values) are not accepted as timestamps (unit unknown).
-  Ids may be integers or integer strings (``"42"``, ``"42.0"``); ``event_type`` is trimmed
-  and lower-cased before it is checked against ``EVENT_TYPES``.
+  events by hours. Numbers (epoch values) are not accepted as timestamps (unit unknown)
+  unless a mapping declares the unit; a mapping may also declare the zone of naive times.
+  Ids are strings by :mod:`flywheel.ids`' rules (:func:`check_id`: trimmed, at most 128
+  characters, integers as decimal text); ``event_type`` is trimmed and lower-cased before
+  it is checked against ``EVENT_TYPES``.
 * Events are deduplicated on ``event_id`` within a run (first occurrence in sorted file
   order wins) and against the lake's affected date partitions.
 * The watermark records every ingested file (path, size, mtime, SHA-256); a file whose size
@@ -26,8 +31,9 @@ Users may bring their own logs, so nothing about the input is trusted:
 
 Crash safety: Ray workers validate files in parallel and stage results under
 ``lake_dir/_staging/<run-id>``; each affected partition is then deduplicated and committed as
-one new part file (temp name + rename). The quarantine file and then the watermark
-(``state_dir/ingest_state.json``) are written only after every partition is committed. A
+one new part file (temp name + rename). The quarantine file, the catalog rows a mapping
+derived, and then the watermark (``state_dir/ingest_state.json``) are written only after
+every partition is committed. A
 crash anywhere leaves the lake readable and the state unchanged; the re-run re-reads the
 same files and dedupe drops what was already committed. One ingest runs at a time.
 
