@@ -44,7 +44,8 @@ def ts_micros(ts: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def event_ids(events: pa.Table) -> pa.Array:
     """Deterministic event ids for validated events (``user_id, item_id, event_type, ts``).
 
-    One hash per row (``hashlib``, about 0.5 µs a row): stable across Python and library
+    One hash per row (``hashlib``; 1.1-1.9 µs a row on 250k rows on the shared dev box):
+    a Python loop, chosen because it is stable across Python and library
     versions, which a re-ingest after an upgrade needs to still dedupe.
     """
     micros = pa.array(ts_micros(events.column("ts"))).cast(pa.string())
