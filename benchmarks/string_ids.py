@@ -11,6 +11,10 @@ the whole process tree (Ray included):
 * ``text``: this code on the same ids as decimal text (what ingest makes of integer ids);
 * ``shop``: this code on shop-like string ids (``u1000042``, ``sku-00017``).
 
+With ``--cycle-events N`` it also runs one whole ``flywheel cycle`` (kfp.local, all eight
+stages, caching off) per contender on a simulated shop of ~N events (the simulator with
+``plain``/``shop`` naming; the old code's simulator writes int64 ids), once each.
+
 Contenders run interleaved (int, text, shop, int, ...) ``--repeats`` times and the median
 is compared, so a load change on a shared machine hits all three. Target: ``text`` and
 ``shop`` within 10% of ``int`` in time and peak memory. Before the ratios count, the
@@ -59,6 +63,30 @@ print(json.dumps({"seconds": seconds, "rows": summary.rows, "phases": summary.se
 """
 
 
+_CYCLE_CHILD = """
+import json, sys, time
+from pathlib import Path
+raw, workspace, naming, n_events = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+from flywheel.simulate import make_world, simulate_events, users_for_events
+if not (Path(raw) / "simulated").exists():
+    kwargs = {}
+    if naming != "int":
+        from flywheel.simulate import NAMINGS
+        kwargs["naming"] = NAMINGS[naming]
+    world = make_world(users_for_events(n_events, 14), 2000, seed=0, **kwargs)
+    simulate_events(world, 14, raw, seed=0)
+    (Path(raw) / "simulated").write_text("ok")
+from flywheel.config import Settings
+from flywheel.cycle import run_cycle
+start = time.perf_counter()
+summary = run_cycle(Settings(workspace=workspace), str(Path(raw) / "events"),
+                    str(Path(raw) / "items.parquet"), window_days=14.0, seed=0, caching=False)
+stages = {s.stage: s.seconds for s in summary.stages}
+print(json.dumps({"seconds": time.perf_counter() - start, "stages": stages,
+                  "statuses": [s.status for s in summary.stages]}))
+"""
+
+
 def _tree_pss(proc: psutil.Process) -> int:
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
@@ -71,9 +99,19 @@ def _tree_pss(proc: psutil.Process) -> int:
 
 def run_build(code_root: Path, workspace: Path) -> dict[str, Any]:
     """Build features of ``workspace`` with the package under ``code_root``; time + peak."""
+    return _run_child(code_root, [_CHILD, str(workspace)])
+
+
+def run_cycle(code_root: Path, raw: Path, workspace: Path, naming: str, n: int) -> dict[str, Any]:
+    """Simulate (once) and run one cycle with the package under ``code_root``."""
+    return _run_child(code_root, [_CYCLE_CHILD, str(raw), str(workspace), naming, str(n)])
+
+
+def _run_child(code_root: Path, args: list[str]) -> dict[str, Any]:
+    """Run ``python -c ARGS`` with ``code_root`` first on the path; JSON result + peak PSS."""
     env = {**os.environ, "PYTHONPATH": str(code_root), "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(workspace)],
+        [sys.executable, "-c", *args],
         cwd=code_root,
         env=env,
         stdout=subprocess.PIPE,
@@ -98,7 +136,7 @@ def run_build(code_root: Path, workspace: Path) -> dict[str, Any]:
     stop.set()
     sampler.join()
     if proc.returncode != 0:
-        raise RuntimeError(f"feature build under {code_root} failed (exit {proc.returncode})")
+        raise RuntimeError(f"{args[1:]} under {code_root} failed (exit {proc.returncode})")
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_mib"] = peak / 2**20
     return result
@@ -168,6 +206,37 @@ def run_size(n: int, root: Path, base: Path, repeats: int) -> dict[str, Any]:
     return {"events": n, "runs": runs, "median": median, "equal": equal, "equal_text": equal_text}
 
 
+def cycle_size(n: int, root: Path, base: Path) -> dict[str, Any]:
+    """One cycle per contender on a simulated shop of ~``n`` events."""
+    import shutil
+
+    runs = {}
+    for style in STYLES:
+        raw, ws = root / f"cycle-{n}-{style}" / "raw", root / f"cycle-{n}-{style}" / "ws"
+        shutil.rmtree(ws, ignore_errors=True)
+        naming = {"int": "int", "text": "plain", "shop": "shop"}[style]
+        m = run_cycle(base if style == "int" else ROOT, raw, ws, naming, n)
+        runs[style] = m
+        print(f"  cycle {n:>11,} {style:>4}: {m['seconds']:7.1f} s {m['peak_mib']:7.0f} MiB "
+              f"{m['statuses']}", flush=True)  # fmt: skip
+    return {"events": n, "cycle": runs}
+
+
+def cycle_verdicts(result: dict[str, Any]) -> list[str]:
+    runs, lines = result["cycle"], []
+    for style in ("text", "shop"):
+        for what in ("seconds", "peak_mib"):
+            ratio = runs[style][what] / runs["int"][what]
+            ok = all(s in ("ran", "skipped") for s in runs[style]["statuses"])
+            verdict = ("met" if ratio <= TARGET else "MISSED") if ok else "FAILED"
+            lines.append(
+                f"cycle {result['events']:>11,} | {style:>4} vs int | {what:>8} | "
+                f"{runs[style][what]:9.1f} vs {runs['int'][what]:9.1f} | {ratio:5.3f}x | "
+                f"<= {TARGET:.2f}x {verdict}"
+            )
+    return lines
+
+
 def verdicts(result: dict[str, Any]) -> list[str]:
     """One line per (style, measure): ratio to ``int`` and met / MISSED / FAILED."""
     med, lines = result["median"], []
@@ -191,12 +260,18 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("/tmp/flywheel-bench"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench-out/string_ids.json"))
+    parser.add_argument("--cycle-events", type=int, nargs="*", default=[])
     args = parser.parse_args()
     if not (args.base / "flywheel" / "features").is_dir():
         parser.error(f"--base {args.base} is not a checkout of flywheel")
     results = [run_size(n, args.root, args.base, args.repeats) for n in args.events]
+    cycles = [cycle_size(n, args.root, args.base) for n in args.cycle_events]
     print()
     failed = False
+    for c in cycles:
+        lines = cycle_verdicts(c)
+        failed |= any(line.endswith("FAILED") for line in lines)
+        print("\n".join(lines))
     for r in results:
         if not (all(r["equal"].values()) and all(r["equal_text"].values())):
             failed = True
@@ -206,7 +281,11 @@ def main() -> None:
         for line in verdicts(r):
             print(line)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": " ".join(os.uname()), "results": results}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {"machine": " ".join(os.uname()), "results": results, "cycles": cycles}, indent=2
+        )
+    )
     print(f"\nwrote {args.out}")
     sys.exit(1 if failed else 0)
 

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 #: Per-process cache of id indexes, keyed by (key space token, which).
 _INDEXES: dict[tuple[str, str], pd.Index] = {}
+#: Per-process cache of the last dictionary mapped, per kind: (identity, array, keys).
+_LAST_DICTIONARY: dict[str, tuple[tuple[object, ...], pa.Array, np.ndarray]] = {}
 
 
 def distinct_sorted(chunks: Iterable[pa.Array | pa.ChunkedArray]) -> pa.Array:
@@ -36,9 +38,10 @@ def distinct_sorted(chunks: Iterable[pa.Array | pa.ChunkedArray]) -> pa.Array:
     for chunk in chunks:
         arrays = chunk.chunks if isinstance(chunk, pa.ChunkedArray) else [chunk]
         for arr in arrays:
-            if pa.types.is_dictionary(arr.type):
-                arr = arr.dictionary
-            parts.append(pc.unique(arr.cast(pa.string())))
+            if pa.types.is_dictionary(arr.type):  # a dictionary holds each value once
+                parts.append(arr.dictionary.cast(pa.string()))
+            else:
+                parts.append(pc.unique(arr.cast(pa.string())))
     if not parts:
         return pa.array([], pa.string())
     values = pc.unique(pa.concat_arrays(parts))
@@ -60,7 +63,9 @@ class KeySpace:
         if cached is None:
             values = self.users if which == "user" else self.items
             cached = pd.Index(values.to_numpy(zero_copy_only=False), dtype=object)
-            _INDEXES.clear()  # one build at a time per process: drop older spaces
+            if not any(k[0] == self.token for k in _INDEXES):
+                _INDEXES.clear()  # one build at a time per process: drop older spaces
+                _LAST_DICTIONARY.clear()
             _INDEXES[(self.token, which)] = cached
         return cached
 
@@ -69,10 +74,24 @@ class KeySpace:
         if not pa.types.is_dictionary(arr.type):
             arr = pc.dictionary_encode(arr)
         assert isinstance(arr, pa.DictionaryArray)
-        distinct = arr.dictionary.to_numpy(zero_copy_only=False)
+        local = self._dictionary_keys(which, arr.dictionary)
+        return local[np.asarray(arr.indices.to_numpy(zero_copy_only=False), dtype=np.int64)]
+
+    def _dictionary_keys(self, which: str, dictionary: pa.Array) -> np.ndarray:
+        """Keys of a batch's dictionary; the batches of one Parquet row group share theirs.
+
+        The cache holds the dictionary itself, so its buffers stay alive and an equal
+        (address, offset, length) means the very same values, not a reused allocation.
+        """
+        data = dictionary.buffers()[2]
+        ident = (which, data.address if data is not None else 0, dictionary.offset, len(dictionary))
+        cached = _LAST_DICTIONARY.get(which)
+        if cached is not None and cached[0] == ident:
+            return cached[2]
+        distinct = dictionary.to_numpy(zero_copy_only=False)
         local = self._index(which).get_indexer(distinct).astype(np.int64)
-        codes = local[np.asarray(arr.indices.to_numpy(zero_copy_only=False), dtype=np.int64)]
-        return codes
+        _LAST_DICTIONARY[which] = (ident, dictionary, local)
+        return local
 
     def user_keys(self, ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Key of each user id (-1 for an id outside this space)."""
