@@ -96,7 +96,10 @@ def score_rankings(
     for user in users:
         cands = rng.choice(world.n_items, size=min(n_candidates, world.n_items), replace=False)
         truth = world.cart_given_view(np.full(len(cands), user), cands, at)
-        feats = feature_store.online_features(store, int(user), cands.tolist(), as_of=at)
+        ids = world.ids  # features are keyed by the shop's ids, the ground truth by index
+        feats = feature_store.online_features(
+            store, ids.user_id(user), ids.item_ids(cands).to_pylist(), as_of=at
+        )
         scores = predict(booster, model_inputs(feats, at.timestamp()))
         totals["model"] += float(weights @ truth[np.argsort(-scores)[:k]])
         totals["random"] += float(weights @ truth[:k])

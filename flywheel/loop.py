@@ -181,7 +181,7 @@ def measure_arms(
     champion: LoadedModel,
     frozen: LoadedModel,
     users: np.ndarray,
-    candidates: list[int],
+    candidates: list[str],
     at: datetime,
     k: int = SLATE_K,
 ) -> ArmScores:
@@ -198,9 +198,9 @@ def measure_arms(
 
     store = feature_store.get_store(settings)
     readers: dict[str, OnlineFeatureReader] = {}
-    cands = np.asarray(candidates, dtype=np.int64)
     # The service's features are keyed by the shop's ids, the ground truth by index.
-    cand_ids = world.ids.item_ids(cands).to_pylist()
+    cand_ids = [str(c) for c in candidates]
+    cands = np.asarray(world.ids.item_indices(cand_ids), dtype=np.int64)
     per_user = np.zeros((len(users), 3))
     for i, user in enumerate(users.tolist()):
         truth = world.click_prob(user, cands, at)
