@@ -107,8 +107,25 @@ def run_cycle(code_root: Path, raw: Path, workspace: Path, naming: str, n: int) 
     return _run_child(code_root, [_CYCLE_CHILD, str(raw), str(workspace), naming, str(n)])
 
 
+def _wait_for_ray_exit(timeout_s: float = 20.0) -> None:
+    """Wait until no Ray process of an earlier contender is left: a raylet still tearing
+    down would slow whichever contender runs next."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = [
+            p
+            for p in psutil.process_iter(["name", "cmdline"])
+            if "raylet" in (p.info["name"] or "")
+            or any("ray/core" in c or "default_worker.py" in c for c in p.info["cmdline"] or [])
+        ]
+        if not alive:
+            return
+        time.sleep(0.5)
+
+
 def _run_child(code_root: Path, args: list[str]) -> dict[str, Any]:
     """Run ``python -c ARGS`` with ``code_root`` first on the path; JSON result + peak PSS."""
+    _wait_for_ray_exit()
     env = {**os.environ, "PYTHONPATH": str(code_root), "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-c", *args],
