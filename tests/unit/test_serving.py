@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
+import threading
 import typing
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -374,25 +375,45 @@ def test_watcher_checks_the_pointer_at_most_every_check_s(tmp_path: Path) -> Non
 
 
 def test_callers_wait_for_the_first_model_but_not_for_a_swap(tmp_path: Path) -> None:
+    """A loader held on an event: while it loads m:1 a second caller waits (there is
+    nothing to serve); while it loads m:2 other callers get m:1 at once, not after it."""
     settings = Settings(workspace=tmp_path)
-    loads: list[str] = []
+    loading = {tag: threading.Event() for tag in ("m:1", "m:2")}
+    release = {tag: threading.Event() for tag in ("m:1", "m:2")}
 
-    def slow_loader(_: Settings, tag: str) -> LoadedModel:
-        loads.append(tag)
-        time.sleep(0.3)
+    def gated_loader(_: Settings, tag: str) -> LoadedModel:
+        loading[tag].set()
+        assert release[tag].wait(30), f"the test never released the load of {tag}"
         return LoadedModel(tag, booster=None, feature_service="ranking_v1")  # type: ignore[arg-type]
 
-    watcher = ChampionWatcher(settings, check_s=0.0, loader=slow_loader)
+    watcher = ChampionWatcher(settings, check_s=0.0, loader=gated_loader)
     _point_to(settings, "m:1")
-    with ThreadPoolExecutor(4) as pool:
-        first = list(pool.map(lambda _: watcher.current(), range(4)))
-    assert [m.tag for m in first] == ["m:1"] * 4 and loads == ["m:1"]  # type: ignore[union-attr]
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            loader_call = pool.submit(watcher.current)
+            assert loading["m:1"].wait(30)
+            waiting = pool.submit(watcher.current)
+            # Before any model a caller must not come back empty-handed while one loads.
+            with pytest.raises(FutureTimeout):
+                waiting.result(timeout=0.5)
+        finally:
+            release["m:1"].set()
+        assert loader_call.result(30).tag == "m:1"  # type: ignore[union-attr]
+        assert waiting.result(30).tag == "m:1"  # type: ignore[union-attr]
+
     _point_to(settings, "m:2")
     with ThreadPoolExecutor(4) as pool:
-        during = list(pool.map(lambda _: watcher.current(), range(4)))
-    # one caller loads m:2; the others are served m:1 (or m:2 once loaded), never None
-    assert {m.tag for m in during if m is not None} <= {"m:1", "m:2"} and None not in during
-    assert loads == ["m:1", "m:2"] and watcher.current().tag == "m:2"  # type: ignore[union-attr]
+        try:
+            swapper = pool.submit(watcher.current)
+            assert loading["m:2"].wait(30)
+            # m:2 is still loading (held until release): these must answer without it.
+            during = [pool.submit(watcher.current) for _ in range(3)]
+            tags = [f.result(timeout=30).tag for f in during]  # type: ignore[union-attr]
+            assert not release["m:2"].is_set() and tags == ["m:1"] * 3
+        finally:
+            release["m:2"].set()
+        assert swapper.result(30).tag == "m:2"  # type: ignore[union-attr]
+    assert watcher.current().tag == "m:2" and watcher.swaps == 1  # type: ignore[union-attr]
 
 
 # ---- the clock -----------------------------------------------------------------------------
