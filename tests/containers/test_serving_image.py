@@ -11,7 +11,6 @@ pointer, and each served item's score recomputed with Feast's ``get_online_featu
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -56,16 +55,9 @@ def champion_world(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return settings
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(docker_client: Any, champion_world: Settings) -> Iterator[tuple[str, Any]]:
     """The serving image running on the workspace, as the cluster runs it; its URL."""
-    port = _free_port()
     step(f"serving: docker run --read-only --tmpfs /tmp --user {IMAGE_UID} {SERVING_IMAGE}")
     container = docker_client.containers.run(
         SERVING_IMAGE,
@@ -75,10 +67,12 @@ def served(docker_client: Any, champion_world: Settings) -> Iterator[tuple[str, 
         user=str(IMAGE_UID),
         volumes={str(champion_world.workspace): {"bind": WORKSPACE_MOUNT, "mode": "rw"}},
         environment={"FLYWHEEL_PROFILE": "local"},  # SQLite online store; kind would use Redis
-        ports={"3000/tcp": ("127.0.0.1", port)},
+        # Docker picks and binds the host port itself: no window for another process.
+        ports={"3000/tcp": ("127.0.0.1", None)},
     )
-    url = f"http://127.0.0.1:{port}"
     try:
+        container.reload()
+        url = f"http://127.0.0.1:{container.ports['3000/tcp'][0]['HostPort']}"
         with Timer("container start until /readyz answers 200"):
             wait_ready(url, timeout_s=180)
         yield url, container

@@ -26,6 +26,7 @@ import pytest
 from flywheel import feature_store as fs
 from flywheel.config import Settings
 from flywheel.schemas import FEATURE_TABLES
+from tests.ports import on_free_ports, raise_if_port_taken, refused_port
 
 pytestmark = pytest.mark.integration
 
@@ -391,14 +392,27 @@ def test_asof_hands_created_timestamp_filtering_to_the_stock_store(asof):
 # ---- online: materialize and push --------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _start_redis(binary: str, log: Path, port: int) -> subprocess.Popen[bytes]:
+    """redis-server on ``port``, listening; PortTaken when another process holds the port."""
+    cmd = [binary, "--port", str(port), "--save", "", "--appendonly", "no"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while proc.poll() is None:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"redis-server did not listen on port {port} within 30 s")
+        time.sleep(0.05)
+    raise_if_port_taken(log, f"redis-server on port {port}")
+    pytest.fail(f"redis-server exited with {proc.returncode}: {log.read_text()[-2000:]}")
 
 
 @pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server on a free port, without persistence, for this module."""
     binary = shutil.which("redis-server")
     if binary is None:
@@ -406,19 +420,16 @@ def redis_url() -> Iterator[str]:
         if os.environ.get("FLYWHEEL_REQUIRE_REDIS") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
-    port = _free_port()
-    cmd = [binary, "--port", str(port), "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path_factory.mktemp("redis") / "redis.log"
+    ports: list[int] = []
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        ports.append(port)
+        return _start_redis(binary, log, port)
+
+    proc = on_free_ports(start)
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        else:
-            pytest.fail(f"redis-server did not listen on port {port} within 10 s")
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{ports[-1]}"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -498,11 +509,12 @@ def test_push_rejects_rows_missing_contract_columns(online):
 def test_unreachable_redis_is_a_clear_error(tmp_path):
     build_tables(Settings(workspace=tmp_path).feature_data_dir)
     fs.apply(Settings(workspace=tmp_path))
-    where = f"127.0.0.1:{_free_port()}"  # nothing listens there
-    settings = Settings(
-        workspace=tmp_path, feast={"online_store": "redis", "redis_connection_string": where}
-    )
-    with pytest.raises(fs.OnlineStoreUnavailableError, match=where.replace(".", r"\.")):
-        fs.online_features(settings, 1, [10])
-    with pytest.raises(fs.OnlineStoreUnavailableError, match="unreachable"):
-        fs.materialize(settings, end=T0)
+    with refused_port() as port:  # held, never listening: a connection is refused
+        where = f"127.0.0.1:{port}"
+        settings = Settings(
+            workspace=tmp_path, feast={"online_store": "redis", "redis_connection_string": where}
+        )
+        with pytest.raises(fs.OnlineStoreUnavailableError, match=where.replace(".", r"\.")):
+            fs.online_features(settings, 1, [10])
+        with pytest.raises(fs.OnlineStoreUnavailableError, match="unreachable"):
+            fs.materialize(settings, end=T0)

@@ -10,84 +10,91 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from flywheel.config import KubernetesSettings, RaySettings, Settings
 from flywheel.ray_jobs import train_on_cluster, wait_for_job
 from flywheel.train import inspect_shards, load_booster, predict, read_split
+from tests.ports import on_free_ports, raise_if_port_taken
 from tests.shards import write_shards
 
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _start_head(ray_bin: Path, port: int, dashboard: int, *agent_ports: int) -> tuple[Any, str]:
+    """``ray start --head --block`` on the given ports, up when a job can be submitted;
+    PortTaken when the head exits saying a port was in use."""
+    from ray.job_submission import JobSubmissionClient
+
+    # Every agent port given too: a Ray started earlier in this pytest process (other
+    # modules' fixtures) holds the defaults, e.g. the dashboard agent's 52365, and a head
+    # whose agent cannot bind answers "No available agent to submit job" forever.
+    flags = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+             "--runtime-env-agent-port", "--metrics-export-port")  # fmt: skip
+    agents = [f"{flag}={p}" for flag, p in zip(flags, agent_ports, strict=True)]
+    temp = tempfile.mkdtemp(prefix="fwray", dir="/tmp")  # Ray's socket paths must stay short
+    log = Path(temp) / "head.log"
+    with log.open("wb") as out:
+        head = subprocess.Popen(
+            [str(ray_bin), "start", "--head", "--block", f"--port={port}",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
+             "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={temp}",
+             *agents],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        )  # fmt: skip
+    address = f"http://127.0.0.1:{dashboard}"
+    # Up means a job can be submitted: the Jobs API answers before its agent is ready
+    # ("No available agent to submit job").
+    # 180 s: under a loaded CI machine the agent has taken over a minute.
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            client = JobSubmissionClient(address)
+            wait_for_job(client, client.submit_job(entrypoint="true"), 30, poll_s=0.5)
+            return head, address
+        except Exception:
+            if head.poll() is not None:
+                raise_if_port_taken(log, f"the Ray head on ports {port}/{dashboard}")
+                pytest.fail(f"the Ray head exited {head.returncode}: {log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                _stop(head)
+                pytest.fail(f"the Ray head's Jobs API did not come up at {address}")
+            time.sleep(1)
+
+
+def _stop(head: Any) -> None:
+    # `ray start --block` stops its node on Ctrl-C; the group is the one started here.
+    os.killpg(head.pid, signal.SIGINT)
+    try:
+        head.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
 
 
 @pytest.fixture(scope="module")
 def ray_head(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[str]:
     """A Ray head with the Jobs API on localhost; stopped (its process group) afterwards."""
-    from ray.job_submission import JobSubmissionClient
-
     ray_bin = Path(sys.executable).parent / "ray"
-    if not ray_bin.exists():
-        pytest.skip("no `ray` script next to this interpreter")
+    # ray[default] is a dependency: a missing script is a broken install, not a skip.
+    assert ray_bin.exists(), f"no `ray` script next to {sys.executable}: reinstall the venv"
     # Ray 2.60 turns on token auth when a token file exists; this head is private to the
     # test, so it runs without (the client side must agree).
     monkeypatch_module.setenv("RAY_AUTH_MODE", "disabled")
-    port, dashboard = _free_port(), _free_port()
-    # Every agent port free too: a Ray started earlier in this pytest process (other modules'
-    # fixtures) holds the defaults, e.g. the dashboard agent's 52365, and a head whose agent
-    # cannot bind answers "No available agent to submit job" forever.
-    agents = [
-        f"--dashboard-agent-listen-port={_free_port()}",
-        f"--dashboard-agent-grpc-port={_free_port()}",
-        f"--runtime-env-agent-port={_free_port()}",
-        f"--metrics-export-port={_free_port()}",
-    ]
-    temp = tempfile.mkdtemp(prefix="fwray", dir="/tmp")  # Ray's socket paths must stay short
-    head = subprocess.Popen(
-        [str(ray_bin), "start", "--head", "--block", f"--port={port}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
-         "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={temp}", *agents],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
-    )  # fmt: skip
-    address = f"http://127.0.0.1:{dashboard}"
+    head, address = on_free_ports(lambda *ports: _start_head(ray_bin, *ports), n=6)
     try:
-        # Up means a job can be submitted: the Jobs API answers before its agent is ready
-        # ("No available agent to submit job").
-        # 180 s: under a loaded CI machine the agent has taken over a minute.
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                client = JobSubmissionClient(address)
-                wait_for_job(client, client.submit_job(entrypoint="true"), 30, poll_s=0.5)
-                break
-            except Exception:
-                if time.monotonic() > deadline or head.poll() is not None:
-                    exited = "" if head.poll() is None else f" (head exited {head.returncode})"
-                    pytest.fail(f"the Ray head's Jobs API did not come up at {address}{exited}")
-                time.sleep(1)
         yield address
     finally:
-        # `ray start --block` stops its node on Ctrl-C; the group is the one started here.
-        os.killpg(head.pid, signal.SIGINT)
-        try:
-            head.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
+        _stop(head)
 
 
 @pytest.fixture(scope="module")

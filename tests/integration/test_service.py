@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -50,8 +49,17 @@ from flywheel.serving import (
     start_server,
     wait_ready,
 )
-from flywheel.simulate.traffic import TrafficError, post_json
+from flywheel.simulate import make_world
+from flywheel.simulate.traffic import (
+    HttpRanker,
+    TrafficError,
+    http_feedback,
+    http_ranker,
+    post_json,
+    run_traffic,
+)
 from flywheel.train import load_booster, predict
+from tests.ports import on_free_ports, raise_if_port_taken
 
 pytestmark = pytest.mark.integration
 
@@ -361,27 +369,34 @@ def test_a_replayed_world_is_served_on_its_own_clock(tmp_path: Path) -> None:
 # ---- a real `bentoml serve` with two workers ---------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _start_on(settings: Settings, port: int) -> tuple[str, subprocess.Popen[bytes]]:
+    """``bentoml serve`` with two workers on ``port``, ready; PortTaken if it was not free."""
+    log = settings.workspace / f"server-{port}.log"
+    with log.open("wb") as out:
+        process = start_server(
+            settings, port=port, workers=2, options=ServingOptions(epsilon=0.1), stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, timeout_s=90, process=process)
+        if process.poll() is not None:  # whatever answered, it was not this server
+            raise RuntimeError(f"the server exited with code {process.returncode}")
+    except Exception:
+        kill_9(process)
+        raise_if_port_taken(log, f"bentoml serve on port {port}")
+        print(log.read_text(errors="replace")[-4000:])
+        raise
+    return url, process
 
 
 @pytest.fixture(scope="module")
 def server(world: Settings) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = _free_port()
-    logfile = (world.workspace / "server.log").open("wb")
-    process = start_server(
-        world, port=port, workers=2, options=ServingOptions(epsilon=0.1), stdout=logfile,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    url, process = on_free_ports(lambda port: _start_on(world, port))
     try:
-        wait_ready(url, timeout_s=90, process=process)
         yield url, process
     finally:
         kill_9(process)
-        logfile.close()
 
 
 def kill_9(process: subprocess.Popen[bytes]) -> None:
@@ -397,48 +412,59 @@ def kill_9(process: subprocess.Popen[bytes]) -> None:
     process.wait(30)
 
 
-def _hammer(
-    url: str, threads: int, per_thread: int | None, stop: threading.Event | None = None
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Send rank requests from ``threads`` threads; return the answers and the failures."""
-    answers: list[dict[str, Any]] = []
-    failures: list[str] = []
-    lock = threading.Lock()
+class Load:
+    """Rank requests from ``threads`` threads, each sending one after the other; answers
+    and failures are visible while it runs. ``sent``/``at``: monotonic stamps, used only to
+    order events (a request sent after an answer arrived), never to time anything."""
 
-    def work(seed: int) -> None:
+    def __init__(self, url: str, threads: int, per_thread: int | None = None) -> None:
+        self.url, self.per_thread = url, per_thread
+        self.answers: list[dict[str, Any]] = []
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._work, args=(s,)) for s in range(threads)]
+
+    def _work(self, seed: int) -> None:
         rng = np.random.default_rng(seed)
         sent = 0
-        while (per_thread is None or sent < per_thread) and not (stop and stop.is_set()):
+        while (self.per_thread is None or sent < self.per_thread) and not self.stop.is_set():
             candidates = rng.choice(N_ITEMS, 50, replace=False).tolist()
             body = {"user_id": int(rng.integers(0, N_USERS + 5)), "candidates": candidates}
+            began = time.monotonic()
             try:
-                reply = post_json(f"{url}/rank", body, 10.0)
-                with lock:
-                    answers.append({**reply, "thread": seed, "at": time.monotonic()})
+                reply = post_json(f"{self.url}/rank", body, 10.0)
+                with self.lock:
+                    self.answers.append(
+                        {**reply, "thread": seed, "sent": began, "at": time.monotonic()}
+                    )
             except TrafficError as exc:
-                with lock:
-                    failures.append(str(exc))
+                with self.lock:
+                    self.failures.append(str(exc))
             sent += 1
 
-    pool = [threading.Thread(target=work, args=(s,)) for s in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return answers, failures
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.answers)
 
 
-def _start_load(url: str, threads: int) -> tuple[threading.Thread, threading.Event, dict[str, Any]]:
-    """Rank requests in the background until the returned event is set."""
-    stop = threading.Event()
-    result: dict[str, Any] = {}
-
-    def run() -> None:
-        result["answers"], result["failures"] = _hammer(url, threads, None, stop)
-
-    load = threading.Thread(target=run)
-    load.start()
-    return load, stop, result
+def wait_until(what: str, done: Any, timeout_s: float = 120.0) -> None:
+    """Poll ``done()`` until true; fail naming ``what`` after a generous ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout_s:g} s: {what}")
+        time.sleep(0.05)
 
 
 def _logged_slates(
@@ -450,17 +476,30 @@ def _logged_slates(
     }
 
 
+def _worker_of_request(settings: Settings) -> dict[str, str]:
+    """request id -> the pid of the worker whose prediction log holds it."""
+    owner = {}
+    for path in (settings.workspace / "serving" / "predictions").rglob("*.jsonl"):
+        pid = path.name.split("-")[0]
+        for line in path.read_bytes().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                owner[json.loads(line)["request_id"]] = pid
+    return owner
+
+
 def test_server_ranks_logs_every_served_item_and_takes_feedback(
     world: Settings, server: tuple[str, subprocess.Popen[bytes]]
 ) -> None:
     url, _ = server
-    answers, failures = _hammer(url, threads=8, per_thread=25)
-    assert failures == [] and len(answers) == 200
+    with Load(url, threads=8, per_thread=25) as load:
+        for t in load.threads:
+            t.join()
+    assert load.failures == [] and len(load.answers) == 200
     logged = _logged_slates(world)
-    for answer in answers:
+    for answer in load.answers:
         served = [(p, e["item_id"]) for p, e in enumerate(answer["items"])]
         assert logged[answer["request_id"]] == served
-    rid = answers[0]["request_id"]
+    rid = load.answers[0]["request_id"]
     reply = post_json(
         f"{url}/feedback", {"request_id": rid, "item_id": 1, "event_type": "click"}, 10
     )
@@ -472,51 +511,98 @@ def test_server_ranks_logs_every_served_item_and_takes_feedback(
     assert len(pids - {str(os.getpid())}) == 2  # each worker wrote its own file
 
 
-def test_server_latency_sequential_50_candidates(
+def test_server_answers_sequential_calls_with_the_champions_ranking(
     world: Settings, server: tuple[str, subprocess.Popen[bytes]]
 ) -> None:
+    """Correctness of one call after another (latency is the benchmark's job:
+    benchmarks/serving_bench.py)."""
     url, _ = server
     rng = np.random.default_rng(5)
-    took = []
-    for i in range(200):
-        body = {
-            "user_id": i % N_USERS,
-            "candidates": rng.choice(N_ITEMS, 50, replace=False).tolist(),
-        }
-        start = time.perf_counter()
-        post_json(f"{url}/rank", body, 10.0)
-        took.append((time.perf_counter() - start) * 1000)
-    p50, p99 = np.percentile(took, [50, 99])
-    print(
-        f"\n/rank latency, 200 sequential calls, 50 candidates: p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+    champion = current_champion(world)
+    for i in range(50):
+        candidates = rng.choice(N_ITEMS, 50, replace=False).tolist()
+        body = post_json(f"{url}/rank", {"user_id": i % N_USERS, "candidates": candidates}, 10)
+        items = [e["item_id"] for e in body["items"]]
+        assert body["model_version"] == champion
+        assert len(items) == len(set(items)) == 10 and set(items) <= set(candidates)
+
+
+class _RecordingRanker(HttpRanker):
+    """The traffic client's ranker, remembering what each request was served."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.served: dict[str, list[int]] = {}
+
+    def __call__(self, user_id: int, candidates: list[int] | None, k: int) -> tuple[str, list[int]]:
+        request_id, items = super().__call__(user_id, candidates, k)
+        self.served[request_id] = items
+        return request_id, items
+
+
+def test_traffic_client_round_trip(
+    world: Settings, server: tuple[str, subprocess.Popen[bytes]]
+) -> None:
+    """The simulated users of `flywheel traffic` against the real service: what they were
+    served is what the service logged, and every reaction they posted is in its feedback log."""
+    url, _ = server
+    ranker = _RecordingRanker(url)
+    users = make_world(N_USERS, N_ITEMS, seed=21)
+    summary = run_traffic(users, ranker, 30, seed=4, k=4, feedback=http_feedback(url))
+    assert summary.impressions == 120 and len(ranker.served) == 30
+    assert summary.model_versions == {current_champion(world): 30}
+    logged = _logged_slates(world)
+    for request_id, items in ranker.served.items():
+        assert logged[request_id] == list(enumerate(items))
+    feedback = read_feedback_logs(world).to_pandas()
+    mine = feedback[feedback["request_id"].isin(set(ranker.served))]
+    assert len(mine) == summary.clicks + summary.carts + summary.purchases > 0
+    assert (mine["event_type"] == "click").sum() == summary.clicks
+    assert (mine["event_type"] == "purchase").sum() == summary.purchases
+    assert all(
+        item in ranker.served[r] for r, item in zip(mine.request_id, mine.item_id, strict=True)
     )
-    assert p50 < 100  # a sanity bound: the formal benchmark lives in benchmarks/
+
+
+def test_traffic_client_errors_name_the_url_and_status(
+    server: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    url, _ = server
+    with pytest.raises(TrafficError, match=rf"POST {url}/rank failed with HTTP 400: .*candidates"):
+        http_ranker(url)(1, [3, 3], 2)  # duplicate candidates: the service refuses them
+    with pytest.raises(TrafficError, match=rf"POST {url}/feedback failed with HTTP 400"):
+        http_feedback(url)("r1", 1, "hover")
 
 
 def test_hot_swap_under_load_fails_no_request(
     world: Settings, server: tuple[str, subprocess.Popen[bytes]]
 ) -> None:
+    """Promote a new champion under load: no request fails, every worker moves to the new
+    model on its own, and once a worker has answered with it, it never answers with the
+    old one again (checked per worker, from which worker's log holds each request)."""
     url, _ = server
     old = current_champion(world)
-    load, stop, result = _start_load(url, threads=4)
-    time.sleep(1.0)
-    new = register_model(
-        world, train_booster(world.workspace / "m1.ubj", seed=1), {"auc": 0.7}, LINEAGE
-    )
-    promoted_at = time.monotonic()
-    time.sleep(5.0)
-    stop.set()
-    load.join()
-    assert result["failures"] == [] and new != old
-    versions = [
-        (a["at"], a["thread"], a["model_version"])
-        for a in sorted(result["answers"], key=lambda a: a["at"])
-    ]
-    assert {v for *_, v in versions} == {old, new}
-    # Each worker checks the pointer every second and swaps on its own, so for up to a
-    # second answers may alternate between versions; after that all are new.
-    assert {v for at, _, v in versions if at > promoted_at + 3.0} == {new}
-    assert max(at for at, _, v in versions if v == old) < promoted_at + 3.0
+    with Load(url, threads=4) as load:
+        wait_until("20 answers before the swap", lambda: len(load.snapshot()) >= 20)
+        new = register_model(
+            world, train_booster(world.workspace / "m1.ubj", seed=1), {"auc": 0.7}, LINEAGE
+        )
+
+        def settled() -> bool:
+            recent = load.snapshot()[-40:]
+            return len(recent) == 40 and all(a["model_version"] == new for a in recent)
+
+        wait_until("40 answers in a row from the new champion", settled)
+    assert load.failures == [] and new != old
+    answers = sorted(load.answers, key=lambda a: a["at"])
+    assert {a["model_version"] for a in answers} == {old, new}
+    worker = _worker_of_request(world)
+    for pid in {worker[a["request_id"]] for a in answers}:
+        own = [a for a in answers if worker[a["request_id"]] == pid]
+        first_new = min((a["at"] for a in own if a["model_version"] == new), default=None)
+        assert first_new is not None, f"worker {pid} never served {new}"
+        later = [a["model_version"] for a in own if a["sent"] > first_new]
+        assert set(later) <= {new}, f"worker {pid} went back to {old}"
 
 
 def test_kill_9_loses_no_acknowledged_prediction(
@@ -524,13 +610,12 @@ def test_kill_9_loses_no_acknowledged_prediction(
 ) -> None:
     url, process = server
     began = datetime.now(UTC)  # the server runs on the wall clock: the world is fresh
-    load, stop, result = _start_load(url, threads=4)
-    time.sleep(2.0)
-    kill_9(process)  # the server and both workers, mid-traffic
-    stop.set()
-    load.join()
-    acked = {a["request_id"]: a for a in result["answers"]}
-    assert len(acked) > 20 and result["failures"]  # traffic was cut off by the kill
+    with Load(url, threads=4) as load:
+        wait_until("30 acknowledged answers", lambda: len(load.snapshot()) >= 30)
+        kill_9(process)  # the server and both workers, mid-traffic
+        wait_until("a request failing after the kill", lambda: bool(load.failures))
+    acked = {a["request_id"]: a for a in load.answers}
+    assert len(acked) >= 30 and load.failures  # traffic was cut off by the kill
     logged = _logged_slates(world, since=began)
     for rid, answer in acked.items():
         assert logged[rid] == [(p, e["item_id"]) for p, e in enumerate(answer["items"])]

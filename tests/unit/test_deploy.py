@@ -1,12 +1,16 @@
-"""Deploy decision logic against a fake serving target (no real deployment involved)."""
+"""Deploy decision logic against a fake serving target, and the real local target
+(the champion pointer and the registered booster) end to end."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from flywheel.config import Settings
 from flywheel.deploy import DeployError, rollout, smoke_test_booster
 
 
@@ -77,35 +81,69 @@ def test_smoke_test_accepts_a_ranking_model() -> None:
     smoke_test_booster(lambda x: 1 / (1 + np.exp(-x.sum(axis=1))), n_features=5)
 
 
-def test_failed_cluster_deploy_puts_the_champion_pointer_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Kind profile with a fake Deployment target (no API server here): register promoted
-    the new tag; its failed rollout must leave the pointer on the model still serving."""
+def _register(settings: Settings, tmp_path: Path, seed: int, constant: bool = False) -> str:
+    """Train a tiny real booster and register it (register promotes it to champion).
+
+    ``constant``: every label the same, so no split gains anything and the booster scores
+    every input alike: a model that cannot rank.
+    """
     import xgboost as xgb
 
+    from flywheel.ranking import MODEL_FEATURES
+    from flywheel.registry import register_model
+
+    x = np.random.default_rng(0).standard_normal((200, len(MODEL_FEATURES))).astype(np.float32)
+    y = (np.random.default_rng(seed).random(len(x)) < 0.3).astype(np.float32)
+    if constant:
+        y[:] = 1.0
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 2},
+        xgb.DMatrix(x, label=y, feature_names=list(MODEL_FEATURES)),
+        num_boost_round=3,
+    )
+    path = tmp_path / f"m{seed}.ubj"
+    booster.save_model(str(path))
+    lineage = {
+        "run_id": f"run-{seed}",
+        "data_window": {"start": "2025-03-01", "end": "2025-03-15"},
+        "feature_service": "ranking_v1",
+    }
+    return register_model(settings, path, {"auc": 0.7}, lineage)
+
+
+def test_local_deploy_of_a_model_that_cannot_rank_restores_the_champion(
+    tmp_path: Path,
+) -> None:
+    """The real LocalTarget: its smoke test scores the registered booster, and a failure
+    moves the champion pointer back to the model before."""
+    from flywheel.deploy import LocalTarget, deploy
+    from flywheel.registry import champion_state, current_champion
+
+    settings = Settings(workspace=tmp_path / "ws")
+    old = _register(settings, tmp_path, seed=1)
+    assert deploy(settings, old).status == "deployed"
+    bad = _register(settings, tmp_path, seed=2, constant=True)
+    assert current_champion(settings) == bad  # register promoted it
+    with pytest.raises(
+        DeployError, match=re.escape(repr(bad)) + " failed its smoke test.*cannot rank"
+    ):
+        deploy(settings, bad)
+    assert current_champion(settings) == old
+    assert bad not in champion_state(settings).history
+    with pytest.raises(ValueError, match="cannot rank"):
+        LocalTarget(settings).smoke_test(bad)
+    LocalTarget(settings).smoke_test(old)  # the same check passes a model that ranks
+
+
+def test_failed_cluster_deploy_puts_the_champion_pointer_back(tmp_path: Path) -> None:
+    """Kind profile with a fake Deployment target (no API server here): register promoted
+    the new tag; its failed rollout must leave the pointer on the model still serving."""
     from flywheel.config import Settings
     from flywheel.deploy import deploy
-    from flywheel.ranking import MODEL_FEATURES
-    from flywheel.registry import current_champion, register_model
+    from flywheel.registry import current_champion
 
     settings = Settings(workspace=tmp_path / "ws", profile="kind")
-    x = np.random.default_rng(0).standard_normal((200, len(MODEL_FEATURES))).astype(np.float32)
-    tags = []
-    for seed in (1, 2):
-        y = (np.random.default_rng(seed).random(len(x)) < 0.3).astype(np.float32)
-        booster = xgb.train(
-            {"objective": "binary:logistic", "max_depth": 2},
-            xgb.DMatrix(x, label=y, feature_names=list(MODEL_FEATURES)),
-            num_boost_round=3,
-        )
-        path = tmp_path / f"m{seed}.ubj"
-        booster.save_model(str(path))
-        lineage = {
-            "run_id": f"run-{seed}",
-            "data_window": {"start": "2025-03-01", "end": "2025-03-15"},
-            "feature_service": "ranking_v1",
-        }
-        tags.append(register_model(settings, path, {"auc": 0.7}, lineage))
-    old, new = tags
+    old, new = (_register(settings, tmp_path, seed) for seed in (1, 2))
     assert current_champion(settings) == new  # register promoted it
     with pytest.raises(DeployError):
         deploy(settings, new, target=FakeTarget(live=old, bad={new}))

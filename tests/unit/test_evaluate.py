@@ -124,6 +124,32 @@ def test_rule_against_a_champion() -> None:
     assert not regressed.blessed and "logloss" in regressed.reason
 
 
+def test_floor_holds_against_a_champion_too() -> None:
+    """A challenger below ``min_auc`` is refused even when it beats a weaker champion."""
+    rule = BlessingRule(min_auc=0.6, max_logloss_regression=None)
+    below = decide(rule, _m(0.59), _m(0.52))
+    assert not below.blessed and "below the floor" in below.reason
+    assert not decide(rule, _m(math.nan), _m(0.52)).blessed
+
+
+def test_floor_is_inclusive_at_min_auc() -> None:
+    rule = BlessingRule(min_auc=0.6)
+    assert decide(rule, _m(0.6), None).blessed
+    assert decide(rule, _m(0.6), _m(0.55)).blessed
+    assert not decide(rule, _m(math.nextafter(0.6, 0.0)), _m(0.55)).blessed
+
+
+def test_logloss_regression_exactly_at_the_limit_is_allowed() -> None:
+    # 0.5 and 0.25 are exact in binary floating point, so the regression is exactly 0.25.
+    rule = BlessingRule(max_logloss_regression=0.25)
+    at_limit = decide(rule, _m(0.75, logloss=0.75), _m(0.70, logloss=0.5))
+    assert at_limit.blessed, at_limit.reason
+    over = decide(rule, _m(0.75, logloss=math.nextafter(0.75, 1.0)), _m(0.70, logloss=0.5))
+    assert not over.blessed and "regresses" in over.reason
+    off = BlessingRule(max_logloss_regression=None)
+    assert decide(off, _m(0.75, logloss=5.0), _m(0.70, logloss=0.5)).blessed
+
+
 def test_rule_on_a_loss_metric_prefers_lower() -> None:
     rule = BlessingRule(metric="ece", max_logloss_regression=None)
     assert decide(rule, _m(0.7, ece=0.01), _m(0.7, ece=0.03)).blessed

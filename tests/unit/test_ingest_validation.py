@@ -181,6 +181,9 @@ def test_typed_numeric_ids() -> None:
         ({"price": "0"}, "price is not a positive finite number: '0'"),
         ({"price": "-3.5"}, "price is not a positive finite number: '-3.5'"),
         ({"price": "nan"}, "price is not a number: 'nan'"),
+        ({"price": "inf"}, "price is not a number: 'inf'"),
+        ({"price": "1e999"}, "price is not a positive finite number: '1e999'"),
+        ({"price": "-1e999"}, "price is not a positive finite number: '-1e999'"),
         ({"price": "cheap"}, "price is not a number: 'cheap'"),
         ({"category": " "}, "category is missing"),
         ({"item_id": " "}, "item_id is missing"),
@@ -218,6 +221,60 @@ def test_good_item_row() -> None:
             "price": 100.0,
             "created_ts": datetime(2030, 1, 1, tzinfo=UTC),
         }
+    ]
+
+
+def test_typed_infinite_prices_are_quarantined() -> None:
+    table = pa.table(
+        {
+            "item_id": pa.array([1, 2, 3], pa.int64()),
+            "category": ["a", "b", "c"],
+            "price": pa.array([float("inf"), 4.5, float("-inf")], pa.float64()),
+            "created_ts": pa.array([datetime(2024, 1, 1, tzinfo=UTC)] * 3),
+        }
+    )
+    result = validate_table(table, ITEMS, CTX)
+    assert result.valid.column("item_id").to_pylist() == [2]
+    assert result.reasons == {"price is not a positive finite number": 2}
+
+
+def test_infinite_prices_never_reach_the_catalog(tmp_path: Path) -> None:
+    """Text (``inf``, ``1e999``) and typed (float inf) infinities, through ingest_items."""
+    from flywheel.config import Settings
+    from flywheel.ingest import ingest_items
+
+    settings = Settings(workspace=tmp_path / "ws")
+    text = tmp_path / "items.csv"
+    text.write_text(
+        "item_id,category,price,created_ts\n"
+        "1,shoes,inf,2024-01-01T00:00:00Z\n"
+        "2,shoes,1e999,2024-01-01T00:00:00Z\n"
+        "3,shoes,19.99,2024-01-01T00:00:00Z\n"
+    )
+    typed = tmp_path / "items.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": pa.array([4, 5], pa.int64()),
+                "category": ["hats", "hats"],
+                "price": pa.array([float("inf"), 7.0]),
+                "created_ts": pa.array([datetime(2024, 1, 1, tzinfo=UTC)] * 2),
+            }
+        ),
+        typed,
+    )
+    for path in (text, typed):
+        ingest_items(settings, path, now=NOW)
+    catalog = pq.read_table(settings.items_path).to_pydict()
+    assert sorted(catalog["item_id"]) == [3, 5]
+    assert all(np.isfinite(catalog["price"]))
+    reasons = pa.concat_tables(
+        pq.read_table(f) for f in sorted(settings.quarantine_dir.glob("*.parquet"))
+    ).column("reason")
+    assert sorted(reasons.to_pylist()) == [
+        "price is not a number: 'inf'",
+        "price is not a positive finite number: '1e999'",
+        "price is not a positive finite number: 'inf'",
     ]
 
 

@@ -11,9 +11,6 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-pytest.importorskip("feast")
-
 from feast import Entity, FeatureView, Field, FileSource, RepoConfig
 from feast.infra.online_stores.sqlite import SqliteOnlineStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey

@@ -1,32 +1,20 @@
-"""Pipeline step adapters with stand-in artifacts (KFP itself is not involved here)."""
+"""Pipeline step adapters with real KFP artifacts (``kfp.dsl.Metrics``), outside a pipeline."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
+from kfp import dsl
 
 from flywheel.config import Settings
 from flywheel.lake import write_state
 from flywheel.pipeline_steps import RUN_ID_ENV, _seal, lake_fingerprint, record_step, run_ingest
 
 
-@dataclass
-class FakeMetrics:
-    """Stands in for kfp.dsl.Metrics: a path and a metadata dict filled by log_metric."""
-
-    path: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def log_metric(self, name: str, value: float) -> None:
-        self.metadata[name] = value
-
-
 def test_seal_writes_metadata_once_so_kfp_cache_entries_stay_valid(tmp_path: Path) -> None:
-    m = FakeMetrics(str(tmp_path / "task" / "metrics"))
+    m = dsl.Metrics(uri=str(tmp_path / "task" / "metrics"))
     m.log_metric("rows", 3.0)
     _seal(m)
     assert json.loads(Path(m.path).read_text()) == {"rows": 3.0}
@@ -51,10 +39,10 @@ def test_lake_fingerprint_changes_only_with_the_ingest_state(tmp_path: Path) -> 
 
 def test_ingest_without_uri_only_fingerprints(tmp_path: Path) -> None:
     s = Settings(workspace=tmp_path)
-    metrics = FakeMetrics(str(tmp_path / "m"))
+    metrics = dsl.Metrics(uri=str(tmp_path / "m"))
     version, rows = run_ingest(s.model_dump_json(), "", "", metrics)
     assert (version, rows) == (lake_fingerprint(s), 0)
-    assert Path(metrics.path).exists()
+    assert json.loads(Path(metrics.path).read_text()) == metrics.metadata
 
 
 def test_steps_record_their_summary_for_the_cycle_table(

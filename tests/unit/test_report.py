@@ -7,11 +7,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from flywheel.config import Settings
 from flywheel.predlog import LogWriter, log_dir
-from flywheel.report import NoServingLogsError, model_report
+from flywheel.report import NoServingLogsError, model_report, served_impressions
+from flywheel.serving import epsilon_greedy
 
 T0 = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
 V1, V2 = "flywheel-ranker:aaa", "flywheel-ranker:bbb"
@@ -121,10 +124,24 @@ def test_ece_and_calibration_bins_match_a_hand_computation(tmp_path: Path) -> No
     assert v2.calibration[6].engaged_rate == pytest.approx(0.5)
 
 
-def test_explored_threshold_is_exact_for_epsilon_at_most_one_half() -> None:
-    for m in range(2, 60):
-        for eps in (0.01, 0.1, 0.3, 0.5):
-            assert 1 - eps + eps / m > 0.5 and eps / m < 0.5, (m, eps)
+@pytest.mark.parametrize("eps", [0.01, 0.1, 0.3, 0.5])
+def test_explored_flag_equals_the_policys_own_choice(eps: float) -> None:
+    """Slates drawn by serving's epsilon-greedy policy: the report's propensity threshold
+    recovers exactly the slots the policy explored, whenever ``eps <= 0.5``."""
+    rng = np.random.default_rng(int(eps * 100))
+    rows, truth = [], []
+    for r in range(300):
+        n = int(rng.integers(1, 40))
+        slate = epsilon_greedy(rng.random(n), int(rng.integers(1, 11)), eps, rng)
+        for pos, (i, p) in enumerate(zip(slate.indices, slate.propensities, strict=True)):
+            rows.append({"request_id": f"r{r}", "item_id": int(i), "position": pos,
+                         "propensity": float(p), "score": 0.5, "model_version": V1})  # fmt: skip
+        truth += slate.explored.tolist()
+    predictions = pd.DataFrame(rows)
+    feedback = pd.DataFrame({"request_id": [], "item_id": [], "event_type": []})
+    got = served_impressions(predictions, feedback)
+    assert got["explored"].tolist() == truth
+    assert 0 < sum(truth) < len(truth)
 
 
 def test_png_has_the_two_panels_size(tmp_path: Path) -> None:

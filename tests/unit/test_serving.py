@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
+import threading
 import typing
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,45 @@ def test_slate_is_never_longer_than_the_candidates() -> None:
         epsilon_greedy(np.array([0.3]), 1, 1.2, np.random.default_rng(0))
 
 
+# ---- the prediction log records of a slate -------------------------------------------------
+
+
+def _candidate_features(items: list[int], rng: np.random.Generator) -> pd.DataFrame:
+    from flywheel.ranking import RAW_FEATURES
+
+    frame = pd.DataFrame(rng.random((len(items), len(RAW_FEATURES))) * 10, columns=RAW_FEATURES)
+    frame.loc[1, "views_7d"] = np.nan  # a missing value is logged as null
+    return frame.assign(item_id=items, category=[f"c{i % 3}" for i in items])
+
+
+@pytest.mark.parametrize("k", [4, 6])
+def test_prediction_records_are_one_per_served_item(k: int) -> None:
+    from flywheel.ranking import RAW_FEATURES
+    from flywheel.schemas import PREDICTION_LOG_SCHEMA
+
+    rng = np.random.default_rng(5)
+    items = [40, 41, 42, 43, 44, 45]
+    features = _candidate_features(items, rng)
+    scores = rng.random(len(items))
+    slate = epsilon_greedy(scores, k, 0.5, np.random.default_rng(2))
+    records = serving._prediction_records("rid-7", T0, 7, "m:1", features, scores, slate)
+    assert len(records) == len(slate.indices) == k  # k = 6: every candidate, the last too
+    assert [r["position"] for r in records] == list(range(k))
+    assert [r["item_id"] for r in records] == [items[i] for i in slate.indices]
+    assert [r["propensity"] for r in records] == slate.propensities.tolist()
+    assert [r["score"] for r in records] == [float(scores[i]) for i in slate.indices]
+    assert {(r["request_id"], r["ts"], r["user_id"], r["model_version"]) for r in records} == {
+        ("rid-7", T0, 7, "m:1")
+    }
+    for record, i in zip(records, slate.indices, strict=True):
+        logged = json.loads(record["features"])
+        assert logged["category"] == f"c{items[i] % 3}"
+        expected = features.loc[i, list(RAW_FEATURES)].tolist()
+        assert [logged[n] for n in RAW_FEATURES] == [None if np.isnan(v) else v for v in expected]
+    assert set(records[0]) == set(PREDICTION_LOG_SCHEMA.names)
+    pa.Table.from_pylist(records, schema=PREDICTION_LOG_SCHEMA)  # the records fit the contract
+
+
 # ---- feedback -> user activity row ----------------------------------------------------------
 
 
@@ -383,25 +423,45 @@ def test_watcher_checks_the_pointer_at_most_every_check_s(tmp_path: Path) -> Non
 
 
 def test_callers_wait_for_the_first_model_but_not_for_a_swap(tmp_path: Path) -> None:
+    """A loader held on an event: while it loads m:1 a second caller waits (there is
+    nothing to serve); while it loads m:2 other callers get m:1 at once, not after it."""
     settings = Settings(workspace=tmp_path)
-    loads: list[str] = []
+    loading = {tag: threading.Event() for tag in ("m:1", "m:2")}
+    release = {tag: threading.Event() for tag in ("m:1", "m:2")}
 
-    def slow_loader(_: Settings, tag: str) -> LoadedModel:
-        loads.append(tag)
-        time.sleep(0.3)
+    def gated_loader(_: Settings, tag: str) -> LoadedModel:
+        loading[tag].set()
+        assert release[tag].wait(30), f"the test never released the load of {tag}"
         return LoadedModel(tag, booster=None, feature_service="ranking_v1")  # type: ignore[arg-type]
 
-    watcher = ChampionWatcher(settings, check_s=0.0, loader=slow_loader)
+    watcher = ChampionWatcher(settings, check_s=0.0, loader=gated_loader)
     _point_to(settings, "m:1")
-    with ThreadPoolExecutor(4) as pool:
-        first = list(pool.map(lambda _: watcher.current(), range(4)))
-    assert [m.tag for m in first] == ["m:1"] * 4 and loads == ["m:1"]  # type: ignore[union-attr]
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            loader_call = pool.submit(watcher.current)
+            assert loading["m:1"].wait(30)
+            waiting = pool.submit(watcher.current)
+            # Before any model a caller must not come back empty-handed while one loads.
+            with pytest.raises(FutureTimeout):
+                waiting.result(timeout=0.5)
+        finally:
+            release["m:1"].set()
+        assert loader_call.result(30).tag == "m:1"  # type: ignore[union-attr]
+        assert waiting.result(30).tag == "m:1"  # type: ignore[union-attr]
+
     _point_to(settings, "m:2")
     with ThreadPoolExecutor(4) as pool:
-        during = list(pool.map(lambda _: watcher.current(), range(4)))
-    # one caller loads m:2; the others are served m:1 (or m:2 once loaded), never None
-    assert {m.tag for m in during if m is not None} <= {"m:1", "m:2"} and None not in during
-    assert loads == ["m:1", "m:2"] and watcher.current().tag == "m:2"  # type: ignore[union-attr]
+        try:
+            swapper = pool.submit(watcher.current)
+            assert loading["m:2"].wait(30)
+            # m:2 is still loading (held until release): these must answer without it.
+            during = [pool.submit(watcher.current) for _ in range(3)]
+            tags = [f.result(timeout=30).tag for f in during]  # type: ignore[union-attr]
+            assert not release["m:2"].is_set() and tags == ["m:1"] * 3
+        finally:
+            release["m:2"].set()
+        assert swapper.result(30).tag == "m:2"  # type: ignore[union-attr]
+    assert watcher.current().tag == "m:2" and watcher.swaps == 1  # type: ignore[union-attr]
 
 
 # ---- the clock -----------------------------------------------------------------------------

@@ -1,13 +1,8 @@
-"""Live traffic: position bias, oracle vs random rankers, and the HTTP client."""
+"""Live traffic: position bias, oracle vs random rankers, and the HTTP client's errors."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -22,6 +17,7 @@ from flywheel.simulate.traffic import (
     simulate_session_response,
 )
 from flywheel.simulate.world import World, make_world
+from tests.ports import refused_port
 
 START = datetime(2025, 3, 3, tzinfo=UTC)
 
@@ -89,62 +85,12 @@ def test_run_traffic_is_deterministic_by_seed(world) -> None:
     )  # fmt: skip
 
 
-class _FakeService(BaseHTTPRequestHandler):
-    """A stand-in for the serving API: random items for /rank, records /feedback."""
-
-    feedback: ClassVar[list[dict[str, Any]]] = []
-    broken = False
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if self.broken:
-            self._reply(500, {"detail": "model not loaded"})
-        elif self.path == "/rank":
-            rid = f"req-{body['user_id']}-{len(self.feedback)}"
-            items = [{"item_id": i, "score": 1.0 / (i + 1)} for i in range(body["k"])]
-            self._reply(200, {"request_id": rid, "model_version": "m1", "items": items})
-        else:
-            self.feedback.append(body)
-            self._reply(200, {"ok": True})
-
-    def _reply(self, status: int, payload: dict[str, Any]) -> None:
-        raw = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def log_message(self, *args: Any) -> None:  # keep test output quiet
-        pass
+# The HTTP client against the real service (rank, feedback, HTTP errors) is tested in
+# tests/integration/test_service.py, on a real `bentoml serve`.
 
 
-@pytest.fixture()
-def service() -> Iterator[str]:
-    _FakeService.feedback = []
-    _FakeService.broken = False
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeService)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-def test_http_ranker_and_feedback_round_trip(world, service) -> None:
-    ranker = http_ranker(service)
-    summary = run_traffic(world, ranker, 30, seed=4, k=4, feedback=http_feedback(service))
-    assert summary.impressions == 120
-    assert summary.model_versions == {"m1": 30}
-    posted = _FakeService.feedback
-    assert len(posted) == summary.clicks + summary.carts + summary.purchases > 0
-    assert sum(p["event_type"] == "click" for p in posted) == summary.clicks
-    assert all(p["request_id"].startswith("req-") and p["item_id"] in set("0123") for p in posted)
-
-
-def test_http_errors_name_the_url_and_status(service) -> None:
-    _FakeService.broken = True
-    with pytest.raises(TrafficError, match=r"/rank failed with HTTP 500"):
-        http_ranker(service)(1, None, 3)
-    with pytest.raises(TrafficError, match="could not reach"):
-        http_ranker("http://127.0.0.1:9", timeout_s=2)(1, None, 3)
+def test_http_client_names_an_unreachable_service() -> None:
+    with refused_port() as port, pytest.raises(TrafficError, match=r"/rank could not reach"):
+        http_ranker(f"http://127.0.0.1:{port}", timeout_s=5)(1, None, 3)
+    with refused_port() as port, pytest.raises(TrafficError, match=r"/feedback could not reach"):
+        http_feedback(f"http://127.0.0.1:{port}", timeout_s=5)("r1", 1, "click")
