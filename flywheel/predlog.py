@@ -214,12 +214,12 @@ def _ids_as_strings(path: Path, table: pa.Table, schema: pa.Schema) -> pa.Table:
             table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
             continue
         col = table.column(name)
-        if not (pa.types.is_string(col.type) or pa.types.is_integer(col.type)):
-            if not pa.types.is_null(col.type):
-                raise PredictionLogError(
-                    f"log file {path}: field {name!r} holds {col.type} values; expected "
-                    "string ids (or integers in older logs)"
-                )
+        kind = col.type
+        if not (pa.types.is_string(kind) or pa.types.is_integer(kind) or pa.types.is_null(kind)):
+            raise PredictionLogError(
+                f"log file {path}: field {name!r} holds {col.type} values; expected "
+                "string ids (or integers in older logs)"
+            )
         table = table.set_column(table.schema.get_field_index(name), name, col.cast(pa.string()))
     return table
 

@@ -65,7 +65,6 @@ from pydantic import (
 )
 
 from flywheel.ids import IdError, normalize_id
-
 from flywheel.predlog import LogWriter, log_dir
 from flywheel.ranking import RAW_FEATURES
 from flywheel.schemas import USER_ACTIVITY_SCHEMA, WINDOWS

@@ -180,7 +180,7 @@ def hourly_partials(events: pa.Table, catalog: CatalogIndex, keys: KeySpace) -> 
     hour = (ts_us // US_PER_HOUR).astype(np.int32)
     known, price, cat = catalog.lookup(item)
     priced_view = known & (code == 0)
-    keys = ["entity", "cat", "hour"]
+    group_by = ["entity", "cat", "hour"]
     base = {"hour": hour, "cat": np.full(len(code), -1, np.int32)}
     base |= {c: (code == i).astype(np.int32) for i, c in enumerate(COUNTS)}  # EVENT_TYPES order
     users = base | {
@@ -193,9 +193,9 @@ def hourly_partials(events: pa.Table, catalog: CatalogIndex, keys: KeySpace) -> 
     v = priced_view
     user_cats = {"entity": user[v], "cat": cat[v], "hour": hour[v], "views": base["views"][v]}
     parts = [
-        reduce_runs(users, keys, [*_SUMMED, "price_sum"], ["last_us"]),
-        reduce_runs(items, keys, COUNTS),
-        reduce_runs(user_cats, keys, ["views"]),
+        reduce_runs(users, group_by, [*_SUMMED, "price_sum"], ["last_us"]),
+        reduce_runs(items, group_by, COUNTS),
+        reduce_runs(user_cats, group_by, ["views"]),
     ]
     for part, kind in zip(parts, (KIND_USER, KIND_ITEM, KIND_USER_CATEGORY), strict=True):
         part["kind"] = np.full(len(part["entity"]), kind, np.int8)

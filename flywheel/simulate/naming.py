@@ -3,9 +3,9 @@
 Inside the simulator users and items are indices ``0..n-1`` (the ground truth is arrays).
 A real shop's logs carry its own strings (``u00042``, ``sku-00017``), so a world has an
 :class:`IdNaming`: templates that turn an index into the id its logs, catalog and traffic
-use, and back. ``plain`` writes the index as decimal text (``"42"``, so string order is not numeric order:
-``"10" < "9"``), as the simulator always did; ``shop`` writes prefixed, zero-padded ids
-like a shop's own (``u000042``, ``sku-00017``).
+use, and back. ``plain`` writes the index as decimal text (``"42"``; string order is not
+numeric order: ``"10" < "9"``), as the simulator always did; ``shop`` writes prefixed,
+zero-padded ids like a shop's own (``u000042``, ``sku-00017``).
 """
 
 from __future__ import annotations

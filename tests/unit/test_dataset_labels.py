@@ -181,7 +181,8 @@ def test_served_window_edges() -> None:
         ]
     )
     got = label_served_impressions(preds, fb, W, closed_before=T0 + timedelta(days=1))
-    assert dict(zip(got["item_id"], got["label"], strict=True)) == {10: 1, 11: 0, 12: 1, 13: 0}
+    labels = dict(zip(got["item_id"], got["label"], strict=True))
+    assert labels == {"10": 1, "11": 0, "12": 1, "13": 0}
     # The window must have closed: at ts + W exactly it has, 1 µs earlier it has not.
     closed = label_served_impressions(preds, fb, W, closed_before=T0 + W)
     assert len(closed) == 4

@@ -256,12 +256,12 @@ def test_slate_is_never_longer_than_the_candidates() -> None:
 # ---- the prediction log records of a slate -------------------------------------------------
 
 
-def _candidate_features(items: list[int], rng: np.random.Generator) -> pd.DataFrame:
+def _candidate_features(items: list[str], rng: np.random.Generator) -> pd.DataFrame:
     from flywheel.ranking import RAW_FEATURES
 
     frame = pd.DataFrame(rng.random((len(items), len(RAW_FEATURES))) * 10, columns=RAW_FEATURES)
     frame.loc[1, "views_7d"] = np.nan  # a missing value is logged as null
-    return frame.assign(item_id=items, category=[f"c{i % 3}" for i in items])
+    return frame.assign(item_id=items, category=[f"c{n % 3}" for n in range(len(items))])
 
 
 @pytest.mark.parametrize("k", [4, 6])
@@ -270,22 +270,22 @@ def test_prediction_records_are_one_per_served_item(k: int) -> None:
     from flywheel.schemas import PREDICTION_LOG_SCHEMA
 
     rng = np.random.default_rng(5)
-    items = [40, 41, 42, 43, 44, 45]
+    items = ["sku-40", "sku-41", "42", "sku 43", "Ω44", "45"]
     features = _candidate_features(items, rng)
     scores = rng.random(len(items))
     slate = epsilon_greedy(scores, k, 0.5, np.random.default_rng(2))
-    records = serving._prediction_records("rid-7", T0, 7, "m:1", features, scores, slate)
+    records = serving._prediction_records("rid-7", T0, "u7", "m:1", features, scores, slate)
     assert len(records) == len(slate.indices) == k  # k = 6: every candidate, the last too
     assert [r["position"] for r in records] == list(range(k))
     assert [r["item_id"] for r in records] == [items[i] for i in slate.indices]
     assert [r["propensity"] for r in records] == slate.propensities.tolist()
     assert [r["score"] for r in records] == [float(scores[i]) for i in slate.indices]
     assert {(r["request_id"], r["ts"], r["user_id"], r["model_version"]) for r in records} == {
-        ("rid-7", T0, 7, "m:1")
+        ("rid-7", T0, "u7", "m:1")
     }
     for record, i in zip(records, slate.indices, strict=True):
         logged = json.loads(record["features"])
-        assert logged["category"] == f"c{items[i] % 3}"
+        assert logged["category"] == f"c{i % 3}"
         expected = features.loc[i, list(RAW_FEATURES)].tolist()
         assert [logged[n] for n in RAW_FEATURES] == [None if np.isnan(v) else v for v in expected]
     assert set(records[0]) == set(PREDICTION_LOG_SCHEMA.names)
