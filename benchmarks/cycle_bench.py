@@ -16,6 +16,13 @@ Fixed overhead per cycle is measured first as the full cycle time on a tiny shop
 (``--overhead-events``, ~20k events), where no stage has data worth the name; the JSON also
 holds the intercept of a least-squares line of cycle seconds against events.
 Each contender's output goes to ``<root>/cycle-<n>/<contender>.log``.
+
+Checks (any failure prints FAILED and exits 1): every stage of every Flywheel cycle ran
+(caching is off) and, at each measured size, both contenders reach the same test AUC
+(within ``AUC_TOLERANCE``: they do the same work; the tiny overhead shop's test set is too
+small for its AUC to mean anything). Targets, from this run only: fixed overhead <= 60 s;
+at 10M events (sizes >= 90 % of it) the cycle at <= 1.5x the bare script and peak memory
+<= 4 GiB.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bare_cycle import bare_cycle
-from harness import Measurement, dump, machine, measure
+from harness import Check, Measurement, Target, dump, machine, measure, report_verdicts
 
 STAGES = ("ingest", "features", "dataset", "preprocess", "train", "evaluate", "register", "deploy")
 OVERHEAD_TARGET_S = 60.0
@@ -42,6 +49,8 @@ RATIO_TARGET = 1.5
 MEMORY_TARGET_MIB = 4 * 1024
 TARGET_EVENTS = 10_000_000
 DAYS = 14
+#: Largest test-AUC gap between the cycle and the bare script that still counts as equal.
+AUC_TOLERANCE = 0.01
 
 
 def _log_to(path: str) -> None:
@@ -137,8 +146,8 @@ def _m(r: dict[str, Any], name: str) -> Measurement:
     return m
 
 
-def report(results: list[dict[str, Any]], overhead: dict[str, Any] | None) -> None:
-    """Print the comparison table, the per-stage table and the targets."""
+def report(results: list[dict[str, Any]]) -> None:
+    """Print the comparison table and the per-stage tables."""
     print(f"\n{'events':>11} | {'flywheel s':>10} | {'bare s':>7} | {'ratio':>5} | "
           f"{'fw MiB':>7} | {'bare MiB':>8} | {'fw AUC':>6} | {'bare AUC':>8}")  # fmt: skip
     for r in results:
@@ -155,28 +164,44 @@ def report(results: list[dict[str, Any]], overhead: dict[str, Any] | None) -> No
     print("\nbare seconds per step")
     for r in results:
         print(f"{r['events']:>11,} | {_m(r, 'bare').result['seconds']}")
-    _targets(results, overhead)
 
 
-def _targets(results: list[dict[str, Any]], overhead: dict[str, Any] | None) -> None:
-    print("\ntargets")
+def targets(results: list[dict[str, Any]], overhead: dict[str, Any] | None) -> list[Target]:
+    """Fixed overhead (when measured); ratio and memory at sizes near ``TARGET_EVENTS``."""
+    out = []
     if overhead is not None:
         s = _m(overhead, "flywheel").seconds
-        verdict = "met" if s <= OVERHEAD_TARGET_S else "MISSED"
-        print(f"  fixed overhead (cycle on {overhead['events']:,} events): {s:.1f} s "
-              f"<= {OVERHEAD_TARGET_S:.0f} s: {verdict}")  # fmt: skip
+        name = f"fixed overhead (cycle on {overhead['events']:,} events)"
+        out.append(Target(name, s, OVERHEAD_TARGET_S, at_most=True, unit=" s"))
     big = [r for r in results if r["events"] >= 0.9 * TARGET_EVENTS]
     for r in big:
-        fw = _m(r, "flywheel")
-        ratio_ok = "met" if r["ratio"] <= RATIO_TARGET else "MISSED"
-        mem_ok = "met" if fw.peak_mib <= MEMORY_TARGET_MIB else "MISSED"
-        print(f"  {r['events']:,} events: ratio {r['ratio']:.2f} <= {RATIO_TARGET}: {ratio_ok}; "
-              f"peak {fw.peak_mib:,.0f} MiB <= {MEMORY_TARGET_MIB:,}: {mem_ok}")  # fmt: skip
+        at = f"at {r['events']:,} events"
+        out.append(Target(f"cycle s / bare s {at}", r["ratio"], RATIO_TARGET, at_most=True))
+        peak = _m(r, "flywheel").peak_mib
+        out.append(Target(f"peak memory {at}", peak, MEMORY_TARGET_MIB, at_most=True, unit=" MiB"))
     if not big:
-        print(f"  no run at {TARGET_EVENTS:,} events: ratio and memory targets not measured")
+        print(f"no run at {TARGET_EVENTS:,} events: ratio and memory targets not measured")
+    return out
 
 
-def main() -> None:
+def checks(results: list[dict[str, Any]], overhead: dict[str, Any] | None) -> list[Check]:
+    """Every stage ran; the cycle's test AUC equals the bare script's within the tolerance."""
+    out = []
+    for r in ([overhead] if overhead else []) + results:
+        at = f"at {r['events']:,} events"
+        statuses = _m(r, "flywheel").result["statuses"]
+        ran = len(statuses) == len(STAGES) and all(st == "ran" for st in statuses)
+        out.append(Check(f"every stage ran {at}", ran, ", ".join(statuses)))
+    for r in results:
+        fw, bb = _m(r, "flywheel").result, _m(r, "bare").result
+        at = f"at {r['events']:,} events"
+        gap = abs(fw["test_auc"] - bb["test_auc"])
+        detail = f"{fw['test_auc']:.4f} vs {bb['test_auc']:.4f}"
+        out.append(Check(f"same test AUC {at} (+-{AUC_TOLERANCE})", gap <= AUC_TOLERANCE, detail))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--out", type=Path, default=Path("bench-out/cycle.json"))
@@ -184,7 +209,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=2_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overhead-events", type=int, default=20_000, help="0: skip")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     overhead = None
     if args.overhead_events:
         overhead = run_size(args.overhead_events, args.root, min(args.items, 300), args.seed)
@@ -193,16 +218,22 @@ def main() -> None:
         results.append(run_size(n, args.root, args.items, args.seed))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         fit = intercept(([overhead] if overhead else []) + results)
-        payload = {
+        payload: dict[str, Any] = {
             "machine": machine(),
             "overhead": overhead,
             "results": results,
             "intercept_s": fit,
         }
         dump(str(args.out), payload)  # after every size: a crash later keeps what ran
-    report(results, overhead)
-    print(f"\nintercept of cycle s vs events: {fit}\nwrote {args.out}")
+    report(results)
+    print(f"\nintercept of cycle s vs events: {fit}\n")
+    goals, checked = targets(results, overhead), checks(results, overhead)
+    verdicts = report_verdicts(goals, checked)
+    payload |= {"targets": goals, "checks": checked, "verdicts": verdicts}
+    dump(str(args.out), payload)
+    print(f"\nmachine: {payload['machine']}\nwrote {args.out}")
+    return verdicts.exit_code
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

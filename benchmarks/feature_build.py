@@ -4,9 +4,10 @@
 
 For each size it writes a synthetic lake (``synth.py``), runs both builds in fresh
 processes through ``harness.measure`` (wall seconds, peak PSS of the whole process tree,
-Ray's raylet/GCS/workers included), checks that both produced equal tables (sizes up to
-``--check-max-events``), and prints throughput and memory ratios against the targets:
-Ray throughput >= pandas at every size, Ray peak memory <= half of pandas at 10M events.
+Ray's raylet/GCS/workers included), checks that both produced equal tables at every size,
+and prints throughput and memory ratios against the targets: Ray throughput >= pandas at
+every size, Ray peak memory <= half of pandas at 10M events. Tables that differ at any size
+fail the run: every target then reads FAILED and the exit status is 1.
 The Ray time includes starting Ray; the phase split is in the JSON.
 """
 
@@ -23,12 +24,14 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import dump, machine, measure
+from harness import Check, Target, dump, machine, measure, report_verdicts
 from synth import write_lake
 
 from flywheel.schemas import FEATURE_TABLES
 
 MEMORY_TARGET_EVENTS = 10_000_000
+THROUGHPUT_RATIO_TARGET = 1.0
+MEMORY_RATIO_TARGET = 0.5
 
 
 def ray_build(workspace: str) -> dict[str, Any]:
@@ -73,7 +76,7 @@ def tables_equal(workspace: Path) -> dict[str, bool]:
     return result
 
 
-def run_size(n: int, root: Path, check_max: int) -> dict[str, Any]:
+def run_size(n: int, root: Path) -> dict[str, Any]:
     """Synthesize (or reuse) a lake of ``n`` events and measure both builds on it."""
     workspace = root / f"lake-{n}"
     marker = workspace / "synth.done"
@@ -86,7 +89,7 @@ def run_size(n: int, root: Path, check_max: int) -> dict[str, Any]:
     print(f"  ray    {ray_m.seconds:8.1f} s  {ray_m.peak_mib:8.0f} MiB", flush=True)
     pandas_m = measure(f"pandas-{n}", pandas_build, str(workspace))
     print(f"  pandas {pandas_m.seconds:8.1f} s  {pandas_m.peak_mib:8.0f} MiB", flush=True)
-    equal = tables_equal(workspace) if n <= check_max else None
+    equal = tables_equal(workspace)
     return {
         "events": n,
         "ray": ray_m,
@@ -99,38 +102,68 @@ def run_size(n: int, root: Path, check_max: int) -> dict[str, Any]:
     }
 
 
+def targets(results: list[dict[str, Any]]) -> list[Target]:
+    """Throughput at every size; memory at ``MEMORY_TARGET_EVENTS`` and above."""
+    out = []
+    for r in results:
+        n = f"{r['events']:,} events"
+        out.append(
+            Target(f"throughput pandas s / Ray s at {n}", r["throughput_ratio"],
+                   THROUGHPUT_RATIO_TARGET, at_most=False, unit="x")
+        )  # fmt: skip
+        if r["events"] >= MEMORY_TARGET_EVENTS:
+            out.append(
+                Target(f"peak memory Ray / pandas at {n}", r["memory_ratio"],
+                       MEMORY_RATIO_TARGET, at_most=True, unit="x")
+            )  # fmt: skip
+    return out
+
+
+def checks(results: list[dict[str, Any]]) -> list[Check]:
+    """One check per size: both builds wrote the same four tables."""
+    out = []
+    for r in results:
+        equal: dict[str, bool] = r["tables_equal"]
+        differ = [name for name, same in equal.items() if not same]
+        detail = f"differ: {', '.join(differ)}" if differ else f"{len(equal)} tables"
+        out.append(Check(f"tables equal at {r['events']:,} events", not differ, detail))
+    return out
+
+
 def report(results: list[dict[str, Any]]) -> None:
-    """Print one line per size with the ratios and whether each target is met."""
+    """Print one line per size with the ratios and whether both builds agree."""
     print(
         f"\n{'events':>11} | {'ray ev/s':>9} | {'pandas ev/s':>11} | {'thr ratio':>9} | "
-        f"{'ray MiB':>8} | {'pandas MiB':>10} | {'mem ratio':>9} | equal | targets"
+        f"{'ray MiB':>8} | {'pandas MiB':>10} | {'mem ratio':>9} | equal"
     )
     for r in results:
-        targets = [f"throughput {'met' if r['throughput_ratio'] >= 1 else 'MISSED'}"]
-        if r["events"] >= MEMORY_TARGET_EVENTS:
-            targets.append(f"memory {'met' if r['memory_ratio'] <= 0.5 else 'MISSED'}")
-        eq = "n/a" if r["tables_equal"] is None else str(all(r["tables_equal"].values()))
+        eq = str(all(r["tables_equal"].values()))
         print(
             f"{r['events']:>11,} | {r['ray_events_per_s']:>9,.0f} | "
             f"{r['pandas_events_per_s']:>11,.0f} | {r['throughput_ratio']:>9.2f} | "
             f"{r['ray'].peak_mib:>8,.0f} | {r['pandas'].peak_mib:>10,.0f} | "
-            f"{r['memory_ratio']:>9.2f} | {eq:>5} | {', '.join(targets)}"
+            f"{r['memory_ratio']:>9.2f} | {eq:>5}"
         )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--out", type=Path, default=Path("bench-out/feature_build.json"))
     parser.add_argument("--root", type=Path, default=Path("/tmp/flywheel-bench"))
-    parser.add_argument("--check-max-events", type=int, default=2_000_000)
-    args = parser.parse_args()
-    results = [run_size(n, args.root, args.check_max_events) for n in args.events]
+    args = parser.parse_args(argv)
+    results = [run_size(n, args.root) for n in args.events]
     report(results)
+    print()
+    goals, checked = targets(results), checks(results)
+    verdicts = report_verdicts(goals, checked)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    dump(str(args.out), {"machine": machine(), "results": results})
-    print(f"\nwrote {args.out}")
+    payload = {"machine": machine(), "results": results, "targets": goals, "checks": checked,
+               "verdicts": verdicts}  # fmt: skip
+    dump(str(args.out), payload)
+    print(f"\nmachine: {payload['machine']}\nwrote {args.out}")
+    return verdicts.exit_code
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

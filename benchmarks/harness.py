@@ -1,5 +1,10 @@
 """Benchmark harness: run a measured function in a fresh process, report time and peak memory.
 
+Verdicts: every benchmark states its targets as :class:`Target` (a figure of this run against
+its threshold) and its correctness checks as :class:`Check`, and ends with
+:func:`report_verdicts`, which prints ``met`` / ``missed`` per target, or ``FAILED`` for every
+target when any check failed, and returns the process exit code (1 on FAILED).
+
 Each contender runs in its own child process so imports, caches and allocator state of one
 cannot flatter or penalise another. Peak memory is the peak of the summed PSS (proportional
 set size) of the child and all its descendants (Ray workers, raylet, ...), sampled every
@@ -10,13 +15,14 @@ object store is counted once rather than once per worker.
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psutil
@@ -88,12 +94,104 @@ def measure(name: str, fn: Callable[..., dict[str, Any]], *args: Any) -> Measure
 
 
 def machine() -> str:
-    """One line describing the machine the numbers came from."""
+    """One line describing the machine the numbers came from, with its load right now."""
     mem = psutil.virtual_memory().total / 2**30
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
         f"{platform.machine()}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, "
-        f"{platform.platform()}, Python {platform.python_version()}"
+        f"{platform.platform()}, Python {platform.python_version()}, load average {load}"
     )
+
+
+# ---- verdicts ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target: ``measured`` (a figure of this run) against ``threshold``.
+
+    ``at_most``: the target is met when ``measured <= threshold`` (latency, memory); otherwise
+    when ``measured >= threshold`` (throughput, speed-up). A measured figure that is not a
+    finite number (a zero baseline, a level that did not run) cannot meet anything.
+    """
+
+    name: str
+    measured: float
+    threshold: float
+    at_most: bool
+    unit: str = ""
+
+    def met(self) -> bool:
+        if not math.isfinite(self.measured):
+            return False
+        return self.measured <= self.threshold if self.at_most else self.measured >= self.threshold
+
+    def describe(self) -> str:
+        sign = "<=" if self.at_most else ">="
+        figure, limit = f"{self.measured:.4g}{self.unit}", f"{self.threshold:g}{self.unit}"
+        return f"{self.name}: {figure} (target {sign} {limit})"
+
+
+@dataclass(frozen=True)
+class Check:
+    """A correctness check of this run: ``passed`` False fails the benchmark."""
+
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """What :func:`judge` decided: one verdict per target, the failed checks, the exit code."""
+
+    targets: dict[str, str]
+    failed_checks: list[str]
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed_checks else 0
+
+
+def judge(targets: Sequence[Target], checks: Sequence[Check]) -> Verdicts:
+    """Each target ``met`` or ``missed``, or all ``FAILED`` when any check failed.
+
+    A run whose results are wrong says nothing about speed, so one failed check fails every
+    target of the run. With no checks at all the run is FAILED too: a benchmark must check
+    what it measured.
+    """
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"target names must be unique; got {names}")
+    failed = [c.name for c in checks if not c.passed]
+    if not checks:
+        failed = ["no correctness check ran"]
+    lines = ["checks:"]
+    for c in checks:
+        detail = f" ({c.detail})" if c.detail else ""
+        lines.append(f"  {c.name}: {'passed' if c.passed else 'FAILED'}{detail}")
+    lines.append("targets:")
+    verdicts = {}
+    for t in targets:
+        verdicts[t.name] = "FAILED" if failed else ("met" if t.met() else "missed")
+        lines.append(f"  {t.describe()}: {verdicts[t.name]}")
+    if failed:
+        lines.append(f"verdict: FAILED ({len(failed)} check(s) failed: {'; '.join(failed)})")
+    else:
+        met = sum(v == "met" for v in verdicts.values())
+        lines.append(f"verdict: checks passed; targets met {met} of {len(verdicts)}")
+    return Verdicts(targets=verdicts, failed_checks=failed, lines=lines)
+
+
+def report_verdicts(
+    targets: Sequence[Target], checks: Sequence[Check], echo: Callable[[str], Any] = print
+) -> Verdicts:
+    """:func:`judge`, printed line by line; exit with ``.exit_code``."""
+    verdicts = judge(targets, checks)
+    for line in verdicts.lines:
+        echo(line)
+    return verdicts
 
 
 def dump(path: str, payload: dict[str, Any]) -> None:

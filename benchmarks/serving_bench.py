@@ -3,19 +3,29 @@
     python benchmarks/serving_bench.py --out bench-out/serving.json
 
 For each online-store profile (``sqlite``; ``redis`` on a throwaway ``redis-server``) it
-builds a small fresh world in its own workspace (feature tables stamped an hour ago,
-``apply``, ``materialize``, a registered booster), then for each contender starts a real
-``bentoml serve`` on loopback and drives ``POST /rank`` (50 explicit candidates, k=10) with
-**wrk** from a separate process at each concurrency level for ``--duration`` seconds. wrk's
-Lua script cycles through ``--bodies`` pre-generated bodies (random users and candidates)
-and prints its summary (requests, errors, latency percentiles) as JSON.
+builds a small fresh world in its own workspace (``serving_world.py``), then for each worker
+count (1, 2) and each service starts a real ``bentoml serve`` on loopback with that many
+workers and drives ``POST /rank`` (50 explicit candidates, k=10) with **wrk** from a separate
+process at each concurrency level for ``--duration`` seconds (``wrk.py``: 300 pre-made bodies
+of random users and candidates). Both services run with the same worker count at every
+level, one after the other, and every ratio compares the two at equal workers and
+concurrency; ``rps/worker`` is the throughput per worker process.
 
-Contenders: ``flywheel`` (``serving/service.py``, default options, 1 and 2 workers) and
-``naive`` (``benchmarks/naive_service.py``, 1 worker). After each Flywheel level the
-prediction log is read back (``flywheel.predlog.read_prediction_logs``): the records it
-gained must equal successful requests x k. ``lost`` counts acknowledged items missing from
-the log; ``unacked`` counts logged items wrk did not count (requests still in flight when
-wrk stopped, which the server finished: at most concurrency x k).
+Services: ``flywheel`` (``serving/service.py``, default options) and ``naive``
+(``benchmarks/naive_service.py``). Adding a variant (another service, other settings) is a
+name in ``SERVICES`` and a branch in ``service_command``.
+
+Prediction log, per request id: wrk records the request id and item ids of every HTTP 200
+it counted; after each Flywheel level the log records written since the level started are
+read back (``flywheel.predlog.read_prediction_logs``) and every acknowledged request must
+have one record per item it returned (``lost`` counts the missing ones). ``unacked``
+counts requests in the log that wrk did not acknowledge (in flight when wrk stopped, then
+answered and logged: at most the concurrency); they cannot offset a loss.
+
+Checks (any failure prints FAILED and exits 1): no HTTP or socket errors, wrk's 2xx count
+equals the responses it recorded, no lost prediction-log records. Targets (met / missed):
+p99 <= 12 ms at c=1 and <= 40 ms at c=8, throughput >= 3x naive at c=8, each per profile
+and worker count.
 """
 
 from __future__ import annotations
@@ -31,21 +41,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import pandas as pd
 import psutil
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import dump, machine
+from harness import Check, Target, dump, machine, report_verdicts
+from serving_world import N_ITEMS, N_USERS, build_world
+from wrk import WrkRun, rank_bodies, run_wrk, write_lua
 
 from flywheel.config import Settings
 
@@ -54,11 +63,29 @@ log = logging.getLogger(__name__)
 BENCH_DIR = Path(__file__).resolve().parent
 K = 10
 N_CANDIDATES = 50
-N_USERS, N_ITEMS = 400, 600
+#: Run in this order for each profile: every worker count, each service, every level.
+WORKERS = (1, 2)
+SERVICES = ("flywheel", "naive")
+LEVELS = (1, 8, 32)
 P99_TARGETS_MS = {1: 12.0, 8: 40.0}
 THROUGHPUT_RATIO_TARGET = 3.0
-#: (service, workers, concurrency levels) per profile, in the order they run.
-PLAN = (("flywheel", 1, (1, 8, 32)), ("flywheel", 2, (8, 32)), ("naive", 1, (1, 8, 32)))
+THROUGHPUT_TARGET_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class LogAccount:
+    """The prediction log against wrk's acknowledged responses, per request id."""
+
+    acked_requests: int
+    #: Records an acknowledged request returned that the log does not hold.
+    lost_records: int
+    #: Records of acknowledged requests for items they did not return (or repeated).
+    extra_records: int
+    #: Request ids acknowledged more than once (the service must issue each once).
+    repeated_ids: int
+    #: Requests in the log that wrk did not acknowledge (in flight when it stopped).
+    unacked_requests: int
+    logged_records: int
 
 
 @dataclass(frozen=True)
@@ -73,129 +100,42 @@ class Level:
     requests: int
     ok: int
     errors: int
+    acked: int
     rps: float
+    rps_per_worker: float
     p50_ms: float
     p90_ms: float
     p99_ms: float
     max_ms: float
-    logged_items: int | None
-    lost_log_records: int | None
-    unacked_logged: int | None
+    log: LogAccount | None
 
 
-# ---- the world -----------------------------------------------------------------------------
+def account_log(acks: Sequence[tuple[str, Sequence[int]]], logged: pa.Table) -> LogAccount:
+    """Check the log per request id: each acknowledged request has a record per served item.
 
-
-def _table(frame: pd.DataFrame, name: str, rng: np.random.Generator) -> pa.Table:
-    """``frame`` with random values for the contract columns it lacks, in contract order."""
-    from flywheel.schemas import FEATURE_TABLES
-
-    schema = FEATURE_TABLES[name]
-    for f in schema:
-        if f.name not in frame.columns:
-            n = len(frame)
-            ints = pa.types.is_integer(f.type)
-            frame[f.name] = rng.integers(0, 60, n) if ints else rng.random(n) * 90 + 5
-    return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-
-
-def write_feature_tables(settings: Settings, now: datetime, seed: int = 0) -> None:
-    """All users and items active an hour before ``now``; five categories."""
-    rng = np.random.default_rng(seed)
-    t = now - timedelta(hours=1)
-    users, items = np.arange(N_USERS), np.arange(N_ITEMS)
-    stamp = {"event_timestamp": t, "created_timestamp": t}
-    frames = {
-        "user_activity": pd.DataFrame(
-            {"user_id": users, **stamp, "last_event_unix": t.timestamp() - rng.random(N_USERS)}
-        ),
-        "user_category": pd.DataFrame(
-            [{"user_id": u, "category": f"c{(u + d) % 5}", **stamp} for u in users for d in (0, 1)]
-        ),
-        "item_activity": pd.DataFrame({"item_id": items, **stamp}),
-        "item_catalog": pd.DataFrame(
-            {"item_id": items, **stamp, "category": [f"c{i % 5}" for i in items]}
-        ),
-    }
-    settings.feature_data_dir.mkdir(parents=True, exist_ok=True)
-    for name, frame in frames.items():
-        pq.write_table(_table(frame, name, rng), settings.feature_data_dir / f"{name}.parquet")
-
-
-def train_booster(path: Path, seed: int = 0) -> Path:
-    """A 100-tree depth-6 booster on random data: the size of a real ranking model."""
-    import xgboost as xgb
-
-    from flywheel.ranking import MODEL_FEATURES
-
-    rng = np.random.default_rng(seed)
-    x = rng.random((5000, len(MODEL_FEATURES))).astype(np.float32) * 60
-    y = (x[:, :3] @ rng.random(3) + rng.normal(0, 10, len(x)) > 45).astype(int)
-    matrix = xgb.DMatrix(x, y, feature_names=list(MODEL_FEATURES))
-    params = {"objective": "binary:logistic", "max_depth": 6, "seed": seed, "nthread": 1}
-    xgb.train(params, matrix, num_boost_round=100).save_model(str(path))
-    return path
-
-
-def build_world(settings: Settings) -> None:
-    """Feature tables, Feast ``apply`` + ``materialize`` and a registered champion."""
-    from flywheel import feature_store as fs
-    from flywheel.registry import register_model
-
-    now = datetime.now(UTC).replace(microsecond=0)
-    write_feature_tables(settings, now)
-    fs.apply(settings)
-    fs.materialize(settings, end=now + timedelta(seconds=1))
-    model = train_booster(settings.workspace / "bench-model.ubj")
-    lineage = {"run_id": "bench", "data_window": "bench", "feature_service": "ranking_v1"}
-    register_model(settings, model, {"auc": 0.5}, lineage)
-
-
-# ---- wrk -----------------------------------------------------------------------------------
-
-_LUA = """
-local bodies = {%s}
-local i = 0
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-request = function()
-  i = i %% #bodies + 1
-  return wrk.format(nil, "/rank", nil, bodies[i])
-end
-done = function(s, lat, req)
-  local e = s.errors
-  io.write(string.format('WRKJSON {"requests":%%d,"duration_us":%%d,"connect":%%d,' ..
-    '"read":%%d,"write":%%d,"status":%%d,"timeout":%%d,"p50":%%d,"p90":%%d,"p99":%%d,' ..
-    '"max":%%d}\\n', s.requests, s.duration, e.connect, e.read, e.write, e.status,
-    e.timeout, lat:percentile(50), lat:percentile(90), lat:percentile(99), lat.max))
-end
-"""
-
-
-def write_lua(path: Path, n_bodies: int, seed: int = 1) -> Path:
-    """A wrk script cycling through ``n_bodies`` rank bodies with random users/candidates."""
-    rng = np.random.default_rng(seed)
-    bodies = []
-    for _ in range(n_bodies):
-        body = {
-            "user_id": int(rng.integers(0, N_USERS)),
-            "candidates": rng.choice(N_ITEMS, N_CANDIDATES, replace=False).tolist(),
-            "k": K,
-        }
-        bodies.append(json.dumps(json.dumps(body, separators=(",", ":"))))
-    path.write_text(_LUA % ",\n".join(bodies))
-    return path
-
-
-def run_wrk(url: str, script: Path, concurrency: int, duration_s: int) -> dict[str, Any]:
-    """Run wrk (one thread, ``concurrency`` connections); its summary as a dict (us)."""
-    argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration_s}s", "--timeout", "10s"]
-    argv += ["-s", str(script), url]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60)
-    for line in done.stdout.splitlines():
-        if line.startswith("WRKJSON "):
-            return dict(json.loads(line.removeprefix("WRKJSON ")))
-    raise RuntimeError(f"wrk printed no summary (rc {done.returncode}): {done.stderr[-500:]}")
+    Args:
+        acks: (request id, item ids returned) per acknowledged response.
+        logged: prediction-log records (``request_id``, ``item_id``) written since the
+            acknowledged requests were sent.
+    """
+    in_log: dict[str, Counter[int]] = defaultdict(Counter)
+    ids, items = logged["request_id"].to_pylist(), logged["item_id"].to_pylist()
+    for request_id, item in zip(ids, items, strict=True):
+        in_log[request_id][item] += 1
+    lost = extra = repeated = 0
+    seen: set[str] = set()
+    for request_id, served in acks:
+        if request_id in seen:
+            repeated += 1
+            continue
+        seen.add(request_id)
+        want, have = Counter(served), in_log.get(request_id, Counter())
+        lost += sum((want - have).values())
+        extra += sum((have - want).values())
+    return LogAccount(
+        acked_requests=len(seen), lost_records=lost, extra_records=extra, repeated_ids=repeated,
+        unacked_requests=len(in_log.keys() - seen), logged_records=logged.num_rows,
+    )  # fmt: skip
 
 
 # ---- services ------------------------------------------------------------------------------
@@ -276,100 +216,148 @@ def redis_server(folder: Path) -> Iterator[str]:
 # ---- measuring -----------------------------------------------------------------------------
 
 
-def logged_items(settings: Settings) -> int:
-    """Prediction-log records written so far in ``settings``' workspace."""
+def measure_level(
+    settings: Settings, profile: str, service: str, workers: int, url: str,
+    script: Path, concurrency: int, duration_s: int, acks: Path,
+) -> Level:  # fmt: skip
+    """One wrk run; for Flywheel, the prediction-log records it added, per request id."""
     from flywheel.predlog import read_prediction_logs
 
-    return int(read_prediction_logs(settings).num_rows)
-
-
-def measure_level(
-    settings: Settings, profile: str, service: str, workers: int, url: str, **wrk: Any
-) -> Level:
-    """One wrk run; for Flywheel, the prediction-log records it added against wrk's count."""
-    before = logged_items(settings) if service == "flywheel" else 0
-    s = run_wrk(url, **wrk)
-    errors = s["connect"] + s["read"] + s["write"] + s["status"] + s["timeout"]
-    ok = s["requests"] - s["status"]
-    logged = lost = unacked = None
+    started = datetime.now(UTC)
+    s: WrkRun = run_wrk(url, script, concurrency, duration_s, acks)
+    account = None
     if service == "flywheel":
-        time.sleep(1.0)  # let requests in flight when wrk stopped finish and log
-        logged = logged_items(settings) - before
-        lost, unacked = max(0, ok * K - logged), max(0, logged - ok * K)
-    seconds = s["duration_us"] / 1e6
+        time.sleep(1.0)  # requests in flight when wrk stopped finish and log (the unacked)
+        account = account_log(s.acks, read_prediction_logs(settings, since=started))
+    seconds = s.duration_us / 1e6
     return Level(
-        profile=profile, service=service, workers=workers, concurrency=wrk["concurrency"],
-        seconds=round(seconds, 2), requests=s["requests"], ok=ok, errors=errors,
-        rps=round(ok / seconds, 1), p50_ms=s["p50"] / 1e3, p90_ms=s["p90"] / 1e3,
-        p99_ms=s["p99"] / 1e3, max_ms=s["max"] / 1e3, logged_items=logged,
-        lost_log_records=lost, unacked_logged=unacked,
+        profile=profile, service=service, workers=workers, concurrency=concurrency,
+        seconds=round(seconds, 2), requests=s.requests, ok=s.ok, errors=s.errors,
+        acked=len(s.acks), rps=round(s.ok / seconds, 1),
+        rps_per_worker=round(s.ok / seconds / workers, 1), p50_ms=s.p50 / 1e3,
+        p90_ms=s.p90 / 1e3, p99_ms=s.p99 / 1e3, max_ms=s.max / 1e3, log=account,
     )  # fmt: skip
+
+
+def bench_service(
+    settings: Settings, profile: str, service: str, workers: int, script: Path,
+    duration_s: int, root: Path,
+) -> list[Level]:  # fmt: skip
+    """Start ``service`` with ``workers`` workers, warm it up, run every level of LEVELS."""
+    logfile = root / f"{profile}-{service}-{workers}w.log"
+    levels = []
+    with running(settings, service, workers, logfile) as url:
+        run_wrk(url, script, 2, 2, root / "warm-up.acks")  # imports, first reads, pools
+        time.sleep(1.0)  # its last requests finish before the next level starts
+        for c in LEVELS:
+            acks = root / f"{profile}-{service}-{workers}w-c{c}.acks"
+            level = measure_level(
+                settings, profile, service, workers, url, script, c, duration_s, acks
+            )
+            log.info("%s", level)
+            levels.append(level)
+    return levels
 
 
 def bench_profile(
     profile: str, settings: Settings, script: Path, duration_s: int, root: Path
 ) -> list[Level]:
-    """Build the world in ``settings``, then every (service, workers, concurrency) of PLAN."""
+    """Build the world in ``settings``, then every worker count x service x level."""
     start = time.perf_counter()
     build_world(settings)
     log.info("%s: world built in %.1f s", profile, time.perf_counter() - start)
     levels = []
-    for service, workers, concurrencies in PLAN:
-        logfile = root / f"{profile}-{service}-{workers}w.log"
-        with running(settings, service, workers, logfile) as url:
-            run_wrk(url, script, 2, 2)  # warm-up: imports, first reads, connection pools
-            time.sleep(1.0)  # its last requests finish before the log is counted
-            for c in concurrencies:
-                level = measure_level(
-                    settings, profile, service, workers, url,
-                    script=script, concurrency=c, duration_s=duration_s,
-                )  # fmt: skip
-                log.info("%s", level)
-                levels.append(level)
+    for workers in WORKERS:
+        for service in SERVICES:
+            levels += bench_service(settings, profile, service, workers, script, duration_s, root)
     return levels
 
 
-# ---- report --------------------------------------------------------------------------------
+# ---- verdicts and report -------------------------------------------------------------------
 
 
-def verdicts(levels: list[Level]) -> list[str]:
-    """The targets, each as measured / target (p99: <= 1 meets; throughput: >= 1 meets)."""
-    fly = {(lv.workers, lv.concurrency): lv for lv in levels if lv.service == "flywheel"}
-    naive = {lv.concurrency: lv for lv in levels if lv.service == "naive"}
+def _level(levels: list[Level], service: str, workers: int, c: int) -> Level | None:
+    found = [
+        lv for lv in levels if (lv.service, lv.workers, lv.concurrency) == (service, workers, c)
+    ]
+    return found[0] if found else None
+
+
+def throughput_ratio(levels: list[Level], workers: int, c: int) -> float:
+    """Flywheel's rps over naive's at the same workers and concurrency (NaN if missing)."""
+    fly, naive = _level(levels, "flywheel", workers, c), _level(levels, "naive", workers, c)
+    if fly is None or naive is None or naive.rps <= 0:
+        return float("nan")
+    return fly.rps / naive.rps
+
+
+def targets(levels: list[Level]) -> list[Target]:
+    """The targets of every profile in ``levels``, from the figures of this run only."""
     out = []
-    for (workers, c), lv in sorted(fly.items()):
-        if c in P99_TARGETS_MS:
-            ratio = lv.p99_ms / P99_TARGETS_MS[c]
-            out.append(
-                f"p99 c={c} {workers}w: {lv.p99_ms:.1f} ms / {P99_TARGETS_MS[c]:.0f} ms = "
-                f"{ratio:.2f} ({'met' if ratio <= 1 else 'MISSED'})"
-            )
-        if c in naive and naive[c].rps > 0:
-            ratio = lv.rps / naive[c].rps
-            verdict = "" if c != 8 else (" met" if ratio >= THROUGHPUT_RATIO_TARGET else " MISSED")
-            out.append(
-                f"throughput c={c} {workers}w vs naive: {ratio:.2f}x "
-                f"(target {THROUGHPUT_RATIO_TARGET:.0f}x at c=8){verdict}"
-            )
-    lost = sum(lv.lost_log_records or 0 for lv in levels)
-    out.append(f"lost prediction-log records: {lost} (target 0: {'met' if not lost else 'MISSED'})")
+    for profile in dict.fromkeys(lv.profile for lv in levels):
+        mine = [lv for lv in levels if lv.profile == profile]
+        for w in WORKERS:
+            for c, limit in P99_TARGETS_MS.items():
+                lv = _level(mine, "flywheel", w, c)
+                p99 = float("nan") if lv is None else lv.p99_ms
+                out.append(
+                    Target(f"{profile} p99 c={c} {w}w", p99, limit, at_most=True, unit=" ms")
+                )
+            c = THROUGHPUT_TARGET_CONCURRENCY
+            ratio = throughput_ratio(mine, w, c)
+            name = f"{profile} throughput c={c} {w}w flywheel / naive {w}w"
+            out.append(Target(name, ratio, THROUGHPUT_RATIO_TARGET, at_most=False, unit="x"))
+    return out
+
+
+def _where(lv: Level) -> str:
+    return f"{lv.service} {lv.workers}w c={lv.concurrency}"
+
+
+def checks(levels: list[Level]) -> list[Check]:
+    """Errors, wrk's count against its acknowledgements, and the prediction log, per profile."""
+    out = []
+    for profile in dict.fromkeys(lv.profile for lv in levels):
+        mine = [lv for lv in levels if lv.profile == profile]
+        bad = [f"{_where(lv)}: {lv.errors}" for lv in mine if lv.errors]
+        out.append(Check(f"{profile}: no HTTP or socket errors", not bad, "; ".join(bad)))
+        bad = [f"{_where(lv)}: {lv.ok} vs {lv.acked}" for lv in mine if lv.ok != lv.acked]
+        out.append(
+            Check(f"{profile}: wrk's 2xx count = responses recorded", not bad, "; ".join(bad))
+        )
+        accounts = [lv.log for lv in mine if lv.log is not None]
+        lost = sum(a.lost_records for a in accounts)
+        extra = sum(a.extra_records for a in accounts)
+        repeated = sum(a.repeated_ids for a in accounts)
+        detail = (
+            f"{sum(a.acked_requests for a in accounts):,} acknowledged requests at "
+            f"{len(accounts)} levels: {lost} records lost, {extra} extra, {repeated} ids "
+            f"repeated; {sum(a.unacked_requests for a in accounts)} unacknowledged requests logged"
+        )
+        passed = bool(accounts) and lost == extra == repeated == 0
+        out.append(
+            Check(f"{profile}: every acknowledged request logged, all items", passed, detail)
+        )
     return out
 
 
 def print_table(profile: str, levels: list[Level]) -> None:
-    """One table per profile, then the target ratios."""
-    head = ("c", "service", "w", "requests", "rps", "p50 ms", "p99 ms", "errors", "lost",
-            "unacked")  # fmt: skip
+    """One table per profile, then the throughput ratios at equal workers."""
+    head = ("c", "service", "workers", "requests", "rps", "rps/worker", "p50 ms", "p99 ms",
+            "errors", "lost", "unacked")  # fmt: skip
     print(f"\n/rank, {N_CANDIDATES} candidates, k={K}, online store: {profile}")
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for lv in levels:
-        lost = "-" if lv.lost_log_records is None else str(lv.lost_log_records)
-        unacked = "-" if lv.unacked_logged is None else str(lv.unacked_logged)
-        row = (lv.concurrency, lv.service, lv.workers, lv.requests, f"{lv.rps:.0f}",
-               f"{lv.p50_ms:.1f}", f"{lv.p99_ms:.1f}", lv.errors, lost, unacked)  # fmt: skip
+        lost = "-" if lv.log is None else str(lv.log.lost_records)
+        unacked = "-" if lv.log is None else str(lv.log.unacked_requests)
+        row = (lv.concurrency, lv.service, lv.workers, lv.requests, f"{lv.rps:.1f}",
+               f"{lv.rps_per_worker:.1f}", f"{lv.p50_ms:.1f}", f"{lv.p99_ms:.1f}", lv.errors,
+               lost, unacked)  # fmt: skip
         print("| " + " | ".join(map(str, row)) + " |")
-    for line in verdicts(levels):
-        print("  " + line)
+    print("\nflywheel / naive throughput, same workers and concurrency:")
+    for w in WORKERS:
+        ratios = ", ".join(f"c={c} {throughput_ratio(levels, w, c):.2f}x" for c in LEVELS)
+        print(f"  {w} worker(s): {ratios}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -385,23 +373,29 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     root = Path(args.root or tempfile.mkdtemp(prefix="serving-bench-"))
     root.mkdir(parents=True, exist_ok=True)
-    script = write_lua(root / "rank.lua", args.bodies)
-    results: dict[str, list[Level]] = {}
+    bodies = rank_bodies(args.bodies, N_USERS, N_ITEMS, N_CANDIDATES, K)
+    script = write_lua(root / "rank.lua", bodies)
+    machine_before = machine()
+    levels: list[Level] = []
     try:
         for profile in args.profiles:
-            results[profile] = run_profile(profile, root, script, args.duration)
-            print_table(profile, results[profile])
+            mine = run_profile(profile, root, script, args.duration)
+            print_table(profile, mine)
+            levels += mine
     finally:
         if args.root is None:
             shutil.rmtree(root, ignore_errors=True)
+    print()
+    goals, checked = targets(levels), checks(levels)
+    verdicts = report_verdicts(goals, checked)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": machine(), "duration_s": args.duration, "k": K,
-               "candidates": N_CANDIDATES, "levels": [asdict(lv) for p in results.values()
-                                                      for lv in p],
-               "verdicts": {p: verdicts(lv) for p, lv in results.items()}}  # fmt: skip
+    payload = {"machine_at_start": machine_before, "machine_at_end": machine(),
+               "duration_s": args.duration, "k": K, "candidates": N_CANDIDATES,
+               "levels": [asdict(lv) for lv in levels], "targets": goals, "checks": checked,
+               "verdicts": verdicts}  # fmt: skip
     dump(args.out, payload)
-    print(f"\nmachine: {payload['machine']}\nwrote {args.out}")
-    return 0
+    print(f"\nmachine at start: {machine_before}\nmachine at end: {machine()}\nwrote {args.out}")
+    return verdicts.exit_code
 
 
 def run_profile(profile: str, root: Path, script: Path, duration_s: int) -> list[Level]:

@@ -2,21 +2,32 @@
 
 Every command builds one Settings object, calls core functions, and prints their summaries.
 Heavy engines (Ray, Feast, BentoML) are imported inside the commands that need them.
+Long commands (ingest, features, cycle, loop, demo) run inside
+:func:`flywheel.cli_support.logged`: framework
+output goes to ``<workspace>/logs/<command>-<time>.log``, the terminal shows progress.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
 import typer
 
-from flywheel.config import ConfigError, Settings, load_settings
+from flywheel import progress
+from flywheel.cli_support import (
+    GlobalOptions,
+    clear_errors,
+    expand_event_inputs,
+    log_footer,
+    logged,
+    settings_of,
+)
+from flywheel.cli_views import loop_table, quick_demo_table, report_table, stage_table
 from flywheel.console import console, print_summary, setup_logging
+
+log = logging.getLogger("flywheel.cli")
 
 app = typer.Typer(
     name="flywheel",
@@ -25,38 +36,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass
-class _Global:
-    profile: str | None
-    config: Path | None
-    workspace: Path | None
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    g: _Global = ctx.obj
-    try:
-        return load_settings(profile=g.profile, config_file=g.config, workspace=g.workspace)
-    except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-
-def _clear_errors(fn: F) -> F:
-    """Turn the core's input errors into one red line and exit code 1 (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, KeyError, PermissionError, RuntimeError) as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from exc
-
-    return wrapper  # type: ignore[return-value]
 
 
 @app.callback()
@@ -73,21 +52,27 @@ def main(
         "--workspace",
         help="Where a local run writes (default ./.flywheel); env FLYWHEEL_WORKSPACE.",
     ),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="Debug logging; long commands also show their whole log (kfp.local, Ray, "
+        "Feast) on the terminal, not only in <workspace>/logs.",
+    ),
 ) -> None:
     """Flywheel: the continuous-training loop on your laptop and your cluster."""
     setup_logging(verbose)
-    ctx.obj = _Global(profile=profile, config=config, workspace=workspace)
+    ctx.obj = GlobalOptions(profile=profile, config=config, workspace=workspace, verbose=verbose)
 
 
 @app.command()
 def settings(ctx: typer.Context) -> None:
     """Print the resolved settings (profile, workspace, Ray, Feast)."""
-    console.print_json(_settings(ctx).model_dump_json())
+    console.print_json(settings_of(ctx).model_dump_json())
 
 
 @app.command()
-@_clear_errors
+@clear_errors
 def simulate(
     ctx: typer.Context,
     users: int = typer.Option(2_000, help="Simulated users."),
@@ -113,7 +98,7 @@ def simulate(
     if ids not in NAMINGS:
         raise typer.BadParameter(f"--ids {ids!r}; expected one of {sorted(NAMINGS)}")
 
-    s = _settings(ctx)
+    s = settings_of(ctx)
     out = out or s.workspace / "raw"
     world_dir = out / "world"
     if start_day > 0 and world_dir.exists():
@@ -129,21 +114,8 @@ def simulate(
     )
 
 
-def _expand_event_inputs(paths: list[Path], items: Path | None) -> tuple[list[Path], Path | None]:
-    """A simulator output folder (``events/`` + ``items.parquet``) stands for both inputs."""
-    out: list[Path] = []
-    for p in paths:
-        if p.is_dir() and (p / "events").is_dir():
-            out.append(p / "events")
-            if items is None and (p / "items.parquet").is_file():
-                items = p / "items.parquet"
-        else:
-            out.append(p)
-    return out, items
-
-
 @app.command()
-@_clear_errors
+@clear_errors
 def ingest(
     ctx: typer.Context,
     events: list[Path] = typer.Option(
@@ -163,18 +135,20 @@ def ingest(
     """Validate raw events into the date-partitioned event lake (idempotent)."""
     from flywheel.ingest import ingest_events
 
-    s = _settings(ctx)
-    paths, items = _expand_event_inputs(events, items)
-    summary = ingest_events(s, paths, items=items, mapping=mapping)
+    s = settings_of(ctx)
+    paths, items = expand_event_inputs(events, items)
+    with logged(ctx, s, "ingest", "ingest: validating events with Ray Data") as run:
+        summary = ingest_events(s, paths, items=items, mapping=mapping)
     print_summary("ingest", summary)
     if summary.quarantined:
         console.print(
             f"[yellow]{summary.quarantined:,} rows quarantined[/yellow]: {summary.quarantine_file}"
         )
+    log_footer(run)
 
 
 @app.command()
-@_clear_errors
+@clear_errors
 def features(
     ctx: typer.Context,
     materialize: bool = typer.Option(
@@ -185,17 +159,26 @@ def features(
     from flywheel import feature_store
     from flywheel.features import build_features
 
-    s = _settings(ctx)
-    print_summary("features", build_features(s))
-    print_summary("feast apply", feature_store.apply(s))
-    if materialize:
-        from flywheel.lake import feature_time
+    s = settings_of(ctx)
+    with logged(ctx, s, "features", "features: building tables with Ray Data") as run:
+        built = build_features(s)
+        progress.phase(log, "features: feast apply")
+        applied = feature_store.apply(s)
+        materialized = None
+        if materialize:
+            from flywheel.lake import feature_time
 
-        print_summary("feast materialize", feature_store.materialize(s, end=feature_time(s)))
+            progress.phase(log, "features: feast materialize")
+            materialized = feature_store.materialize(s, end=feature_time(s))
+    print_summary("features", built)
+    print_summary("feast apply", applied)
+    if materialized is not None:
+        print_summary("feast materialize", materialized)
+    log_footer(run)
 
 
 @app.command("compile")
-@_clear_errors
+@clear_errors
 def compile_cmd(
     ctx: typer.Context,
     out: Path = typer.Option(Path("pipeline.yaml"), "--out", help="KFP IR YAML to write."),
@@ -203,12 +186,12 @@ def compile_cmd(
     """Compile the continuous-training pipeline to KFP IR YAML for the chosen profile."""
     from flywheel.cycle import compile_pipeline
 
-    path = compile_pipeline(_settings(ctx), out)
+    path = compile_pipeline(settings_of(ctx), out)
     console.print(f"wrote {path}; submit with `flywheel submit` or `kfp run create`")
 
 
 @app.command()
-@_clear_errors
+@clear_errors
 def submit(
     ctx: typer.Context,
     host: str = typer.Option(..., "--host", help="KFP API server, e.g. http://localhost:8080."),
@@ -226,7 +209,7 @@ def submit(
     from flywheel.submit import submit as submit_pipeline
 
     result = submit_pipeline(
-        _settings(ctx),
+        settings_of(ctx),
         host,
         experiment=experiment,
         params=param,
@@ -238,24 +221,8 @@ def submit(
     console.print(f"{result.kind} {result.id}: {result.url}")
 
 
-def _stage_table(summary: Any) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"cycle {summary.run_id}", header_style="bold")
-    for col in ("stage", "status", "seconds", "detail"):
-        table.add_column(col, overflow="fold")
-    for s in summary.stages:
-        table.add_row(s.stage, s.status, f"{s.seconds:.1f}", s.detail)
-    console.print(table)
-    decision = {True: "blessed", False: "not blessed", None: "not evaluated"}[summary.blessed]
-    console.print(
-        f"decision: [bold]{decision}[/bold]; champion {summary.champion_before} -> "
-        f"{summary.champion_after}; {summary.seconds:.1f}s"
-    )
-
-
 @app.command()
-@_clear_errors
+@clear_errors
 def cycle(
     ctx: typer.Context,
     events: Path | None = typer.Option(
@@ -277,30 +244,32 @@ def cycle(
     from flywheel.cycle import run_cycle
     from flywheel.evaluate import BlessingRule
 
-    s = _settings(ctx)
+    s = settings_of(ctx)
     events_uri, items_uri = "", ""
     if events is not None:
-        paths, item_path = _expand_event_inputs([events], items)
+        paths, item_path = expand_event_inputs([events], items)
         events_uri, items_uri = (
             str(paths[0].resolve()),
             str(item_path.resolve()) if item_path else "",
         )
-    summary = run_cycle(
-        s,
-        events_uri,
-        items_uri,
-        window_days=window_days,
-        attribution_minutes=attribution_minutes,
-        max_rows=max_rows,
-        seed=seed,
-        rule=BlessingRule(min_auc=min_auc, min_improvement=min_improvement),
-        caching=not no_cache,
-    )
-    _stage_table(summary)
+    with logged(ctx, s, "cycle", "cycle: kfp.local pipeline") as run:
+        summary = run_cycle(
+            s,
+            events_uri,
+            items_uri,
+            window_days=window_days,
+            attribution_minutes=attribution_minutes,
+            max_rows=max_rows,
+            seed=seed,
+            rule=BlessingRule(min_auc=min_auc, min_improvement=min_improvement),
+            caching=not no_cache,
+        )
+    stage_table(summary)
+    log_footer(run)
 
 
 @app.command()
-@_clear_errors
+@clear_errors
 def demo(
     ctx: typer.Context,
     users: int = typer.Option(2_000, help="Simulated users."),
@@ -316,38 +285,21 @@ def demo(
     """Flywheel vs frozen first model vs oracle through a drift, in <workspace>/demo."""
     from flywheel.demo import run_demo, run_quick_demo
 
-    s = _settings(ctx)
+    s = settings_of(ctx)
     if quick:  # the single-cycle smoke run, in the workspace itself
-        _quick_demo_table(s, run_quick_demo(s, users, items, history_days + cycles, seed))
+        with logged(ctx, s, "demo-quick") as run:
+            quick_result = run_quick_demo(s, users, items, history_days + cycles, seed)
+        quick_demo_table(s.workspace, quick_result)
+        log_footer(run)
         return
-    result = run_demo(s, users, items, history_days, cycles, drift_day=drift_day, seed=seed)
-    _loop_table(result, drift_day)
-
-
-def _quick_demo_table(s: Settings, result: Any) -> None:
-    from rich.table import Table
-
-    _stage_table(result.cycle)
-    q = result.quality
-    table = Table(
-        title=f"top-{q.k} rankings for {q.users} users from online features "
-        f"({q.candidates} candidates each)",
-        header_style="bold",
-    )
-    table.add_column("ranker")
-    table.add_column("expected carts per ranking", justify="right")
-    for name, value in (("random", q.random), ("champion model", q.model), ("oracle", q.oracle)):
-        table.add_row(name, f"{value:.4f}")
-    console.print(table)
-    console.print(
-        f"the model captures {q.share_of_oracle:.0%} of the oracle's lift over random; "
-        f"{result.events:,} events; demo took {result.seconds:.0f}s. "
-        f"Workspace: {s.workspace}"
-    )
+    with logged(ctx, s, "demo") as run:
+        result = run_demo(s, users, items, history_days, cycles, drift_day=drift_day, seed=seed)
+    loop_table(result, drift_day)
+    log_footer(run)
 
 
 @app.command()
-@_clear_errors
+@clear_errors
 def serve(
     ctx: typer.Context,
     port: int = typer.Option(3000, help="HTTP port."),
@@ -357,11 +309,11 @@ def serve(
     """Serve the champion with `bentoml serve` (POST /rank, POST /feedback, /metrics)."""
     from flywheel.serving import serve as run_server
 
-    raise typer.Exit(run_server(_settings(ctx), port=port, workers=workers, host=host))
+    raise typer.Exit(run_server(settings_of(ctx), port=port, workers=workers, host=host))
 
 
 @app.command()
-@_clear_errors
+@clear_errors
 def traffic(
     ctx: typer.Context,
     url: str = typer.Option("http://127.0.0.1:3000", help="The ranking service."),
@@ -376,7 +328,7 @@ def traffic(
     from flywheel.lake import feature_time
     from flywheel.simulate import World, http_feedback, http_ranker, run_traffic
 
-    s = _settings(ctx)
+    s = settings_of(ctx)
     w = World.load(world or s.workspace / "raw" / "world")
     # Users act at the time the lake's data ends, as the service's replay clock does.
     summary = run_traffic(
@@ -392,7 +344,7 @@ def traffic(
 
 
 @app.command()
-@_clear_errors
+@clear_errors
 def report(
     ctx: typer.Context,
     out: Path | None = typer.Option(
@@ -401,28 +353,15 @@ def report(
     since: datetime | None = typer.Option(None, help="Only what was served from this UTC time."),
 ) -> None:
     """How each served model version did: CTR, exploration, calibration (serving logs)."""
-    from rich.table import Table
+    from flywheel.report import model_report
 
-    from flywheel.report import model_report, version_rows
-
-    s = _settings(ctx)
+    s = settings_of(ctx)
     start = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
-    result = model_report(s, out or s.workspace / "reports" / "model_report.png", since=start)
-    rows = version_rows(result)
-    table = Table(title="served model versions", header_style="bold")
-    for col in rows[0]:
-        table.add_column(col, justify="left" if col == "model version" else "right")
-    for row in rows:
-        table.add_row(*row.values())
-    console.print(table)
-    console.print(
-        f"{result.impressions:,} impressions, {result.feedback_events:,} feedback events "
-        f"({result.unmatched_feedback:,} unmatched); figure: {result.png}"
-    )
+    report_table(model_report(s, out or s.workspace / "reports" / "model_report.png", since=start))
 
 
 @app.command()
-@_clear_errors
+@clear_errors
 def loop(
     ctx: typer.Context,
     users: int = typer.Option(2_000, help="Simulated users."),
@@ -437,35 +376,8 @@ def loop(
     """The closed-loop drift experiment: flywheel vs frozen first model vs oracle."""
     from flywheel.loop import run_loop
 
-    s = _settings(ctx)
-    result = run_loop(s, users, items, history_days, cycles, requests, drift_day, seed, out)
-    _loop_table(result, drift_day)
-
-
-def _loop_table(result: Any, drift_day: float) -> None:
-    """The loop's rows as a table, then the pooled gain after the drift and the plot."""
-    from rich.table import Table
-
-    table = Table(title="expected CTR per simulated day (measured at its start)")
-    for col in ("day", "flywheel", "frozen", "oracle", "gain ± 95% CI", "served", "blessed"):
-        table.add_column(col, justify="right")
-    for r in result.rows:
-        g = r.gain  # a t-interval: symmetric around the mean
-        table.add_row(
-            f"{r.day}{' (drift)' if r.after_drift and r.day == int(drift_day) else ''}",
-            f"{r.flywheel_ctr:.4f}",
-            f"{r.frozen_ctr:.4f}",
-            f"{r.oracle_ctr:.4f}",
-            f"{g.mean:+.4f} ± {g.high - g.mean:.4f}",
-            "-" if r.served_ctr is None else f"{r.served_ctr:.3f}",
-            "-" if r.blessed is None else str(r.blessed),
-        )
-    console.print(table)
-    gain = result.drift_gain
-    if gain is not None:
-        console.print(
-            f"gain = flywheel - frozen expected CTR, paired by user. From a day after the "
-            f"drift: {gain.mean:+.4f} (95% CI {gain.low:+.4f} to {gain.high:+.4f}, "
-            f"{gain.users} user-days)"
-        )
-    console.print(f"plot: {result.plot_path}; {result.seconds:.0f}s")
+    s = settings_of(ctx)
+    with logged(ctx, s, "loop") as run:
+        result = run_loop(s, users, items, history_days, cycles, requests, drift_day, seed, out)
+    loop_table(result, drift_day)
+    log_footer(run)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flywheel import progress
 from flywheel.pipeline_steps import RUN_ID_ENV
 
 if TYPE_CHECKING:
@@ -171,7 +172,7 @@ def run_cycle(
     eval_file = settings.workspace / "runs" / run_id / "evaluate.json"
     if eval_file.exists():
         blessed = bool(json.loads(eval_file.read_text())["summary"]["blessed"])
-    return CycleSummary(
+    summary = CycleSummary(
         run_id=run_id,
         blessed=blessed,
         champion_before=before,
@@ -179,3 +180,6 @@ def run_cycle(
         seconds=round(time.perf_counter() - started, 1),
         stages=stages,
     )
+    decision = {True: "blessed", False: "not blessed", None: "not evaluated"}[blessed]
+    progress.milestone(log, "cycle %s: %s in %.0f s", run_id, decision, summary.seconds)
+    return summary

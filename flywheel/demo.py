@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
+from flywheel import progress
+
 if TYPE_CHECKING:
     from flywheel.config import Settings
     from flywheel.cycle import CycleSummary
@@ -168,11 +170,12 @@ def run_quick_demo(
 
     started = time.perf_counter()
     raw = settings.workspace / "raw"
-    log.info("demo: simulating %d users x %d items for %d days", users, items, days)
+    progress.phase(log, "simulating %d users x %d items for %d days", users, items, days)
     world = make_world(users, items, seed=seed)
     sim = simulate_events(world, days, raw, seed=seed)
-    log.info("demo: %d events written; running one cycle through kfp.local", sim.events)
+    progress.milestone(log, "simulated %d days: %s events", days, f"{sim.events:,}")
+    progress.phase(log, "one cycle through kfp.local")
     cycle = run_cycle(settings, str(raw / "events"), str(raw / "items.parquet"), seed=seed)
-    log.info("demo: ranking for sample users from the online store")
+    progress.phase(log, "ranking for sample users from the online store")
     quality = score_rankings(settings, str(raw / "world"), seed=seed)
     return DemoSummary(sim.events, cycle, quality, round(time.perf_counter() - started, 1))

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
+from flywheel import progress
 from flywheel.simulate.world import PREMIUM_TREND, DriftWeights
 
 if TYPE_CHECKING:
@@ -322,9 +323,9 @@ def _measure(
     users = sample_users(world, eval_users, seed + cycle)
     arms = measure_arms(settings, world, champion, frozen, users, candidates, at)
     gain = arms.gain
-    log.info("loop cycle %d (day %d): flywheel %.4f, frozen %.4f, oracle %.4f; "
-             "gain %+.4f [%+.4f, %+.4f]", cycle, day, arms.flywheel, arms.frozen, arms.oracle,
-             gain.mean, gain.low, gain.high)  # fmt: skip
+    progress.milestone(log, "day %d: expected CTR flywheel %.4f, frozen %.4f, oracle %.4f; "
+                       "gain %+.4f [%+.4f, %+.4f]", day, arms.flywheel, arms.frozen,
+                       arms.oracle, gain.mean, gain.low, gain.high)  # fmt: skip
     return champion, arms
 
 
@@ -344,12 +345,19 @@ def _one_cycle(
 
     started = time.perf_counter()
     at = world.start + timedelta(days=day)
+    of = f"day {day}/{day - cycle + opts.cycles}"
+    progress.phase(log, "%s: measuring flywheel, frozen and oracle rankings", of)
     champion, arms = _measure(settings, world, frozen, cycle, day, opts.seed, opts.eval_users)
     served_ctr, result = None, None
     if cycle < opts.cycles:
+        progress.phase(log, "%s: serving %d requests (bentoml serve)", of, opts.requests)
         served_ctr = serve_traffic(settings, world, opts.requests, at, opts.seed + cycle)
+        progress.milestone(log, "day %d: served %d requests, CTR %.3f", day, opts.requests,
+                           served_ctr)  # fmt: skip
+        progress.phase(log, "%s: simulating the day's events", of)
         raw = settings.workspace / "loop" / f"day-{day:03d}"
         simulate_events(world, 1, raw, start_day=day, seed=opts.seed)
+        progress.phase(log, "%s: retraining on the day's events and served logs", of)
         result = run_cycle(
             settings, str(raw / "events"), window_days=opts.window_days, seed=opts.seed,
             rule=opts.rule,
@@ -436,13 +444,16 @@ def run_loop(
 
     _validate(history_days, cycles, requests_per_cycle, eval_users)
     started = time.perf_counter()
+    progress.phase(log, "history: simulating %d days (%d users x %d items)", history_days,
+                   users, items)  # fmt: skip
     world = make_world(
         users, items, seed=seed, drift_day=drift_day, drift_share=drift_share,
         drift_weights=drift_weights,
     )  # fmt: skip
     raw = settings.workspace / "loop" / "history"
     sim = simulate_events(world, history_days, raw, seed=seed)
-    log.info("loop: %d history events; first cycle trains the frozen model", sim.events)
+    progress.milestone(log, "history: %d days, %s events", history_days, f"{sim.events:,}")
+    progress.phase(log, "first model (the frozen arm): cycle on the history")
     opts = _LoopOptions(
         cycles, requests_per_cycle, eval_users, float(window_days), seed,
         rule or BlessingRule(max_logloss_regression=None),

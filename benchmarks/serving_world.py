@@ -1,0 +1,84 @@
+"""The serving benchmark's world: feature tables, Feast ``apply`` + ``materialize``, a model.
+
+All ``N_USERS`` users and ``N_ITEMS`` items are active an hour before the run starts, so
+every online read finds values; the booster is the size of a real ranking model.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flywheel.config import Settings
+
+N_USERS, N_ITEMS = 400, 600
+
+
+def _table(frame: pd.DataFrame, name: str, rng: np.random.Generator) -> pa.Table:
+    """``frame`` with random values for the contract columns it lacks, in contract order."""
+    from flywheel.schemas import FEATURE_TABLES
+
+    schema = FEATURE_TABLES[name]
+    for f in schema:
+        if f.name not in frame.columns:
+            n = len(frame)
+            ints = pa.types.is_integer(f.type)
+            frame[f.name] = rng.integers(0, 60, n) if ints else rng.random(n) * 90 + 5
+    return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+
+
+def write_feature_tables(settings: Settings, now: datetime, seed: int = 0) -> None:
+    """All users and items active an hour before ``now``; five categories."""
+    rng = np.random.default_rng(seed)
+    t = now - timedelta(hours=1)
+    users, items = np.arange(N_USERS), np.arange(N_ITEMS)
+    stamp = {"event_timestamp": t, "created_timestamp": t}
+    frames = {
+        "user_activity": pd.DataFrame(
+            {"user_id": users, **stamp, "last_event_unix": t.timestamp() - rng.random(N_USERS)}
+        ),
+        "user_category": pd.DataFrame(
+            [{"user_id": u, "category": f"c{(u + d) % 5}", **stamp} for u in users for d in (0, 1)]
+        ),
+        "item_activity": pd.DataFrame({"item_id": items, **stamp}),
+        "item_catalog": pd.DataFrame(
+            {"item_id": items, **stamp, "category": [f"c{i % 5}" for i in items]}
+        ),
+    }
+    settings.feature_data_dir.mkdir(parents=True, exist_ok=True)
+    for name, frame in frames.items():
+        pq.write_table(_table(frame, name, rng), settings.feature_data_dir / f"{name}.parquet")
+
+
+def train_booster(path: Path, seed: int = 0) -> Path:
+    """A 100-tree depth-6 booster on random data: the size of a real ranking model."""
+    import xgboost as xgb
+
+    from flywheel.ranking import MODEL_FEATURES
+
+    rng = np.random.default_rng(seed)
+    x = rng.random((5000, len(MODEL_FEATURES))).astype(np.float32) * 60
+    y = (x[:, :3] @ rng.random(3) + rng.normal(0, 10, len(x)) > 45).astype(int)
+    matrix = xgb.DMatrix(x, y, feature_names=list(MODEL_FEATURES))
+    params = {"objective": "binary:logistic", "max_depth": 6, "seed": seed, "nthread": 1}
+    xgb.train(params, matrix, num_boost_round=100).save_model(str(path))
+    return path
+
+
+def build_world(settings: Settings) -> None:
+    """Feature tables, Feast ``apply`` + ``materialize`` and a registered champion."""
+    from flywheel import feature_store as fs
+    from flywheel.registry import register_model
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    write_feature_tables(settings, now)
+    fs.apply(settings)
+    fs.materialize(settings, end=now + timedelta(seconds=1))
+    model = train_booster(settings.workspace / "bench-model.ubj")
+    lineage = {"run_id": "bench", "data_window": "bench", "feature_service": "ranking_v1"}
+    register_model(settings, model, {"auc": 0.5}, lineage)
