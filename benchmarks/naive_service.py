@@ -51,9 +51,10 @@ class NaiveRanker:
         return True
 
     @bentoml.api(route="/rank")
-    def rank(self, user_id: int, candidates: list[int], k: int = 10) -> dict[str, Any]:
+    def rank(self, user_id: int | str, candidates: list[int | str], k: int = 10) -> dict[str, Any]:
         """The ``k`` best of ``candidates`` for ``user_id``: ``{"model_version", "items"}``."""
         at = time.time()
+        user_id, candidates = str(user_id), [str(c) for c in candidates]  # Feast keys: strings
         catalog = self.store.get_online_features(
             features=["item_catalog:category"], entity_rows=[{"item_id": i} for i in candidates]
         ).to_dict()

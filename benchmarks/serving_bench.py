@@ -22,6 +22,12 @@ have one record per item it returned (``lost`` counts the missing ones). ``unack
 counts requests in the log that wrk did not acknowledge (in flight when wrk stopped, then
 answered and logged: at most the concurrency); they cannot offset a loss.
 
+String ids (``--string-ids``): after each profile, ``<profile>-shop`` runs the Flywheel
+service again on a world whose ids are shop-like strings (``u42``, ``sku-17``) and bodies
+that send them, against ``<profile>`` whose clients send JSON integers (stored as their
+decimal text); target: throughput at c=8 >= 0.9x and p99 at c=1 <= 1.1x the integer-id
+figures, at equal workers, same run.
+
 Checks (any failure prints FAILED and exits 1): no HTTP or socket errors, wrk's 2xx count
 equals the responses it recorded, no lost prediction-log records. Targets (met / missed):
 p99 <= 12 ms at c=1 and <= 40 ms at c=8, throughput >= 3x naive at c=8, each per profile
@@ -70,6 +76,9 @@ LEVELS = (1, 8, 32)
 P99_TARGETS_MS = {1: 12.0, 8: 40.0}
 THROUGHPUT_RATIO_TARGET = 3.0
 THROUGHPUT_TARGET_CONCURRENCY = 8
+#: Suffix of the string-id variant of a profile, and its targets against the int-id one.
+SHOP = "-shop"
+STRING_ID_RPS_MIN, STRING_ID_P99_MAX = 0.9, 1.1
 
 
 @dataclass(frozen=True)
@@ -264,11 +273,12 @@ def bench_profile(
 ) -> list[Level]:
     """Build the world in ``settings``, then every worker count x service x level."""
     start = time.perf_counter()
-    build_world(settings)
+    shop = profile.endswith(SHOP)
+    build_world(settings, ids="shop" if shop else "int")
     log.info("%s: world built in %.1f s", profile, time.perf_counter() - start)
     levels = []
     for workers in WORKERS:
-        for service in SERVICES:
+        for service in ("flywheel",) if shop else SERVICES:
             levels += bench_service(settings, profile, service, workers, script, duration_s, root)
     return levels
 
@@ -296,6 +306,9 @@ def targets(levels: list[Level]) -> list[Target]:
     out = []
     for profile in dict.fromkeys(lv.profile for lv in levels):
         mine = [lv for lv in levels if lv.profile == profile]
+        if profile.endswith(SHOP):
+            out += string_id_targets(levels, profile)
+            continue
         for w in WORKERS:
             for c, limit in P99_TARGETS_MS.items():
                 lv = _level(mine, "flywheel", w, c)
@@ -307,6 +320,27 @@ def targets(levels: list[Level]) -> list[Target]:
             ratio = throughput_ratio(mine, w, c)
             name = f"{profile} throughput c={c} {w}w flywheel / naive {w}w"
             out.append(Target(name, ratio, THROUGHPUT_RATIO_TARGET, at_most=False, unit="x"))
+    return out
+
+
+def string_id_targets(levels: list[Level], profile: str) -> list[Target]:
+    """The string-id profile against its integer-id twin, at equal workers."""
+    twin = profile.removesuffix(SHOP)
+    out = []
+    for w in WORKERS:
+        c = THROUGHPUT_TARGET_CONCURRENCY
+        a = _level([lv for lv in levels if lv.profile == profile], "flywheel", w, c)
+        b = _level([lv for lv in levels if lv.profile == twin], "flywheel", w, c)
+        ratio = float("nan") if a is None or b is None or b.rps <= 0 else a.rps / b.rps
+        name = f"{profile} throughput c={c} {w}w / {twin}"
+        out.append(Target(name, ratio, STRING_ID_RPS_MIN, at_most=False, unit="x"))
+        a = _level([lv for lv in levels if lv.profile == profile], "flywheel", w, 1)
+        b = _level([lv for lv in levels if lv.profile == twin], "flywheel", w, 1)
+        ratio = float("nan") if a is None or b is None or b.p99_ms <= 0 else a.p99_ms / b.p99_ms
+        out.append(
+            Target(f"{profile} p99 c=1 {w}w / {twin}", ratio, STRING_ID_P99_MAX, at_most=True,
+                   unit="x")
+        )  # fmt: skip
     return out
 
 
@@ -367,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bodies", type=int, default=300)
     parser.add_argument("--profiles", nargs="+", default=["sqlite", "redis"])
     parser.add_argument("--root", help="working folder (default: a temporary one, removed)")
+    parser.add_argument(
+        "--string-ids", action="store_true", help="also run each profile with string ids"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if shutil.which("wrk") is None:
@@ -375,11 +412,17 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     bodies = rank_bodies(args.bodies, N_USERS, N_ITEMS, N_CANDIDATES, K)
     script = write_lua(root / "rank.lua", bodies)
+    shop_bodies = rank_bodies(args.bodies, N_USERS, N_ITEMS, N_CANDIDATES, K, ids="shop")
+    shop_script = write_lua(root / "rank-shop.lua", shop_bodies)
+    profiles = [
+        p for base in args.profiles for p in ([base, base + SHOP] if args.string_ids else [base])
+    ]
     machine_before = machine()
     levels: list[Level] = []
     try:
-        for profile in args.profiles:
-            mine = run_profile(profile, root, script, args.duration)
+        for profile in profiles:
+            lua = shop_script if profile.endswith(SHOP) else script
+            mine = run_profile(profile, root, lua, args.duration)
             print_table(profile, mine)
             levels += mine
     finally:
@@ -401,9 +444,10 @@ def main(argv: list[str] | None = None) -> int:
 def run_profile(profile: str, root: Path, script: Path, duration_s: int) -> list[Level]:
     """Run one profile in a workspace of its own (Redis: a throwaway server around it)."""
     workspace = root / f"ws-{profile}"
-    if profile == "sqlite":
+    store = profile.removesuffix(SHOP)
+    if store == "sqlite":
         return bench_profile(profile, Settings(workspace=workspace), script, duration_s, root)
-    if profile != "redis":
+    if store != "redis":
         raise ValueError(f"profile {profile!r}; expected 'sqlite' or 'redis'")
     with redis_server(root) as address:
         feast = {"online_store": "redis", "redis_connection_string": address}

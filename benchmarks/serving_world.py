@@ -17,6 +17,15 @@ import pyarrow.parquet as pq
 from flywheel.config import Settings
 
 N_USERS, N_ITEMS = 400, 600
+#: Id styles: ``int`` = integers' decimal text (what JSON integers become), ``shop`` = strings.
+ID_STYLES = ("int", "shop")
+
+
+def entity_id(number: int, kind: str, ids: str) -> str:
+    """The id of user/item ``number`` in style ``ids``: ``"42"`` or ``"u42"`` / ``"sku-42"``."""
+    if ids == "int":
+        return str(number)
+    return f"{'u' if kind == 'user' else 'sku-'}{number}"
 
 
 def _table(frame: pd.DataFrame, name: str, rng: np.random.Generator) -> pa.Table:
@@ -32,22 +41,29 @@ def _table(frame: pd.DataFrame, name: str, rng: np.random.Generator) -> pa.Table
     return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
 
 
-def write_feature_tables(settings: Settings, now: datetime, seed: int = 0) -> None:
+def write_feature_tables(
+    settings: Settings, now: datetime, seed: int = 0, ids: str = "int"
+) -> None:
     """All users and items active an hour before ``now``; five categories."""
     rng = np.random.default_rng(seed)
     t = now - timedelta(hours=1)
-    users, items = np.arange(N_USERS), np.arange(N_ITEMS)
+    users = [entity_id(u, "user", ids) for u in range(N_USERS)]
+    items = [entity_id(i, "item", ids) for i in range(N_ITEMS)]
     stamp = {"event_timestamp": t, "created_timestamp": t}
     frames = {
         "user_activity": pd.DataFrame(
             {"user_id": users, **stamp, "last_event_unix": t.timestamp() - rng.random(N_USERS)}
         ),
         "user_category": pd.DataFrame(
-            [{"user_id": u, "category": f"c{(u + d) % 5}", **stamp} for u in users for d in (0, 1)]
+            [
+                {"user_id": name, "category": f"c{(u + d) % 5}", **stamp}
+                for u, name in enumerate(users)
+                for d in (0, 1)
+            ]
         ),
         "item_activity": pd.DataFrame({"item_id": items, **stamp}),
         "item_catalog": pd.DataFrame(
-            {"item_id": items, **stamp, "category": [f"c{i % 5}" for i in items]}
+            {"item_id": items, **stamp, "category": [f"c{i % 5}" for i in range(N_ITEMS)]}
         ),
     }
     settings.feature_data_dir.mkdir(parents=True, exist_ok=True)
@@ -70,13 +86,13 @@ def train_booster(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def build_world(settings: Settings) -> None:
+def build_world(settings: Settings, ids: str = "int") -> None:
     """Feature tables, Feast ``apply`` + ``materialize`` and a registered champion."""
     from flywheel import feature_store as fs
     from flywheel.registry import register_model
 
     now = datetime.now(UTC).replace(microsecond=0)
-    write_feature_tables(settings, now)
+    write_feature_tables(settings, now, ids=ids)
     fs.apply(settings)
     fs.materialize(settings, end=now + timedelta(seconds=1))
     model = train_booster(settings.workspace / "bench-model.ubj")

@@ -35,7 +35,7 @@ response = function(status, headers, body)
   if status == 200 then
     local id = body:match('"request_id"%%s*:%%s*"([^"]*)"') or "-"
     local items = {}
-    for item in body:gmatch('"item_id"%%s*:%%s*(%%d+)') do items[#items + 1] = item end
+    for item in body:gmatch('"item_id"%%s*:%%s*"?([^",}]*)') do items[#items + 1] = item end
     acks:write(id, " ", table.concat(items, ","), "\\n")
   end
 end
@@ -78,15 +78,29 @@ class WrkRun:
 
 
 def rank_bodies(
-    n_bodies: int, n_users: int, n_items: int, n_candidates: int, k: int, seed: int = 1
+    n_bodies: int,
+    n_users: int,
+    n_items: int,
+    n_candidates: int,
+    k: int,
+    seed: int = 1,
+    ids: str = "int",
 ) -> list[str]:
-    """``n_bodies`` JSON rank bodies, each a random user and distinct random candidates."""
+    """``n_bodies`` JSON rank bodies, each a random user and distinct random candidates.
+
+    ``ids``: ``int`` sends JSON integers (a client of the integer era), ``shop`` sends the
+    shop-like strings of ``serving_world.entity_id`` (``u42``, ``sku-17``).
+    """
+    from serving_world import entity_id
+
     rng = np.random.default_rng(seed)
     bodies = []
     for _ in range(n_bodies):
+        user = int(rng.integers(0, n_users))
+        items = rng.choice(n_items, n_candidates, replace=False).tolist()
         body = {
-            "user_id": int(rng.integers(0, n_users)),
-            "candidates": rng.choice(n_items, n_candidates, replace=False).tolist(),
+            "user_id": user if ids == "int" else entity_id(user, "user", ids),
+            "candidates": items if ids == "int" else [entity_id(i, "item", ids) for i in items],
             "k": k,
         }
         bodies.append(json.dumps(body, separators=(",", ":")))
@@ -99,12 +113,13 @@ def write_lua(path: Path, bodies: list[str]) -> Path:
     return path
 
 
-def read_acks(path: Path) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    """The acknowledgement file as (request id, item ids) per HTTP 200, in arrival order."""
+def read_acks(path: Path) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The acknowledgement file as (request id, item ids) per HTTP 200, in arrival order
+    (ids as the answer's strings; the benchmark's ids hold no comma)."""
     acks = []
     for line in path.read_text().splitlines():
         request_id, _, items = line.partition(" ")
-        acks.append((request_id, tuple(int(i) for i in items.split(",") if i)))
+        acks.append((request_id, tuple(i for i in items.split(",") if i)))
     return tuple(acks)
 
 

@@ -145,8 +145,8 @@ def test_serving_lost_records_or_miscounted_acks_fail_the_run() -> None:
 
 def test_read_acks_parses_ids_and_items(tmp_path: Path) -> None:
     path = tmp_path / "run.acks"
-    path.write_text("abc-1 4,5,6\n- 7\n- \n")
-    assert read_acks(path) == (("abc-1", (4, 5, 6)), ("-", (7,)), ("-", ()))
+    path.write_text("abc-1 4,sku-5,6\n- 7\n- \n")
+    assert read_acks(path) == (("abc-1", ("4", "sku-5", "6")), ("-", ("7",)), ("-", ()))
 
 
 # ---- the other benchmarks' verdicts -------------------------------------------------------
