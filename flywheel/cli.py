@@ -381,12 +381,12 @@ def traffic(
     # Users act at the time the lake's data ends, as the service's replay clock does.
     summary = run_traffic(
         w,
-        http_ranker(url, ids=world.ids),
+        http_ranker(url, ids=w.ids),
         requests,
         seed=seed,
         at=feature_time(s),
         k=k,
-        feedback=http_feedback(url, ids=world.ids),
+        feedback=http_feedback(url, ids=w.ids),
     )
     print_summary("traffic", summary)
 
