@@ -61,10 +61,11 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
 )
 
-from flywheel.ids import IdError, normalize_id
+from flywheel.ids import MAX_ID_CHARS, IdError, normalize_id
 from flywheel.predlog import LogWriter, log_dir
 from flywheel.ranking import RAW_FEATURES
 from flywheel.schemas import USER_ACTIVITY_SCHEMA, WINDOWS
@@ -160,8 +161,29 @@ def _api_id(value: object) -> str:
         raise ValueError(f"id {exc}") from None
 
 
+#: What the OpenAPI spec documents for an id: what ``_api_id`` accepts (a string with a
+#: non-blank character, no control characters, at most MAX_ID_CHARS; or an integer).
+#: ``oneOf``, not ``anyOf``: BentoML's spec keeps only the first branch of an ``anyOf``.
+_ID_SCHEMA: Final = {
+    "oneOf": [
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_ID_CHARS,
+            "pattern": r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
+        },
+        # decimal text of at most MAX_ID_CHARS characters, the sign included
+        {
+            "type": "integer",
+            "minimum": 1 - 10 ** (MAX_ID_CHARS - 1),
+            "maximum": 10**MAX_ID_CHARS - 1,
+        },
+    ],
+    "description": f"an id: a string (trimmed, at most {MAX_ID_CHARS} characters, no control "
+    "characters) or an integer, read as its decimal text",
+}
 #: A user or item id in a request: a string, or a JSON integer read as its decimal text.
-EntityId = Annotated[str, BeforeValidator(_api_id)]
+EntityId = Annotated[str, BeforeValidator(_api_id), WithJsonSchema(_ID_SCHEMA)]
 FeedbackType = Literal["click", "cart", "purchase"]
 
 

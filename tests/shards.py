@@ -61,8 +61,9 @@ def make_frame(n_rows: int, seed: int, group_size: int = 10) -> tuple[pd.DataFra
     prob = true_probability(frame)
     frame["label"] = (rng.random(n_rows) < prob).astype(np.int8)
     frame["group_id"] = [f"g{i // group_size:07d}" for i in range(n_rows)]
-    frame["user_id"] = (np.arange(n_rows) // group_size).astype(np.int64)
-    frame["item_id"] = rng.integers(0, 5_000, n_rows).astype(np.int64)
+    # ids are strings in the shard contract
+    frame["user_id"] = [f"u-{i // group_size}" for i in range(n_rows)]
+    frame["item_id"] = [f"sku-{i}" for i in rng.integers(0, 5_000, n_rows)]
     seconds = np.sort(rng.uniform(0, 14 * 86_400, n_rows))
     frame["event_timestamp"] = pd.to_datetime(START) + pd.to_timedelta(seconds, unit="s")
     frame["event_timestamp"] = frame["event_timestamp"].astype("datetime64[us, UTC]")

@@ -69,9 +69,10 @@ def test_model_auc_is_close_to_the_oracle(shop: tuple[Settings, Path], first) ->
     world = World.load(raw / "world")
     shards = Path(_record(settings, first.run_id, "preprocess")["summary"]["shards_dir"])
     test = pq.read_table(shards / "test").to_pandas()
+    # shards carry the world's string ids ("42": this world's plain naming); the truth is by index
     oracle = world.cart_given_view(
-        test["user_id"].to_numpy(),
-        test["item_id"].to_numpy(),
+        [world.ids.user_index(u) for u in test["user_id"]],
+        world.ids.item_indices(test["item_id"]),
         test["event_timestamp"].dt.tz_convert(None).to_numpy(),
     )
     oracle_auc = auc(test["label"].to_numpy(), oracle)

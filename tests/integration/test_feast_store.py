@@ -43,6 +43,11 @@ KEYS = {
     "item_catalog": ["item_id"],
 }
 CATEGORY = {10: "shoes", 11: "books", 12: "toys", 13: "shoes"}
+#: The string ids of the users and items the cases below call 1..4 and 10..13 (99: unknown
+#: everywhere). Some look like numbers, and string order is not the numbers' order
+#: ("u-10" < "u-2", "12" < "9"), so a join that re-typed or lost an id would miss.
+USER = {1: "u-1", 2: "u-2", 3: "u-10", 4: "9"}
+ITEM = {10: "sku-10", 11: "sku-9", 12: "12", 13: "sku 13", 99: "sku-99"}
 
 
 # ---- data built by hand ------------------------------------------------------------------
@@ -77,13 +82,14 @@ def _snapshots() -> dict[str, list[dict[str, Any]]]:
     ia = [(10, T0 - D), (10, T0 + 2 * H), (11, T0 - 12 * D), (13, T0 - 6 * D)]
     cat = [(10, T0 - 100 * D), (11, T0 - 50 * D), (12, T0 - 20 * D), (13, T0 + D)]
     return {
-        "user_activity": _rows([{"user_id": a} for a, _, _ in u], [(e, c) for _, e, c in u]),
+        "user_activity": _rows([{"user_id": USER[a]} for a, _, _ in u], [(e, c) for _, e, c in u]),
         "user_category": _rows(
-            [{"user_id": a, "category": b} for a, b, _ in uc], [(e, e) for *_, e in uc]
+            [{"user_id": USER[a], "category": b} for a, b, _ in uc], [(e, e) for *_, e in uc]
         ),
-        "item_activity": _rows([{"item_id": a} for a, _ in ia], [(e, e) for _, e in ia]),
+        "item_activity": _rows([{"item_id": ITEM[a]} for a, _ in ia], [(e, e) for _, e in ia]),
         "item_catalog": _rows(
-            [{"item_id": a, "category": CATEGORY[a]} for a, _ in cat], [(e, e) for _, e in cat]
+            [{"item_id": ITEM[a], "category": CATEGORY[a]} for a, _ in cat],
+            [(e, e) for _, e in cat],
         ),
     }
 
@@ -124,13 +130,15 @@ def entity_rows() -> pd.DataFrame:
         T0 + 3 * H,  # exactly at user 1's last row
     ]
     rows = [
-        {"user_id": u, "item_id": i, "category": CATEGORY[i], "event_timestamp": t}
+        {"user_id": USER[u], "item_id": ITEM[i], "category": CATEGORY[i], "event_timestamp": t}
         for t in times
         for u in (1, 2, 3, 4)
         for i in (10, 11, 12, 13)
     ]
     # A user x category pair that exists only for another user.
-    rows.append({"user_id": 3, "item_id": 10, "category": "books", "event_timestamp": T0})
+    rows.append(
+        {"user_id": USER[3], "item_id": ITEM[10], "category": "books", "event_timestamp": T0}
+    )
     frame = pd.DataFrame(rows)
     frame.insert(0, "row_id", range(len(frame)))
     frame["event_timestamp"] = pd.Series(list(frame["event_timestamp"]), dtype=object)
@@ -206,10 +214,11 @@ def test_point_in_time_retrieval_matches_reference(offline, monkeypatch, tmp_pat
 
 
 def _one(result: pd.DataFrame, user: int, item: int, at: datetime, cat: str | None = None):
+    """The result row of user ``user`` (1..4) and item ``item`` (10..13) at ``at``."""
     at_utc = pd.Timestamp(at).tz_convert("UTC")
     hit = result[
-        (result.user_id == user)
-        & (result.item_id == item)
+        (result.user_id == USER[user])
+        & (result.item_id == ITEM[item])
         & (result.event_timestamp == at_utc)
         & (result.category == (cat or CATEGORY[item]))
     ]
@@ -318,14 +327,14 @@ def test_asof_full_feature_names(asof):
 def _renamed_objects(tables: dict[str, pd.DataFrame], data_dir: Path) -> list[Any]:
     """A view over a renamed copy of user_activity at a path relative to the repo, a view
     over a file that lacks a feature column, and a service with an alias and a key map."""
-    from feast import Entity, FeatureService, FeatureView, Field, FileSource
-    from feast.types import Int64
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+    from feast.types import Int64, String
 
     renamed = tables["user_activity"].rename(columns={"views_7d": "v7d_src"})
     (data_dir / "renamed").mkdir()
     renamed.to_parquet(data_dir / "renamed" / "ua.parquet", index=False)
     renamed.drop(columns=["v7d_src"]).to_parquet(data_dir / "renamed" / "broken.parquet")
-    user = Entity(name="user", join_keys=["user_id"])
+    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING)
     views = []
     for name, path in (("ua_renamed", "renamed/ua.parquet"), ("broken", "renamed/broken.parquet")):
         source = FileSource(
@@ -335,7 +344,7 @@ def _renamed_objects(tables: dict[str, pd.DataFrame], data_dir: Path) -> list[An
             created_timestamp_column="created_timestamp",
             field_mapping={"v7d_src": "views_7d"},
         )
-        schema = [Field(name="user_id", dtype=Int64), Field(name="views_7d", dtype=Int64)]
+        schema = [Field(name="user_id", dtype=String), Field(name="views_7d", dtype=Int64)]
         views.append(
             FeatureView(
                 name=name, entities=[user], ttl=TTL["user_activity"], schema=schema, source=source
@@ -385,7 +394,7 @@ def test_asof_hands_created_timestamp_filtering_to_the_stock_store(asof):
     assert not isinstance(job, AsofRetrievalJob)
     got = job.to_df()
     # User 1 at T0: the tied rows were created after T0, so the filtered answer is T0 - 1h.
-    at_t0 = got[(got.user_id == 1) & (got.event_timestamp == pd.Timestamp(T0))]
+    at_t0 = got[(got.user_id == USER[1]) & (got.event_timestamp == pd.Timestamp(T0))]
     assert at_t0["views_7d"].tolist() == [tables["user_activity"].loc[2, "views_7d"]] * 4
 
 
@@ -447,7 +456,7 @@ def online(request, tmp_path) -> tuple[Settings, dict[str, pd.DataFrame]]:
     return settings, tables
 
 
-def _online_reference(tables, settings, user: int, items: list[int], at: datetime):
+def _online_reference(tables, settings, user: str, items: list[str], at: datetime):
     """What serving should see at ``at``: each item's category as the catalog then knew it."""
     catalog = [_latest(tables["item_catalog"], {"item_id": i}, at, None) for i in items]
     categories = [None if c is None else c["category"] for c in catalog]
@@ -464,9 +473,10 @@ def _online_reference(tables, settings, user: int, items: list[int], at: datetim
     return categories, features.reset_index(drop=True)
 
 
-def _assert_online(settings, tables, store_or_settings, at: datetime, items: list[int]):
-    got = fs.online_features(store_or_settings, 1, items, as_of=at)
-    categories, want = _online_reference(tables, settings, 1, items, at)
+def _assert_online(settings, tables, store_or_settings, at: datetime, items: list[str]):
+    got = fs.online_features(store_or_settings, USER[1], items, as_of=at)
+    categories, want = _online_reference(tables, settings, USER[1], items, at)
+    assert got["user_id"].tolist() == [USER[1]] * len(items)
     assert got["item_id"].tolist() == items
     assert got["category"].tolist() == categories
     got = got[list(want.columns)].astype(float)
@@ -476,7 +486,7 @@ def _assert_online(settings, tables, store_or_settings, at: datetime, items: lis
 def test_materialize_then_online_lookup_and_push(online):
     settings, tables = online
     # 13 is in the catalog only from T0+1d on; 99 is unknown everywhere.
-    items = [10, 11, 12, 13, 99]
+    items = [ITEM[i] for i in (10, 11, 12, 13, 99)]
     first = fs.materialize(settings, end=T0 + H)
     assert {v.name for v in first.views} == set(FEATURE_TABLES)
     _assert_online(settings, tables, settings, T0 + H, items)
@@ -493,7 +503,7 @@ def test_materialize_then_online_lookup_and_push(online):
     pushed["views_7d"] = 123_456_789
     store = fs.get_store(settings)
     fs.push_user_activity(store, pushed)
-    got = fs.online_features(store, 1, [10, 11], as_of=T0 + 2 * D + H)
+    got = fs.online_features(store, USER[1], [ITEM[10], ITEM[11]], as_of=T0 + 2 * D + H)
     assert got["views_7d"].tolist() == [123_456_789, 123_456_789]
     assert got.loc[0, "item_views_7d"] == tables["item_activity"].loc[1, "item_views_7d"]
 
@@ -515,6 +525,6 @@ def test_unreachable_redis_is_a_clear_error(tmp_path):
             workspace=tmp_path, feast={"online_store": "redis", "redis_connection_string": where}
         )
         with pytest.raises(fs.OnlineStoreUnavailableError, match=where.replace(".", r"\.")):
-            fs.online_features(settings, 1, [10])
+            fs.online_features(settings, USER[1], [ITEM[10]])
         with pytest.raises(fs.OnlineStoreUnavailableError, match="unreachable"):
             fs.materialize(settings, end=T0)

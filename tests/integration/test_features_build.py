@@ -28,7 +28,11 @@ reference = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(reference)
 
 DAY0 = datetime(2025, 3, 1, tzinfo=UTC)
-PLANTED_T = DAY0 + timedelta(days=1, hours=10)  # user 7 has a snapshot exactly here
+PLANTED_T = DAY0 + timedelta(days=1, hours=10)  # user "u-7" has a snapshot exactly here
+#: Ids are strings: some look like numbers, none sorts as its number would ("sku-10" <
+#: "sku-2", "10" < "9"), so a build that lost or re-typed an id would not match.
+USERS = ["u-1", "u-2", "u-7", "u-10", "10", "9", "sku 3", "Ω-1"]
+ITEMS = [f"sku-{i}" for i in range(1, 13)]
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +45,7 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 def _items() -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "item_id": np.arange(1, 13),  # item 12 never appears in events
+            "item_id": ITEMS,  # "sku-12" never appears in events
             "category": [f"c{i % 4}" for i in range(12)],
             "price": np.round(np.linspace(3.0, 80.0, 12), 2),
             "created_ts": [DAY0 - timedelta(days=10 + i) for i in range(12)],
@@ -56,16 +60,16 @@ def _events() -> pd.DataFrame:
     seconds[:60] = seconds[:60] // 3600 * 3600  # many events exactly on hour boundaries
     events = pd.DataFrame(
         {
-            "user_id": rng.integers(1, 9, n),
-            "item_id": rng.choice([*range(1, 12), 77, 78], n),  # 77, 78: not in the catalog
+            "user_id": rng.choice(USERS, n),
+            "item_id": rng.choice([*ITEMS[:11], "77", "sku-78"], n),  # not in the catalog
             "event_type": rng.choice(["view"] * 6 + ["cart", "purchase", "click"], n),
             "ts": [DAY0 + timedelta(seconds=int(s)) for s in seconds],
         }
     )
     planted = pd.DataFrame(
         {
-            "user_id": [7, 7],
-            "item_id": [3, 3],
+            "user_id": ["u-7", "u-7"],
+            "item_id": ["sku-3", "sku-3"],
             "event_type": ["view", "purchase"],
             "ts": [PLANTED_T - timedelta(minutes=5), PLANTED_T],  # the purchase is at T
         }
@@ -108,6 +112,9 @@ def test_tables_equal_brute_force_reference(built: tuple[Settings, pd.DataFrame]
     expected = reference.brute_force(events, _items())
     for name in FEATURE_TABLES:
         reference.assert_tables_match(_read(settings, name).to_pandas(), expected[name])
+    # the exact strings of the lake, not numbers and not dense keys
+    assert set(_read(settings, "user_activity")["user_id"].to_pylist()) == set(USERS)
+    assert set(_read(settings, "item_catalog")["item_id"].to_pylist()) == set(ITEMS)
 
 
 def test_schemas_and_created_timestamp(built: tuple[Settings, pd.DataFrame]) -> None:
@@ -128,8 +135,8 @@ def test_no_row_uses_an_event_at_or_after_its_timestamp(
     settings, events = built
     users = _read(settings, "user_activity").to_pandas()
     assert (users["last_event_unix"] < users["event_timestamp"].map(pd.Timestamp.timestamp)).all()
-    user7 = users[users.user_id == 7].set_index("event_timestamp")
-    mine = events[(events.user_id == 7) & (events.event_type == "purchase")]
+    user7 = users[users.user_id == "u-7"].set_index("event_timestamp")
+    mine = events[(events.user_id == "u-7") & (events.event_type == "purchase")]
     before = int((mine.ts < PLANTED_T).sum() - (mine.ts < PLANTED_T - timedelta(days=7)).sum())
     assert user7.loc[pd.Timestamp(PLANTED_T), "purchases_7d"] == before  # planted one excluded
     after = user7.loc[pd.Timestamp(PLANTED_T + timedelta(hours=1)), "purchases_7d"]
@@ -146,8 +153,8 @@ def test_failed_build_keeps_previous_tables(built: tuple[Settings, pd.DataFrame]
         [
             {
                 "event_id": "x",
-                "user_id": 1,
-                "item_id": 1,
+                "user_id": "u-1",
+                "item_id": "sku-1",
                 "event_type": "wishlist",
                 "ts": DAY0,
                 "session_id": "s",

@@ -20,8 +20,9 @@ def _training_set(path: Path, n: int = 5_000) -> Path:
     rng = np.random.default_rng(0)
     df = pd.DataFrame({c: rng.random(n) for c in RAW_FEATURES})
     df.loc[rng.random(n) < 0.1, "views_7d"] = np.nan  # cold-start gaps
-    df["user_id"] = rng.integers(0, 100, n)
-    df["item_id"] = rng.integers(0, 50, n)
+    # string ids (the training set's contract); string order is not numeric order
+    df["user_id"] = [f"u-{i}" for i in rng.integers(0, 100, n)]
+    df["item_id"] = [f"sku {i}" for i in rng.integers(0, 50, n)]
     df["category"] = "c"
     df["event_timestamp"] = pd.to_datetime(
         rng.integers(1_700_000_000, 1_700_000_000 + 86_400 * 5, n), unit="s", utc=True
@@ -48,6 +49,15 @@ def test_engines_agree_and_splits_are_time_ordered(tmp_path: Path) -> None:
         a, b = _split(tmp_path / "ray", name), _split(tmp_path / "local", name)
         pd.testing.assert_frame_equal(a[sorted(a.columns)], b[sorted(b.columns)])
         assert list(MODEL_FEATURES) == [c for c in a.columns if c in MODEL_FEATURES]
+        schema = pq.read_schema(next((tmp_path / "ray" / name).glob("*.parquet")))
+        assert str(schema.field("user_id").type) in ("string", "large_string"), name
+        assert str(schema.field("item_id").type) in ("string", "large_string"), name
+    source = pd.read_parquet(ts)
+    shards = pd.concat(_split(tmp_path / "ray", n) for n in ("train", "valid", "test"))
+    # every row keeps its exact ids (sorted, since splits reorder rows)
+    assert sorted(zip(shards.user_id, shards.item_id, strict=True)) == sorted(
+        zip(source.user_id, source.item_id, strict=True)
+    )
     train, test = _split(tmp_path / "ray", "train"), _split(tmp_path / "ray", "test")
     assert train["event_timestamp"].max() < test["event_timestamp"].min()
 

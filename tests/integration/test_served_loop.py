@@ -1,6 +1,7 @@
 """The closed loop on a small simulated shop: logs written as the service writes them,
 ingested twice, then a training set mixing served and organic impressions (real Ray
-ingest, Ray Data features, Feast point-in-time join)."""
+ingest, Ray Data features, Feast point-in-time join). The shop names users and items as a
+shop does (``u000042``, ``sku-00017``), and the logs carry those strings."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from flywheel.ingest import ingest_events
 from flywheel.lake import partition_files, read_lake_events
 from flywheel.predlog import LogWriter, log_dir
 from flywheel.schemas import FEEDBACK_SCHEMA, PREDICTION_LOG_SCHEMA
-from flywheel.simulate import make_world, simulate_events
+from flywheel.simulate import SHOP, make_world, simulate_events
 
 pytestmark = pytest.mark.integration
 
@@ -36,18 +37,18 @@ def _table(root: Path, schema: pa.Schema) -> pa.Table:
 def loop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A 3-day shop in the lake plus served logs from two 'workers' on day 2."""
     root = tmp_path_factory.mktemp("loop")
-    world = make_world(300, 60, seed=5)
+    world = make_world(300, 60, seed=5, naming=SHOP)
     simulate_events(world, days=3, out_dir=root / "raw", seed=5)
     settings = Settings(workspace=root / "ws", ray=RaySettings(num_cpus=2))
     ingest_events(settings, [root / "raw" / "events"], items=root / "raw" / "items.parquet")
     rng = np.random.default_rng(0)
     workers = [LogWriter(log_dir(settings, "predictions"), "predictions") for _ in range(2)]
     fb_writer = LogWriter(log_dir(settings, "feedback"), "feedback")
-    clicked: set[tuple[str, int]] = set()
+    clicked: set[tuple[str, str]] = set()
     for n in range(N_REQUESTS):
         ts = world.start + timedelta(days=1, hours=8, minutes=7 * n)
-        user = int(rng.integers(0, 300))
-        items = rng.choice(60, size=K, replace=False).tolist()
+        user = world.ids.user_id(int(rng.integers(0, 300)))
+        items = world.ids.item_ids(rng.choice(60, size=K, replace=False)).to_pylist()
         request = f"{n:032x}-{user}"
         workers[n % 2].append(
             [
@@ -55,7 +56,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                     "request_id": request,
                     "ts": ts,
                     "user_id": user,
-                    "item_id": int(item),
+                    "item_id": item,
                     "position": pos,
                     "score": 1.0 / (pos + 1),
                     "model_version": "flywheel-ranker:test",
@@ -78,7 +79,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                         }
                     ]
                 )
-            clicked.add((request, int(items[0])))
+            clicked.add((request, items[0]))
     first = served.ingest_served(settings)
     second = served.ingest_served(settings)
     return {"settings": settings, "first": first, "second": second, "clicked": clicked}
@@ -108,8 +109,9 @@ def test_feedback_is_in_the_event_lake_as_the_requests_user(loop: dict[str, Any]
     api = events.loc[events["device"] == "api"]
     assert len(api) == 2 * len(loop["clicked"])
     assert set(zip(api["session_id"], api["item_id"], strict=True)) == loop["clicked"]
-    users = api["session_id"].str.rsplit("-", n=1).str[1].astype("int64")
-    assert (api["user_id"].to_numpy() == users.to_numpy()).all()
+    users = api["session_id"].str.rsplit("-", n=1).str[1]
+    assert api["user_id"].tolist() == users.tolist()
+    assert users.str.fullmatch(r"u\d{6}").all()  # the shop's user ids, as the requests had them
     assert sorted(api["event_type"].unique()) == ["click", "purchase"]
 
 

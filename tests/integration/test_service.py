@@ -6,6 +6,9 @@ One small world is built by hand for the module (feature tables stamped an hour 
 serving path: features through Feast's own ``get_online_features``
 (``feature_store.online_features``), scores through ``ranking.model_inputs`` and
 ``train.predict`` on the booster from the registry, and the prediction log read back.
+
+Ids are strings: users are decimal text ("3"; most requests send the JSON integer 3, which
+is the same id), items are SKUs (``sku(7)`` = "sku-7", so string order is not numeric order).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from flywheel.serving import (
     start_server,
     wait_ready,
 )
-from flywheel.simulate import make_world
+from flywheel.simulate import IdNaming, make_world
 from flywheel.simulate.traffic import (
     HttpRanker,
     TrafficError,
@@ -70,6 +73,15 @@ COLD_USER = 10_000
 LINEAGE = {"run_id": "test", "data_window": "test", "feature_service": "ranking_v1"}
 
 
+def sku(i: int) -> str:
+    """The id of item ``i``."""
+    return f"sku-{i}"
+
+
+def skus(items: Any) -> list[str]:
+    return [sku(int(i)) for i in items]
+
+
 # ---- the world -------------------------------------------------------------------------------
 
 
@@ -86,7 +98,8 @@ def _fill(frame: pd.DataFrame, name: str, rng: np.random.Generator) -> pa.Table:
 
 
 def build_tables(settings: Settings, now: datetime = NOW, seed: int = 0) -> None:
-    """Users 0-59 active an hour before ``now``; items 0-99 with activity, 100-119 new."""
+    """Users "0"-"59" active an hour before ``now``; items sku-0 to sku-99 with activity,
+    sku-100 to sku-119 new."""
     rng = np.random.default_rng(seed)
     t = now - H
     users, items = np.arange(N_USERS), np.arange(N_ITEMS)
@@ -94,14 +107,16 @@ def build_tables(settings: Settings, now: datetime = NOW, seed: int = 0) -> None
     created = [now - (N_ITEMS - i) * H for i in items]
     frames = {
         "user_activity": pd.DataFrame(
-            {"user_id": users, **stamp, "last_event_unix": t.timestamp() - rng.random(N_USERS)}
+            {"user_id": users.astype(str), **stamp,
+             "last_event_unix": t.timestamp() - rng.random(N_USERS)}
         ),
         "user_category": pd.DataFrame(
-            [{"user_id": u, "category": f"c{(u + d) % 5}", **stamp} for u in users for d in (0, 1)]
+            [{"user_id": str(u), "category": f"c{(u + d) % 5}", **stamp}
+             for u in users for d in (0, 1)]
         ),
-        "item_activity": pd.DataFrame({"item_id": items[:N_ACTIVE_ITEMS], **stamp}),
+        "item_activity": pd.DataFrame({"item_id": skus(items[:N_ACTIVE_ITEMS]), **stamp}),
         "item_catalog": pd.DataFrame(
-            {"item_id": items, "event_timestamp": created, "created_timestamp": created,
+            {"item_id": skus(items), "event_timestamp": created, "created_timestamp": created,
              "category": [f"c{i % 5}" for i in items]}
         ),
     }  # fmt: skip
@@ -135,7 +150,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return settings
 
 
-def _rank_reference(settings: Settings, user: int, items: list[int], at: datetime) -> np.ndarray:
+def _rank_reference(settings: Settings, user: str, items: list[str], at: datetime) -> np.ndarray:
     booster = load_booster(model_file(settings, current_champion(settings) or ""))
     feats = fs.online_features(settings, user, items, as_of=at)
     return predict(booster, model_inputs(feats, at.timestamp()))
@@ -173,25 +188,27 @@ def _metric(client: TestClient, name: str) -> float:
 def test_reader_matches_feast_online_features(world: Settings) -> None:
     store = fs.get_store(world)
     reader = OnlineFeatureReader(store, fs.feature_service_name(world))
-    items = [0, 7, 105, 999]  # active, active, new (no activity), not in the catalog
-    for user, at in [(3, NOW), (COLD_USER, NOW), (3, NOW + 8 * 24 * H)]:  # the last: expired
+    items = skus([0, 7, 105, 999])  # active, active, new (no activity), not in the catalog
+    for user, at in [("3", NOW), (str(COLD_USER), NOW), ("3", NOW + 8 * 24 * H)]:  # expired
         ours = reader.read(user, items, at)
         theirs = fs.online_features(store, user, items, as_of=at)
         assert list(ours.columns) == list(theirs.columns)
-        assert ours["category"].tolist() == theirs["category"].tolist()
-        numeric = [c for c in theirs.columns if c != "category"]
+        for key in ("user_id", "item_id", "category"):
+            assert ours[key].tolist() == theirs[key].tolist(), key
+        assert ours["item_id"].tolist() == items and set(ours["user_id"]) == {user}
+        numeric = [c for c in theirs.columns if c not in ("user_id", "item_id", "category")]
         np.testing.assert_array_equal(
             ours[numeric].to_numpy(np.float64),
             theirs[numeric].to_numpy(np.float64, na_value=np.nan),
         )
-    assert reader.read(3, items, NOW)["views_7d"].notna().all()
-    assert reader.read(3, items, NOW + 8 * 24 * H)["views_7d"].isna().all()
+    assert reader.read("3", items, NOW)["views_7d"].notna().all()
+    assert reader.read("3", items, NOW + 8 * 24 * H)["views_7d"].isna().all()
 
 
 def test_rank_scores_with_the_champion_and_logs_what_it_served(
     world: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    candidates = list(range(0, 100, 2))
+    candidates = skus(range(0, 100, 2))
     with asgi_client(world, monkeypatch, epsilon=0.0) as client:
         reply = client.post("/rank", json={"user_id": 3, "candidates": candidates, "k": 10})
     assert reply.status_code == 200, reply.text
@@ -199,7 +216,8 @@ def test_rank_scores_with_the_champion_and_logs_what_it_served(
     assert body["model_version"] == current_champion(world)
     served = [entry["item_id"] for entry in body["items"]]
     scores = [entry["score"] for entry in body["items"]]
-    reference = _rank_reference(world, 3, candidates, datetime.now(UTC))
+    assert set(served) <= set(candidates)  # the catalog's strings, as sent
+    reference = _rank_reference(world, "3", candidates, datetime.now(UTC))
     by_item = dict(zip(candidates, reference.tolist(), strict=True))
     assert scores == pytest.approx([by_item[i] for i in served], rel=1e-6)
     assert scores == sorted(reference.tolist(), reverse=True)[:10]
@@ -209,13 +227,13 @@ def test_rank_scores_with_the_champion_and_logs_what_it_served(
     assert mine["item_id"].tolist() == served
     assert mine["position"].tolist() == list(range(10))
     assert mine["propensity"].tolist() == [1.0] * 10
-    assert set(mine["model_version"]) == {body["model_version"]} and set(mine.user_id) == {3}
+    assert set(mine["model_version"]) == {body["model_version"]} and set(mine.user_id) == {"3"}
     # the logged features replay to the served scores through the shared transform
     at = mine["ts"].iloc[0].timestamp()
     logged = pd.DataFrame([json.loads(f) for f in mine["features"]])
     booster = load_booster(model_file(world, body["model_version"]))
     np.testing.assert_allclose(predict(booster, model_inputs(logged, at)), mine["score"], rtol=1e-6)
-    online = fs.online_features(world, 3, served, as_of=mine["ts"].iloc[0].to_pydatetime())
+    online = fs.online_features(world, "3", served, as_of=mine["ts"].iloc[0].to_pydatetime())
     np.testing.assert_allclose(
         logged[list(RAW_FEATURES)].to_numpy(np.float64),
         online[list(RAW_FEATURES)].to_numpy(np.float64, na_value=np.nan),
@@ -229,12 +247,12 @@ def test_cold_user_gets_default_candidates_and_is_counted(
         cold, default = (_metric(client, f"flywheel_{n}_total") for n in
                          ("cold_start_requests", "default_candidate_requests"))  # fmt: skip
         reply = client.post("/rank", json={"user_id": COLD_USER, "k": 20})
-        warm = client.post("/rank", json={"user_id": 4, "candidates": [1, 2, 3]})
+        warm = client.post("/rank", json={"user_id": "4", "candidates": skus([1, 2, 3])})
         assert reply.status_code == 200 and warm.status_code == 200
         assert _metric(client, "flywheel_cold_start_requests_total") == cold + 1
         assert _metric(client, "flywheel_default_candidate_requests_total") == default + 1
     pool = default_candidates(world, datetime.now(UTC))
-    assert len(pool) == 50 and set(range(110, 120)) <= set(pool)  # the ten newest items
+    assert len(pool) == 50 and set(skus(range(110, 120))) <= set(pool)  # the ten newest items
     served = [e["item_id"] for e in reply.json()["items"]]
     assert len(served) == 20 and set(served) <= set(pool)
 
@@ -245,13 +263,13 @@ def test_feedback_is_logged_and_updates_online_user_features(
     names = ["clicks_7d", "carts_24h", "carts_7d", "purchases_7d", "views_7d"]
 
     def activity() -> dict[str, float]:
-        row = fs.online_features(world, 5, [0], as_of=datetime.now(UTC) + H)
+        row = fs.online_features(world, "5", [sku(0)], as_of=datetime.now(UTC) + H)
         return {n: float(row[n].iloc[0]) for n in names}
 
     before = activity()
     with asgi_client(world, monkeypatch) as client:
         rid = client.post("/rank", json={"user_id": 5, "k": 3}).json()["request_id"]
-        item = 17
+        item = sku(17)
         for kind in ("click", "cart", "cart", "purchase"):
             reply = client.post(
                 "/feedback", json={"request_id": rid, "item_id": item, "event_type": kind}
@@ -273,14 +291,15 @@ def test_feedback_is_logged_and_updates_online_user_features(
 
 BAD_REQUESTS = [
     ("/rank", b'{"user_id": 1', "json_invalid", ""),
-    ("/rank", b'{"user_id": "one"}', "int_type", "user_id"),
-    ("/rank", b'{"user_id": NaN}', "int_type", "user_id"),
+    ("/rank", b'{"user_id": ""}', "value_error", "user_id"),
+    ("/rank", b'{"user_id": NaN}', "value_error", "user_id"),
     ("/rank", b'{"user_id": 1, "k": 0}', "greater_than_equal", "k"),
     ("/rank", b'{"user_id": 1, "k": 1000}', "less_than_equal", "k"),
-    ("/rank", b'{"user_id": 1, "candidates": [1.5]}', "int_type", "candidates.0"),
+    ("/rank", b'{"user_id": 1, "candidates": [1.5]}', "value_error", "candidates.0"),
     ("/rank", json.dumps({"user_id": 1, "candidates": list(range(501))}).encode(), "too_long",
      "candidates"),
     ("/rank", b'{"user_id": 1, "candidates": [2, 2]}', "value_error", "candidates"),
+    ("/rank", b'{"user_id": 1, "candidates": [2, "2"]}', "value_error", "candidates"),
     ("/rank", b'{"user_id": 1, "user": 2}', "extra_forbidden", "user"),
     ("/feedback", b'{"request_id": "a", "item_id": 1, "event_type": "hover"}', "literal_error",
      "event_type"),
@@ -311,7 +330,7 @@ def test_metrics_count_served_and_explored_items(
         ids = []
         for user in range(20):
             reply = client.post(
-                "/rank", json={"user_id": user, "candidates": list(range(30)), "k": 6}
+                "/rank", json={"user_id": user, "candidates": skus(range(30)), "k": 6}
             )
             ids.append(reply.json()["request_id"])
         after = [_metric(client, f"flywheel_{n}_total") for n in names]
@@ -352,17 +371,18 @@ def test_a_replayed_world_is_served_on_its_own_clock(tmp_path: Path) -> None:
     write_state(settings, {"events": {"watermark": (then - H / 2).isoformat()}})
     register_model(settings, train_booster(tmp_path / "m.ubj", seed=0), {"auc": 0.6}, LINEAGE)
     service = RankingService(settings, ServingOptions(epsilon=0.0))
-    outcome = service.rank(RankRequest(user_id=3, candidates=[1, 2, 3], k=2))
+    outcome = service.rank(RankRequest(user_id="3", candidates=skus([1, 2, 3]), k=2))
     assert not outcome.cold_start
     logged = read_prediction_logs(settings).to_pandas()
     assert abs(logged["ts"].iloc[0].to_pydatetime() - then) < timedelta(minutes=5)
     wall = RankingService(settings, ServingOptions(clock="wall"))
-    assert wall.rank(RankRequest(user_id=3, candidates=[1, 2, 3], k=2)).cold_start
+    assert wall.rank(RankRequest(user_id="3", candidates=skus([1, 2, 3]), k=2)).cold_start
     # feedback lands in the replayed present too
     rid = outcome.response.request_id
-    before = fs.online_features(settings, 3, [1], as_of=service.clock.now())["clicks_7d"].iloc[0]
-    service.feedback(FeedbackRequest(request_id=rid, item_id=1, event_type="click"))
-    after = fs.online_features(settings, 3, [1], as_of=service.clock.now())["clicks_7d"].iloc[0]
+    clock = service.clock
+    before = fs.online_features(settings, "3", [sku(1)], as_of=clock.now())["clicks_7d"].iloc[0]
+    service.feedback(FeedbackRequest(request_id=rid, item_id=sku(1), event_type="click"))
+    after = fs.online_features(settings, "3", [sku(1)], as_of=clock.now())["clicks_7d"].iloc[0]
     assert after == before + 1
 
 
@@ -429,7 +449,7 @@ class Load:
         rng = np.random.default_rng(seed)
         sent = 0
         while (self.per_thread is None or sent < self.per_thread) and not self.stop.is_set():
-            candidates = rng.choice(N_ITEMS, 50, replace=False).tolist()
+            candidates = skus(rng.choice(N_ITEMS, 50, replace=False))
             body = {"user_id": int(rng.integers(0, N_USERS + 5)), "candidates": candidates}
             began = time.monotonic()
             try:
@@ -469,7 +489,7 @@ def wait_until(what: str, done: Any, timeout_s: float = 120.0) -> None:
 
 def _logged_slates(
     settings: Settings, since: datetime | None = None
-) -> dict[str, list[tuple[int, int]]]:
+) -> dict[str, list[tuple[int, str]]]:
     log = read_prediction_logs(settings, since).to_pandas().sort_values(["request_id", "position"])
     return {
         rid: list(zip(g.position, g.item_id, strict=True)) for rid, g in log.groupby("request_id")
@@ -495,13 +515,15 @@ def test_server_ranks_logs_every_served_item_and_takes_feedback(
         for t in load.threads:
             t.join()
     assert load.failures == [] and len(load.answers) == 200
+    served_ids = {e["item_id"] for answer in load.answers for e in answer["items"]}
+    assert served_ids and served_ids <= set(skus(range(N_ITEMS)))  # catalog strings only
     logged = _logged_slates(world)
     for answer in load.answers:
         served = [(p, e["item_id"]) for p, e in enumerate(answer["items"])]
         assert logged[answer["request_id"]] == served
     rid = load.answers[0]["request_id"]
     reply = post_json(
-        f"{url}/feedback", {"request_id": rid, "item_id": 1, "event_type": "click"}, 10
+        f"{url}/feedback", {"request_id": rid, "item_id": sku(1), "event_type": "click"}, 10
     )
     assert reply == {"status": "recorded", "note": None}
     assert rid in set(read_feedback_logs(world)["request_id"].to_pylist())
@@ -520,7 +542,7 @@ def test_server_answers_sequential_calls_with_the_champions_ranking(
     rng = np.random.default_rng(5)
     champion = current_champion(world)
     for i in range(50):
-        candidates = rng.choice(N_ITEMS, 50, replace=False).tolist()
+        candidates = skus(rng.choice(N_ITEMS, 50, replace=False))
         body = post_json(f"{url}/rank", {"user_id": i % N_USERS, "candidates": candidates}, 10)
         items = [e["item_id"] for e in body["items"]]
         assert body["model_version"] == champion
@@ -530,8 +552,8 @@ def test_server_answers_sequential_calls_with_the_champions_ranking(
 class _RecordingRanker(HttpRanker):
     """The traffic client's ranker, remembering what each request was served."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
+    def __init__(self, url: str, ids: IdNaming) -> None:
+        super().__init__(url, ids=ids)
         self.served: dict[str, list[int]] = {}
 
     def __call__(self, user_id: int, candidates: list[int] | None, k: int) -> tuple[str, list[int]]:
@@ -546,21 +568,25 @@ def test_traffic_client_round_trip(
     """The simulated users of `flywheel traffic` against the real service: what they were
     served is what the service logged, and every reaction they posted is in its feedback log."""
     url, _ = server
-    ranker = _RecordingRanker(url)
-    users = make_world(N_USERS, N_ITEMS, seed=21)
-    summary = run_traffic(users, ranker, 30, seed=4, k=4, feedback=http_feedback(url))
+    # the world's naming matches the service's: users as decimal text, items as sku-<i>
+    users = make_world(N_USERS, N_ITEMS, seed=21, naming=IdNaming(item="sku-{}"))
+    ranker = _RecordingRanker(url, users.ids)
+    summary = run_traffic(
+        users, ranker, 30, seed=4, k=4, feedback=http_feedback(url, ids=users.ids)
+    )
     assert summary.impressions == 120 and len(ranker.served) == 30
     assert summary.model_versions == {current_champion(world): 30}
     logged = _logged_slates(world)
     for request_id, items in ranker.served.items():
-        assert logged[request_id] == list(enumerate(items))
+        assert logged[request_id] == list(enumerate(users.ids.item_ids(items).to_pylist()))
     feedback = read_feedback_logs(world).to_pandas()
     mine = feedback[feedback["request_id"].isin(set(ranker.served))]
     assert len(mine) == summary.clicks + summary.carts + summary.purchases > 0
     assert (mine["event_type"] == "click").sum() == summary.clicks
     assert (mine["event_type"] == "purchase").sum() == summary.purchases
     assert all(
-        item in ranker.served[r] for r, item in zip(mine.request_id, mine.item_id, strict=True)
+        users.ids.item_indices([item])[0] in ranker.served[r]
+        for r, item in zip(mine.request_id, mine.item_id, strict=True)
     )
 
 

@@ -35,6 +35,8 @@ pytestmark = pytest.mark.integration
 CASES_PER_PATH = 200
 SEED = 20250501
 HUGE_INTS = [2**63, 2**64, -(2**63) - 1, -1, 10**30, 10**400, -(10**400)]
+#: Integers out of range for an id field: decimal text longer than 128 characters.
+HUGE_IDS = [10**128, -(10**127), 10**400, -(10**400)]
 JUNK: list[Any] = [
     *(None, True, False, "", "x" * 300, "１２", "\u0000", 1.5, -0.0, 1e308, "NaN", "1"),
     *([], {}, [None], {"a": {"b": [1, {"c": None}]}}, [[[[[[[[[[1]]]]]]]]]]),
@@ -76,8 +78,9 @@ def valid_value(spec: dict[str, Any], schema: dict[str, Any], rng: random.Random
     if kind == "array":
         size = rng.randint(schema.get("minItems", 0), min(schema.get("maxItems", 20), 60))
         items = schema.get("items", {})
-        # distinct values: the service refuses repeated candidates
-        return list(dict.fromkeys(valid_value(spec, items, rng) for _ in range(size))) or [0]
+        # distinct values: the service refuses repeated candidates (5 and "5" are one id)
+        drawn = (valid_value(spec, items, rng) for _ in range(size))
+        return list({str(v): v for v in drawn}.values()) or [0]
     if kind == "string":
         return valid_string(schema, rng)
     if kind == "object":
@@ -134,7 +137,9 @@ def mutate(spec: dict[str, Any], schema: dict[str, Any], rng: random.Random) -> 
         body[field] = rng.choice(JUNK)
         return kind, _json(body), ctype
     if kind == "out_of_range":
-        return kind, _json({**body, **{_int_field(props, rng): rng.choice(HUGE_INTS)}}), ctype
+        name = _int_field(props, rng)
+        huge = HUGE_INTS if props[name].get("type") == "integer" else HUGE_IDS
+        return kind, _json({**body, **{name: rng.choice(huge)}}), ctype
     if kind == "nan":
         value = rng.choice([float("nan"), float("inf"), float("-inf")])
         return kind, _json({**body, _int_field(props, rng): value}), ctype
@@ -148,7 +153,13 @@ def mutate(spec: dict[str, Any], schema: dict[str, Any], rng: random.Random) -> 
 
 
 def _int_field(props: dict[str, Any], rng: random.Random) -> str:
-    return rng.choice([n for n, s in props.items() if s.get("type") == "integer"])
+    """A field that takes integers: ``k``, or an id (a string or an integer)."""
+
+    def takes_int(schema: dict[str, Any]) -> bool:
+        branches = [*schema.get("anyOf", []), *schema.get("oneOf", [])]
+        return schema.get("type") == "integer" or any(takes_int(s) for s in branches)
+
+    return rng.choice([n for n, s in props.items() if takes_int(s)])
 
 
 def _raw_case(kind: str, body: dict[str, Any], rng: random.Random) -> Case:
@@ -218,7 +229,7 @@ def test_no_body_gets_a_5xx(
         cases = [mutate(spec, schema, rng) for _ in range(CASES_PER_PATH)]
         if path == "/feedback":  # also feedback on a request that was really served
             rid = client.post("/rank", json={"user_id": 3, "k": 3}).json()["request_id"]
-            body = {"request_id": rid, "item_id": 5, "event_type": "cart"}
+            body = {"request_id": rid, "item_id": service_tests.sku(5), "event_type": "cart"}
             cases += [("valid", _json(body), {"content-type": "application/json"})]
 
         def post(body: bytes | Iterator[bytes], headers: dict[str, str]) -> Any:
@@ -243,3 +254,50 @@ def test_malformed_multipart_is_a_4xx(
             headers={"content-type": "multipart/form-data; boundary=x"},
         )
     assert reply.status_code == 415, reply.text
+
+
+#: Ids the service must refuse: (path, field, value); the field is the error's ``loc``.
+BAD_IDS = [
+    *(("/rank", "user_id", v) for v in ("", "  ", "x" * 129, 10**128, "a\nb", "a\x00", "\x7f")),
+    *(("/rank", "user_id", v) for v in (1.5, 7.0, True, False, None, float("nan"), [1], {})),
+    *(("/rank", "candidates.1", v) for v in ("", "y" * 129, "b\tc", 2.5, True)),
+    *(("/feedback", "item_id", v) for v in ("", "z" * 129, "sku\r-1", 3.0, False, None)),
+]
+
+
+@pytest.mark.parametrize(("path", "field", "value"), BAD_IDS, ids=lambda v: repr(v)[:20])
+def test_a_bad_id_is_a_4xx_naming_the_field(
+    path: str, field: str, value: Any, world: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body: dict[str, Any]
+    if path == "/rank":
+        body = {"user_id": "3", "candidates": [service_tests.sku(1), service_tests.sku(2)]}
+    else:
+        body = {
+            "request_id": "a" * 32 + "-3",
+            "item_id": service_tests.sku(1),
+            "event_type": "click",
+        }
+    if field == "candidates.1":
+        body["candidates"][1] = value
+    else:
+        body[field] = value
+    with asgi_client(world, monkeypatch) as client:
+        reply = client.post(path, content=_json(body), headers={"content-type": "application/json"})
+    assert reply.status_code == 400, reply.text
+    assert [".".join(map(str, e["loc"])) for e in reply.json()["detail"]] == [field]
+
+
+def test_the_spec_documents_ids_as_strings_or_integers(
+    world: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with asgi_client(world, monkeypatch) as client:
+        spec = client.get("/docs.json").json()
+    rank, feedback = body_schema(spec, "/rank"), body_schema(spec, "/feedback")
+    candidates = rank["properties"]["candidates"]  # BentoML drops the "| None" branch
+    candidates = [s for s in candidates.get("anyOf", [candidates]) if s.get("type") == "array"]
+    for schema in (rank["properties"]["user_id"], feedback["properties"]["item_id"],
+                   candidates[0]["items"]):  # fmt: skip
+        kinds = {s["type"]: s for s in resolve(spec, schema)["oneOf"]}
+        assert set(kinds) == {"string", "integer"}
+        assert (kinds["string"]["minLength"], kinds["string"]["maxLength"]) == (1, 128)
