@@ -177,14 +177,23 @@ def _route_logging(
     to_terminal = terminal_handler(verbose)
     root, fw = logging.getLogger(), logging.getLogger("flywheel")
     saved = (root.handlers[:], root.level, fw.handlers[:], fw.level, fw.propagate)
-    levels = {name: logging.getLogger(name).level for name in FRAMEWORK_LOGGERS}
+    # Ray (once initialised) gives its logger a stderr handler of its own and stops it
+    # propagating; for the run, every framework logger goes through the root's handlers.
+    framework = {
+        name: (lg.level, lg.handlers[:], lg.propagate)
+        for name in FRAMEWORK_LOGGERS
+        for lg in [logging.getLogger(name)]
+    }
     root.handlers[:] = [to_file, to_terminal]
     root.setLevel(logging.INFO)
     fw.handlers[:] = [to_file, to_terminal] + ([ProgressHandler(display)] if display else [])
     fw.setLevel(logging.DEBUG)
     fw.propagate = False
     for name in FRAMEWORK_LOGGERS:
-        logging.getLogger(name).setLevel(logging.NOTSET)  # the root's INFO: all in the file
+        lg = logging.getLogger(name)
+        lg.setLevel(logging.NOTSET)  # the root's INFO: all in the file
+        lg.handlers[:] = []
+        lg.propagate = True
     try:
         yield
     finally:
@@ -192,8 +201,11 @@ def _route_logging(
         root.setLevel(saved[1])
         fw.setLevel(saved[3])
         fw.propagate = saved[4]
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
+        for name, (level, handlers, propagate) in framework.items():
+            lg = logging.getLogger(name)
+            lg.setLevel(level)
+            lg.handlers[:] = handlers
+            lg.propagate = propagate
 
 
 @contextlib.contextmanager

@@ -164,3 +164,23 @@ def test_log_files_live_under_the_workspace(tmp_path: Path) -> None:
     path.parent.mkdir()
     path.touch()  # a second run in the same second gets a file of its own
     assert log_path(tmp_path, "demo", at).name == "demo-20250102-030405-2.log"
+
+
+def test_a_framework_logger_that_stopped_propagating_still_goes_to_the_file(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Ray, once initialised (by an earlier test or stage), gives the ``ray`` logger a stderr
+    handler of its own and stops it propagating; a run still sends it to the file only."""
+    ray_logger = logging.getLogger("ray")
+    own = logging.StreamHandler(sys.stderr)
+    saved = (ray_logger.handlers[:], ray_logger.propagate)
+    ray_logger.handlers[:], ray_logger.propagate = [own], False
+    try:
+        path = tmp_path / "logs" / "cycle.log"
+        with command_log(path, verbose=False):
+            ray_logger.warning("RAY-OWN-HANDLER chatter")
+        assert "RAY-OWN-HANDLER" in path.read_text()
+        assert "RAY-OWN-HANDLER" not in "".join(capfd.readouterr())
+        assert ray_logger.handlers == [own] and ray_logger.propagate is False  # restored
+    finally:
+        ray_logger.handlers[:], ray_logger.propagate = saved
