@@ -148,7 +148,8 @@ def check_integer(col: pa.ChunkedArray, ctx: CheckContext) -> Coerced:
         return Coerced(values, [("is missing", missing), ("is not an integer", bad)])
     text, missing = _present(arr)
     ok = _mask(pc.match_substring_regex(text, r"^[+-]?\d{1,18}(\.0*)?$"))
-    digits = pc.replace_substring_regex(text, r"\.0*$", "")
+    # Arrow parses neither a "+" sign nor a fraction: both go before the cast.
+    digits = pc.replace_substring_regex(text, r"^\+|\.0*$", "")
     values = pc.cast(_null_where(digits, ~ok), pa.int64())
     return Coerced(values, [("is missing", missing), ("is not an integer", ~missing & ~ok)])
 
