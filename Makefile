@@ -11,7 +11,7 @@ export FEAST_USAGE := False
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
 
-.PHONY: help install demo test test-unit test-integration lint fmt bench bench-quick lock clean
+.PHONY: help install demo test test-unit test-integration lint fmt mutate bench bench-quick lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -72,6 +72,26 @@ fmt: install  ## format and auto-fix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Mutation testing (MUTATION.md): the decision functions of the decision modules, against
+# the unit tests in [tool.mutmut] of pyproject.toml. Not part of `make test`. Mutants are
+# named <module>.x_<function>__mutmut_<n> (methods: xǁ<Class>ǁ<method>).
+MUTATE_FUNCTIONS := \
+  'flywheel.evaluate.x_auc__*' 'flywheel.evaluate.x_log_loss__*' \
+  'flywheel.evaluate.x_calibration_bins__*' 'flywheel.evaluate.x_expected_calibration_error__*' \
+  'flywheel.evaluate.x_ndcg_at_k__*' 'flywheel.evaluate.x_score_metrics__*' \
+  'flywheel.evaluate.x_decide__*' 'flywheel.evaluate.x_evaluate__*' \
+  'flywheel.dataset.*' 'flywheel.ingest.checks.*' 'flywheel.ingest.validate.*' 'flywheel.ids.*' \
+  'flywheel.serving.x_epsilon_greedy__*' 'flywheel.serving.x__prediction_records__*' \
+  'flywheel.deploy.*' 'flywheel.k8s_deploy.*' 'flywheel.feast_asof.x_*'
+
+mutate: install  ## mutation testing of the decision modules, unit tier; prints the survivors (MUTATION.md)
+	rm -rf mutants
+	@# One OpenMP thread: mutmut forks its workers, and a forked libgomp pool deadlocks.
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2 $(MUTATE_FUNCTIONS) > mutants.log 2>&1 \
+	  || { tail -c 4000 mutants.log; exit 1; }
+	@tr '\r' '\n' < mutants.log | grep -E 'mutations/second' | tail -1
+	@$(VENV)/bin/mutmut results | grep -v ': not checked' || echo 'no surviving mutant'
+
 bench: install  ## all benchmarks at full size (about an hour); bench-out/*.json, see benchmarks/RESULTS.md
 	$(PY) benchmarks/run_all.py
 
@@ -83,7 +103,7 @@ lock: install  ## regenerate constraints.txt from the current environment
 	  | sed '1i # Lock file: the exact set a fresh make install resolves (pip install -c constraints.txt).\n# Regenerate with make lock after changing dependencies in pyproject.toml.' > constraints.txt
 
 clean:  ## remove the workspace and caches (keeps .venv)
-	rm -rf .flywheel bench-out .pytest_cache .ruff_cache .mypy_cache
+	rm -rf .flywheel bench-out .pytest_cache .ruff_cache .mypy_cache mutants mutants.log
 
 # ---- container images, built offline (images/README.md) -----------------------------------
 .PHONY: wheelhouse base-image images test-containers

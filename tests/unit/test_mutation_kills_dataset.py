@@ -168,6 +168,7 @@ def test_served_impressions_before_the_window_are_left_out(tmp_path: Path) -> No
     assert got["group_id"].tolist() == ["new-1", "new-1"]
     assert got["item_id"].tolist() == ["sku-9", "sku-1"]  # served order, not sorted
     assert got["label"].tolist() == [0, 1] and got["label"].dtype == np.int8
+    assert got["event_timestamp"].tolist() == [T0, T0]
     assert list(got.columns) == list(IMPRESSION_COLUMNS)
     nothing = served_impressions(Settings(workspace=tmp_path / "none"), T0, T0 + HOUR, HOUR)
     assert nothing.empty and list(nothing.columns) == list(IMPRESSION_COLUMNS)

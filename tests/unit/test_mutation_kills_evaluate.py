@@ -51,7 +51,7 @@ def test_calibration_bins_have_ten_bins_and_documented_edges() -> None:
     assert count.tolist() == [1, 0, 0, 0, 0, 0, 0, 0, 1, 2]
     assert mean_p[9] == pytest.approx(0.975) and rate[9] == pytest.approx(0.5)
     # float32 0.69999999: 7.0 when multiplied in float32, 6.9999998 in float64: bin 6.
-    just_below = np.array([np.float32(0.7) - np.float32(6e-8)], dtype=np.float32)
+    just_below = np.array([0.7], dtype=np.float32)  # 0.699999988...
     assert float(just_below[0]) < 0.7
     assert np.flatnonzero(calibration_bins(np.array([1]), just_below)[0]).tolist() == [6]
 

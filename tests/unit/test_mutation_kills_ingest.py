@@ -113,3 +113,13 @@ def test_a_table_missing_a_column_is_quarantined_whole() -> None:
     assert named.quarantine["source_file"].to_pylist() == ["in.csv", "in.csv"]
     empty = validate_table(raw.slice(0, 0), EVENTS, CTX)
     assert empty.reasons == {} and empty.quarantine.num_rows == 0
+
+
+def test_as_strings_json_encodes_nested_values_and_keeps_nulls() -> None:
+    nested = pa.array([[1, 2], None])
+    assert as_strings(nested).to_pylist() == ["[1, 2]", None]
+    stamped = pa.array([{"at": datetime(2024, 3, 1, tzinfo=UTC)}, None])
+    assert as_strings(stamped).to_pylist() == ['{"at": "2024-03-01 00:00:00+00:00"}', None]
+    times = pa.array([datetime(2024, 3, 1, tzinfo=UTC), None], pa.timestamp("us", tz="UTC"))
+    got = as_strings(times)
+    assert got.type == pa.string() and got.to_pylist() == ["2024-03-01T00:00:00+00:00", None]
