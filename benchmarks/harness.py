@@ -48,6 +48,33 @@ def _tree_pss(proc: psutil.Process) -> int:
     return total
 
 
+class PeakPss:
+    """Sample the summed PSS of process ``pid`` and its descendants every 100 ms while the
+    ``with`` block runs; ``peak`` is the highest sum seen, in bytes."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak = pid, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        ps = psutil.Process(self.pid)
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, _tree_pss(ps))
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(0.1)
+
+    def __enter__(self) -> PeakPss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _child(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], conn: Any) -> None:
     try:
         start = time.perf_counter()
@@ -69,25 +96,10 @@ def measure(name: str, fn: Callable[..., dict[str, Any]], *args: Any) -> Measure
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(fn, args, child))
     proc.start()
-    peak = 0
-    stop = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        ps = psutil.Process(proc.pid)
-        while not stop.is_set():
-            try:
-                peak = max(peak, _tree_pss(ps))
-            except psutil.NoSuchProcess:
-                return
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    status, seconds, result = parent.recv()
-    stop.set()
-    proc.join()
-    sampler.join()
+    with PeakPss(proc.pid) as sampled:
+        status, seconds, result = parent.recv()
+        proc.join()
+    peak = sampled.peak
     if status != "ok":
         raise RuntimeError(f"benchmark {name!r} failed: {result['error']}")
     return Measurement(name=name, seconds=seconds, peak_mib=peak / 2**20, result=result)

@@ -30,7 +30,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,8 @@ import pyarrow.parquet as pq
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+
+from harness import PeakPss  # noqa: E402
 
 STYLES = ("int", "text", "shop")
 TARGET = 1.10
@@ -87,16 +88,6 @@ print(json.dumps({"seconds": time.perf_counter() - start, "stages": stages,
 """
 
 
-def _tree_pss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_full_info().pss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return total
-
-
 def run_build(code_root: Path, workspace: Path) -> dict[str, Any]:
     """Build features of ``workspace`` with the package under ``code_root``; time + peak."""
     return _run_child(code_root, [_CHILD, str(workspace)])
@@ -135,23 +126,9 @@ def _run_child(code_root: Path, args: list[str]) -> dict[str, Any]:
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    peak, stop = 0, threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        ps = psutil.Process(proc.pid)
-        while not stop.is_set():
-            try:
-                peak = max(peak, _tree_pss(ps))
-            except psutil.NoSuchProcess:
-                return
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, _ = proc.communicate()
-    stop.set()
-    sampler.join()
+    with PeakPss(proc.pid) as sampled:
+        out, _ = proc.communicate()
+    peak = sampled.peak
     if proc.returncode != 0:
         raise RuntimeError(f"{args[1:]} under {code_root} failed (exit {proc.returncode})")
     result = json.loads(out.strip().splitlines()[-1])
