@@ -8,9 +8,7 @@ end to end, is ``tests/integration/test_cli_quiet.py``.
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,20 +17,12 @@ from typer.testing import CliRunner
 from flywheel import cycle
 from flywheel.cli import app
 from flywheel.cycle import STAGES, CycleError, CycleSummary, StageReport
-from tests.unit.test_runlog import NOISE, make_noise
+from tests.unit.framework_noise import NOISE, make_noise
 
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root, fw = logging.getLogger(), logging.getLogger("flywheel")
-    saved = (root.handlers[:], root.level, fw.handlers[:], fw.level, fw.propagate)
-    yield
-    root.handlers[:], fw.handlers[:] = saved[0], saved[2]
-    root.setLevel(saved[1])
-    fw.setLevel(saved[3])
-    fw.propagate = saved[4]
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def _noisy_cycle(*args: object, **kwargs: object) -> CycleSummary:

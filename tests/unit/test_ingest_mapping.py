@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -252,15 +251,6 @@ def test_sessions_continue_lake_sessions_and_splitting_a_run_changes_nothing() -
     assert later[: len(first)] == early
     assert dict(zip(both, later, strict=True)) == dict(enumerate(whole))
     assert len(set(whole)) > 12  # several sessions per user: the gaps are really exercised
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The CLI routes the ``flywheel`` logger to rich; put it back for other tests."""
-    logger = logging.getLogger("flywheel")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
 def test_cli_bad_mapping_is_one_red_line_before_anything_is_read(
