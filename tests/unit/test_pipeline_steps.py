@@ -55,3 +55,15 @@ def test_steps_record_their_summary_for_the_cycle_table(
     record_step(s, "train", {"valid_auc": 0.7}, 1.234)
     data = json.loads((tmp_path / "runs" / "r1" / "train.json").read_text())
     assert data == {"stage": "train", "seconds": 1.23, "summary": {"valid_auc": 0.7}}
+
+
+def test_ingest_bad_mapping_text_fails_naming_the_key_before_any_write(tmp_path: Path) -> None:
+    from flywheel.ingest import MappingError
+
+    s = Settings(workspace=tmp_path)
+    events = tmp_path / "events.csv"
+    events.write_text("a,b\n1,2\n")
+    text = "name: x\ncolumns: {user_id: a, item_id: b, event_type: c, ts: d, usr: e}\n"
+    with pytest.raises(MappingError, match=r"parameter: columns\.usr: Extra inputs"):
+        run_ingest(s.model_dump_json(), str(events), "", dsl.Metrics(uri="m"), mapping=text)
+    assert not s.lake_dir.exists() and not s.state_dir.exists()
