@@ -13,20 +13,19 @@ Metrics (all in plain numpy except AUC, which uses scikit-learn):
   look good by the accident of row order.
 
 Artefacts written to ``out_dir``: ``metrics.json``, ``roc.png``, ``calibration.png`` and a
-self-contained ``report.html`` (plots embedded as base64) for the KFP UI.
+self-contained ``report.html`` (plots embedded as base64) for the KFP UI; the drawing is in
+:mod:`flywheel.evaluation_report`.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -242,6 +241,9 @@ def evaluate(
         ShardError: the test split is missing, empty, unreadable or single-class.
         FileNotFoundError: a model file does not exist.
     """
+    # Imported here: the report module imports this one's metric maths.
+    from flywheel.evaluation_report import plot_calibration, plot_roc, render_report
+
     started = time.perf_counter()
     rule = rule or BlessingRule()
     out = Path(out_dir)
@@ -256,8 +258,8 @@ def evaluate(
     log.info("%s: %s", "blessed" if decision.blessed else "not blessed", decision.reason)
     out.mkdir(parents=True, exist_ok=True)
     plots = {
-        "roc": _plot_roc(y, scores, out / "roc.png"),
-        "calibration": _plot_calibration(y, scores, out / "calibration.png"),
+        "roc": plot_roc(y, scores, out / "roc.png"),
+        "calibration": plot_calibration(y, scores, out / "calibration.png"),
     }
     record = {
         "blessed": decision.blessed,
@@ -274,7 +276,7 @@ def evaluate(
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps(record, indent=2, allow_nan=True))
     report_path = out / "report.html"
-    report_path.write_text(_render_report(record, plots))
+    report_path.write_text(render_report(record, plots))
     return EvalSummary(
         blessed=decision.blessed,
         reason=decision.reason,
@@ -300,97 +302,3 @@ def roc_points(y: np.ndarray, p: np.ndarray, max_points: int = 200) -> dict[str,
         "tpr": tpr[keep].tolist(),
         "thresholds": thr.tolist(),
     }
-
-
-def _new_figure() -> Any:
-    # The Agg canvas directly: no pyplot, no global backend switch, safe in any process.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _plot_roc(y: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> bytes:
-    """Draw both ROC curves to ``path``; return the PNG bytes for embedding."""
-    from sklearn.metrics import roc_curve
-
-    fig = _new_figure()
-    ax = fig.add_subplot()
-    for name, p in scores.items():
-        fpr, tpr, _ = roc_curve(y, p)
-        ax.plot(fpr, tpr, label=f"{name} (AUC {auc(y, p):.3f})")
-    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, test split")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path.read_bytes()
-
-
-def _plot_calibration(y: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> bytes:
-    """Draw the reliability diagram (10 equal-width bins) to ``path``; return PNG bytes."""
-    fig = _new_figure()
-    ax = fig.add_subplot()
-    for name, p in scores.items():
-        count, mean_p, rate = calibration_bins(y, p)
-        filled = count > 0
-        ece = expected_calibration_error(y, p)
-        ax.plot(mean_p[filled], rate[filled], marker="o", label=f"{name} (ECE {ece:.3f})")
-    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
-    ax.set(xlabel="mean predicted probability", ylabel="observed positive rate")
-    ax.set(title="Calibration, test split", xlim=(0, 1), ylim=(0, 1))
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path.read_bytes()
-
-
-_METRIC_ROWS: Final = (
-    "auc",
-    "logloss",
-    "ece",
-    "ndcg_at_10",
-    "rows",
-    "groups_with_positive",
-    "positive_rate",
-    "mean_prediction",
-)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "&ndash;"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return html.escape(str(value))
-
-
-def _render_report(record: dict[str, Any], plots: dict[str, bytes]) -> str:
-    """A self-contained HTML page: decision, metrics table, the two plots inline."""
-    challenger, champion = record["challenger"], record["champion"] or {}
-    rows = "".join(
-        f"<tr><th>{name}</th><td>{_cell(challenger[name])}</td>"
-        f"<td>{_cell(champion.get(name))}</td></tr>"
-        for name in _METRIC_ROWS
-    )
-    verdict = "BLESSED" if record["blessed"] else "NOT BLESSED"
-    colour = "#1a7f37" if record["blessed"] else "#cf222e"
-    images = "".join(
-        f'<figure><img alt="{name}" src="data:image/png;base64,'
-        f'{base64.b64encode(png).decode("ascii")}"/></figure>'
-        for name, png in plots.items()
-    )
-    rule = html.escape(json.dumps(record["rule"]))
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Flywheel evaluation</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
-        "figure{display:inline-block;margin:0 1em 0 0}</style></head><body>"
-        f"<h1>Evaluation: <span style='color:{colour}'>{verdict}</span></h1>"
-        f"<p><b>Reason:</b> {html.escape(record['reason'])}</p>"
-        f"<p><b>Rule:</b> <code>{rule}</code> &middot; test rows: {record['test_rows']:,}</p>"
-        "<table><tr><th>metric</th><th>challenger</th><th>champion</th></tr>"
-        f"{rows}</table>{images}</body></html>"
-    )

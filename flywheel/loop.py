@@ -274,9 +274,9 @@ def sample_users(world: World, n: int, seed: int) -> np.ndarray:
 
 def plot_loop(rows: tuple[LoopRow, ...], drift_day: float | None, out_png: Path) -> Path:
     """Line plot of the expected CTR per simulated day for the three arms, drift marked."""
-    from flywheel.evaluate import _new_figure
+    from flywheel.evaluation_report import new_figure
 
-    fig = _new_figure()
+    fig = new_figure()
     fig.set_size_inches(6.5, 4.5)
     ax = fig.add_subplot()
     days = [r.day for r in rows]
