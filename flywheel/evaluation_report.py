@@ -29,7 +29,7 @@ def new_figure() -> Any:
 
 
 def plot_roc(y: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> bytes:
-    """Draw both ROC curves to ``path``; return the PNG bytes for embedding."""
+    """Draw every ROC curve of ``scores`` to ``path``; return the PNG bytes for embedding."""
     from sklearn.metrics import roc_curve
 
     fig = new_figure()
@@ -84,12 +84,21 @@ def _cell(value: Any) -> str:
 
 
 def render_report(record: dict[str, Any], plots: dict[str, bytes]) -> str:
-    """A self-contained HTML page: decision, metrics table, the two plots inline."""
+    """A self-contained HTML page: decision, popularity baseline, the metrics table
+    (challenger, champion, popularity) and the two plots inline."""
     challenger, champion = record["challenger"], record["champion"] or {}
+    popularity = record["popularity"]
     rows = "".join(
         f"<tr><th>{name}</th><td>{_cell(challenger[name])}</td>"
-        f"<td>{_cell(champion.get(name))}</td></tr>"
+        f"<td>{_cell(champion.get(name))}</td><td>{_cell(popularity.get(name))}</td></tr>"
         for name in _METRIC_ROWS
+    )
+    margin = popularity["min_lift"]
+    need = "the first-model check is off" if margin is None else f"a first model needs {margin:.4f}"
+    baseline = (
+        "<p><b>Popularity baseline:</b> ranks by "
+        f"{html.escape(', ties by '.join(popularity['ranked_by']))} (point in time); "
+        f"challenger AUC lift over it {popularity['lift_auc']:+.4f}; {need}</p>"
     )
     verdict = "BLESSED" if record["blessed"] else "NOT BLESSED"
     colour = "#1a7f37" if record["blessed"] else "#cf222e"
@@ -107,6 +116,6 @@ def render_report(record: dict[str, Any], plots: dict[str, bytes]) -> str:
         f"<h1>Evaluation: <span style='color:{colour}'>{verdict}</span></h1>"
         f"<p><b>Reason:</b> {html.escape(record['reason'])}</p>"
         f"<p><b>Rule:</b> <code>{rule}</code> &middot; test rows: {record['test_rows']:,}</p>"
-        "<table><tr><th>metric</th><th>challenger</th><th>champion</th></tr>"
-        f"{rows}</table>{images}</body></html>"
+        f"{baseline}<table><tr><th>metric</th><th>challenger</th><th>champion</th>"
+        f"<th>popularity</th></tr>{rows}</table>{images}</body></html>"
     )
