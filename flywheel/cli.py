@@ -237,6 +237,9 @@ def cycle(
     seed: int = typer.Option(0, help="Sampling and training seed."),
     min_auc: float = typer.Option(0.55, help="Blessing floor on test AUC."),
     min_improvement: float = typer.Option(0.0, help="AUC margin over the champion."),
+    min_lift_over_popularity: float = typer.Option(
+        0.01, help="AUC margin a first model needs over the item-popularity baseline."
+    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Disable KFP caching."),
 ) -> None:
     """Run one full cycle of the pipeline locally with kfp.local."""
@@ -261,7 +264,11 @@ def cycle(
             attribution_minutes=attribution_minutes,
             max_rows=max_rows,
             seed=seed,
-            rule=BlessingRule(min_auc=min_auc, min_improvement=min_improvement),
+            rule=BlessingRule(
+                min_auc=min_auc,
+                min_improvement=min_improvement,
+                min_lift_over_popularity=min_lift_over_popularity,
+            ),
             caching=not no_cache,
         )
     stage_table(summary)

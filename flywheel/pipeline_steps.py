@@ -255,6 +255,9 @@ def run_evaluate(
     _log_numbers(metrics, "challenger_", record["challenger"])
     if record["champion"]:
         _log_numbers(metrics, "champion_", record["champion"])
+    # popularity_auc, popularity_ndcg_at_10, popularity_lift_auc and (unless the check is
+    # off) popularity_min_lift, the margin a first model needs.
+    _log_numbers(metrics, "popularity_", record["popularity"])
     metrics.log_metric("blessed", float(summary.blessed))
     record["champion_tag"] = champion
     record.pop("roc_curve")

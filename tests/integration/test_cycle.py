@@ -79,8 +79,11 @@ def test_model_auc_is_close_to_the_oracle(shop: tuple[Settings, Path], first) ->
         test["event_timestamp"].dt.tz_convert(None).to_numpy(),
     )
     oracle_auc = auc(test["label"].to_numpy(), oracle)
-    model_auc = _record(settings, first.run_id, "evaluate")["summary"]["challenger"]["auc"]
-    print(f"model AUC {model_auc:.4f}, oracle AUC {oracle_auc:.4f}")
+    evaluation = _record(settings, first.run_id, "evaluate")["summary"]
+    model_auc, popularity_auc = evaluation["challenger"]["auc"], evaluation["popularity"]["auc"]
+    print(
+        f"model AUC {model_auc:.4f}, popularity AUC {popularity_auc:.4f}, oracle {oracle_auc:.4f}"
+    )
     assert np.isfinite(oracle_auc) and oracle_auc > 0.6
     assert model_auc >= oracle_auc - ORACLE_GAP
 
