@@ -150,8 +150,8 @@ def test_check_sources_names_the_view_and_the_missing_columns(tmp_path: Path) ->
 def test_stock_reason_says_why_the_stock_store_must_answer() -> None:
     frame = pd.DataFrame({"user_id": ["u"]})
     plan = _plan("read_parquet('x')")
-    substrait = SimpleNamespace(mode="substrait")
-    python = SimpleNamespace(mode="python")
+    substrait: Any = SimpleNamespace(mode="substrait")
+    python: Any = SimpleNamespace(mode="python")
     assert fa._stock_reason(frame, False, [plan], [python]) == ""
     assert "not a DataFrame" in fa._stock_reason("SELECT 1", False, [plan], [])
     assert "filter_by_created_timestamp" in fa._stock_reason(frame, True, [plan], [])
