@@ -147,7 +147,8 @@ def label_served_impressions(
     An impression ``(request_id, item_id)`` is positive when feedback on the same request
     and item with an event type in :data:`SERVED_POSITIVES` arrives within ``attribution``
     of the prediction (``ts_pred <= ts_feedback <= ts_pred + attribution``). The group is
-    the request, so NDCG is measured per served ranking.
+    the request, so NDCG is measured per served ranking. Rows are sorted by time, stably:
+    a request's rows (one timestamp) keep the prediction log's order, the order served.
     """
     served = predictions.loc[predictions["ts"] + attribution <= closed_before]
     fb = feedback.loc[
