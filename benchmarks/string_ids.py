@@ -128,11 +128,12 @@ def _run_child(code_root: Path, args: list[str]) -> dict[str, Any]:
     )
     with PeakPss(proc.pid) as sampled:
         out, _ = proc.communicate()
-    peak = sampled.peak
+    peak, cpu = sampled.peak, sampled.cpu_seconds
     if proc.returncode != 0:
         raise RuntimeError(f"{args[1:]} under {code_root} failed (exit {proc.returncode})")
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_mib"] = peak / 2**20
+    result["cpu_s"] = cpu
     return result
 
 
@@ -185,7 +186,7 @@ def run_size(n: int, root: Path, base: Path, repeats: int) -> dict[str, Any]:
             runs[style].append(m)
             print(
                 f"  {n:>11,} {style:>4} run {r + 1}: {m['seconds']:7.1f} s "
-                f"{m['peak_mib']:7.0f} MiB",
+                f"{m['cpu_s']:7.1f} CPU-s {m['peak_mib']:7.0f} MiB",
                 flush=True,
             )
     equal = tables_equal(spaces["int"] / "features", spaces["shop"] / "features")
@@ -193,6 +194,7 @@ def run_size(n: int, root: Path, base: Path, repeats: int) -> dict[str, Any]:
     median = {
         s: {
             "seconds": statistics.median(m["seconds"] for m in runs[s]),
+            "cpu_s": statistics.median(m["cpu_s"] for m in runs[s]),
             "peak_mib": statistics.median(m["peak_mib"] for m in runs[s]),
         }
         for s in STYLES
@@ -211,7 +213,8 @@ def cycle_size(n: int, root: Path, base: Path) -> dict[str, Any]:
         naming = {"int": "int", "text": "plain", "shop": "shop"}[style]
         m = run_cycle(base if style == "int" else ROOT, raw, ws, naming, n)
         runs[style] = m
-        print(f"  cycle {n:>11,} {style:>4}: {m['seconds']:7.1f} s {m['peak_mib']:7.0f} MiB "
+        print(f"  cycle {n:>11,} {style:>4}: {m['seconds']:7.1f} s {m['cpu_s']:7.1f} CPU-s "
+              f"{m['peak_mib']:7.0f} MiB "
               f"{m['statuses']}", flush=True)  # fmt: skip
     return {"events": n, "cycle": runs}
 
@@ -219,7 +222,7 @@ def cycle_size(n: int, root: Path, base: Path) -> dict[str, Any]:
 def cycle_verdicts(result: dict[str, Any]) -> list[str]:
     runs, lines = result["cycle"], []
     for style in ("text", "shop"):
-        for what in ("seconds", "peak_mib"):
+        for what in ("seconds", "cpu_s", "peak_mib"):
             ratio = runs[style][what] / runs["int"][what]
             ok = all(s in ("ran", "skipped") for s in runs[style]["statuses"])
             verdict = ("met" if ratio <= TARGET else "MISSED") if ok else "FAILED"
@@ -236,7 +239,7 @@ def verdicts(result: dict[str, Any]) -> list[str]:
     med, lines = result["median"], []
     ok = all(result["equal"].values()) and all(result["equal_text"].values())
     for style in ("text", "shop"):
-        for what in ("seconds", "peak_mib"):
+        for what in ("seconds", "cpu_s", "peak_mib"):
             ratio = med[style][what] / med["int"][what]
             verdict = "FAILED" if not ok else ("met" if ratio <= TARGET else "MISSED")
             lines.append(
