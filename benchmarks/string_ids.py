@@ -15,8 +15,11 @@ With ``--cycle-events N`` it also runs one whole ``flywheel cycle`` (kfp.local, 
 stages, caching off) per contender on a simulated shop of ~N events (the simulator with
 ``plain``/``shop`` naming; the old code's simulator writes int64 ids), once each.
 
-Contenders run interleaved (int, text, shop, int, ...) ``--repeats`` times and the median
-is compared, so a load change on a shared machine hits all three. Target: ``text`` and
+Contenders run interleaved, in an order rotated every round (int, text, shop; text, shop,
+int; ...), ``--repeats`` times and the median is compared, so a load change on a shared
+machine hits all three. Besides wall time, each run reports the CPU seconds of its whole
+process tree (Ray's workers included): on a machine shared with other jobs that figure
+moves far less than wall time, so both are compared. Target: ``text`` and
 ``shop`` within 10% of ``int`` in time and peak memory. Before the ratios count, the
 tables of ``shop`` and ``int`` are compared cell for cell (ids mapped back to numbers);
 a mismatch prints FAILED and exits non-zero.
@@ -98,17 +101,17 @@ def run_cycle(code_root: Path, raw: Path, workspace: Path, naming: str, n: int) 
     return _run_child(code_root, [_CYCLE_CHILD, str(raw), str(workspace), naming, str(n)])
 
 
-def _wait_for_ray_exit(timeout_s: float = 20.0) -> None:
-    """Wait until no Ray process of an earlier contender is left: a raylet still tearing
-    down would slow whichever contender runs next."""
+#: Processes of the contenders run so far (Ray's among them), by PID.
+_EARLIER: set[int] = set()
+
+
+def _wait_for_exit(timeout_s: float = 30.0) -> None:
+    """Wait until every process of an earlier contender is gone: a raylet still tearing
+    down would slow whichever contender runs next (other users' Ray processes on a shared
+    machine are not waited for)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        alive = [
-            p
-            for p in psutil.process_iter(["name", "cmdline"])
-            if "raylet" in (p.info["name"] or "")
-            or any("ray/core" in c or "default_worker.py" in c for c in p.info["cmdline"] or [])
-        ]
+        alive = [pid for pid in _EARLIER if psutil.pid_exists(pid)]
         if not alive:
             return
         time.sleep(0.5)
@@ -116,7 +119,7 @@ def _wait_for_ray_exit(timeout_s: float = 20.0) -> None:
 
 def _run_child(code_root: Path, args: list[str]) -> dict[str, Any]:
     """Run ``python -c ARGS`` with ``code_root`` first on the path; JSON result + peak PSS."""
-    _wait_for_ray_exit()
+    _wait_for_exit()
     env = {**os.environ, "PYTHONPATH": str(code_root), "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-c", *args],
@@ -129,6 +132,7 @@ def _run_child(code_root: Path, args: list[str]) -> dict[str, Any]:
     with PeakPss(proc.pid) as sampled:
         out, _ = proc.communicate()
     peak, cpu = sampled.peak, sampled.cpu_seconds
+    _EARLIER.update(sampled.pids)
     if proc.returncode != 0:
         raise RuntimeError(f"{args[1:]} under {code_root} failed (exit {proc.returncode})")
     result = json.loads(out.strip().splitlines()[-1])
@@ -180,7 +184,7 @@ def run_size(n: int, root: Path, base: Path, repeats: int) -> dict[str, Any]:
         spaces[style] = ws
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in STYLES}
     for r in range(repeats):
-        for style in STYLES:
+        for style in STYLES[r % 3 :] + STYLES[: r % 3]:  # rotated: no contender always first
             code = base if style == "int" else ROOT
             m = run_build(code, spaces[style])
             runs[style].append(m)
@@ -252,7 +256,7 @@ def verdicts(result: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--events", type=int, nargs="*", default=[1_000_000])
     parser.add_argument("--base", type=Path, required=True, help="worktree of the int-id code")
     parser.add_argument("--root", type=Path, default=Path("/tmp/flywheel-bench"))
     parser.add_argument("--repeats", type=int, default=3)
