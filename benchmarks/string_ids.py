@@ -71,8 +71,9 @@ _CYCLE_CHILD = """
 import json, sys, time
 from pathlib import Path
 raw, workspace, naming, n_events = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+mode = sys.argv[5]
 from flywheel.simulate import make_world, simulate_events, users_for_events
-if not (Path(raw) / "simulated").exists():
+if mode == "simulate" and not (Path(raw) / "simulated").exists():
     kwargs = {}
     if naming != "int":
         from flywheel.simulate import NAMINGS
@@ -80,6 +81,9 @@ if not (Path(raw) / "simulated").exists():
     world = make_world(users_for_events(n_events, 14), 2000, seed=0, **kwargs)
     simulate_events(world, 14, raw, seed=0)
     (Path(raw) / "simulated").write_text("ok")
+if mode == "simulate":
+    print(json.dumps({}))
+    sys.exit(0)
 from flywheel.config import Settings
 from flywheel.cycle import run_cycle
 start = time.perf_counter()
@@ -97,8 +101,11 @@ def run_build(code_root: Path, workspace: Path) -> dict[str, Any]:
 
 
 def run_cycle(code_root: Path, raw: Path, workspace: Path, naming: str, n: int) -> dict[str, Any]:
-    """Simulate (once) and run one cycle with the package under ``code_root``."""
-    return _run_child(code_root, [_CYCLE_CHILD, str(raw), str(workspace), naming, str(n)])
+    """Simulate (once, in a process of its own: not in the figures), then run one cycle
+    with the package under ``code_root``."""
+    args = [_CYCLE_CHILD, str(raw), str(workspace), naming, str(n)]
+    _run_child(code_root, [*args, "simulate"])
+    return _run_child(code_root, [*args, "cycle"])
 
 
 #: Processes of the contenders run so far (Ray's among them), by PID.
