@@ -134,20 +134,26 @@ def lake_files(events_dir: Path) -> list[Path]:
 _ID_COLUMNS = ["user_id", "item_id"]
 
 
-def _file_ids(path: Path) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
-    """A lake file's user and item id columns, dictionary-encoded as Parquet stores them."""
+def _file_ids(path: Path) -> tuple[list[pa.Array], list[pa.Array]]:
+    """A lake file's distinct user and item ids: the dictionaries of its id columns (read
+    dictionary-encoded as Parquet stores them; the per-row indices are dropped at once)."""
     schema = pq.read_schema(path)
     for column in _ID_COLUMNS:
         if schema.get_field_index(column) < 0:
             raise FeatureBuildError(f"lake file {str(path)!r} has no column {column!r}")
     table = pq.read_table(path, columns=_ID_COLUMNS, read_dictionary=_ID_COLUMNS)
-    return table["user_id"], table["item_id"]
+    users, items = (
+        [c.dictionary if pa.types.is_dictionary(c.type) else c for c in table[name].chunks]
+        for name in _ID_COLUMNS
+    )
+    return users, items
 
 
 def scan_lake(files: Sequence[Path]) -> LakeScan:
     """Count events and collect the distinct user/item ids; raises on an empty lake."""
     units: list[tuple[str, int]] = []
-    users, items = [], []
+    users: list[pa.Array] = []
+    items: list[pa.Array] = []
     events = 0
     for path in files:
         md = pq.read_metadata(path)
@@ -156,8 +162,8 @@ def scan_lake(files: Sequence[Path]) -> LakeScan:
         events += md.num_rows
         units += [(str(path), rg) for rg in range(md.num_row_groups) if md.row_group(rg).num_rows]
         user, item = _file_ids(path)
-        users.append(user)
-        items.append(item)
+        users += user
+        items += item
     if events == 0:
         raise FeatureBuildError(f"event lake files under {str(files[0].parent.parent)!r} are empty")
     return LakeScan(tuple(units), events, distinct_sorted(users), distinct_sorted(items))
