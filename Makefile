@@ -81,7 +81,7 @@ MUTATE_FUNCTIONS := \
   'flywheel.evaluate.x_ndcg_at_k__*' 'flywheel.evaluate.x_score_metrics__*' \
   'flywheel.evaluate.x_decide__*' 'flywheel.evaluate.x_evaluate__*' \
   'flywheel.dataset.*' 'flywheel.ingest.checks.*' 'flywheel.ingest.validate.*' 'flywheel.ids.*' \
-  'flywheel.serving.x_epsilon_greedy__*' 'flywheel.serving.x__prediction_records__*' \
+  'flywheel.serving.exploration.x_epsilon_greedy__*' 'flywheel.serving.records.x__prediction_records__*' \
   'flywheel.deploy.*' 'flywheel.k8s_deploy.*' 'flywheel.feast_asof.x_*'
 
 mutate: install  ## mutation testing of the decision modules, unit tier; prints the survivors (MUTATION.md)
