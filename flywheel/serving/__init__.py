@@ -34,6 +34,7 @@ Service options (``ServingOptions``) come from the JSON in ``$RANKER_OPTIONS``: 
 
 The package, by concern: :mod:`~flywheel.serving.api` (contract, options, request ids),
 :mod:`~flywheel.serving.features` (online feature reading),
+:mod:`~flywheel.serving.item_cache` (item-side views in memory),
 :mod:`~flywheel.serving.candidates` (default candidates), :mod:`~flywheel.serving.champion`
 (model loading and hot swap), :mod:`~flywheel.serving.clock`,
 :mod:`~flywheel.serving.exploration` (epsilon-greedy slates),
@@ -67,7 +68,13 @@ from flywheel.serving.api import (
 )
 from flywheel.serving.asgi import BodySizeLimit, RefuseFormBodies
 from flywheel.serving.candidates import CandidatePool, default_candidates
-from flywheel.serving.champion import PINNED_TAG_ENV, ChampionWatcher, LoadedModel, load_model
+from flywheel.serving.champion import (
+    PINNED_TAG_ENV,
+    ChampionWatcher,
+    LoadedModel,
+    load_model,
+    load_serving_model,
+)
 from flywheel.serving.clock import REPLAY_LAG, ServingClock, make_clock
 from flywheel.serving.commands import (
     SERVICE_NAME,
@@ -80,6 +87,7 @@ from flywheel.serving.commands import (
 from flywheel.serving.exploration import Slate, epsilon_greedy
 from flywheel.serving.features import CATALOG_VIEW, OnlineFeatureReader, ViewReader
 from flywheel.serving.feedback import ACTIVITY_VIEW, activity_after_feedback
+from flywheel.serving.item_cache import ItemSideViews, is_item_side
 from flywheel.serving.records import _prediction_records
 from flywheel.serving.service import RankingService, RankOutcome, ServingStats, _score
 
@@ -103,6 +111,7 @@ __all__ = [
     "FeedbackRequest",
     "FeedbackResponse",
     "FeedbackType",
+    "ItemSideViews",
     "LoadedModel",
     "NoCandidatesError",
     "NoChampionError",
@@ -124,7 +133,9 @@ __all__ = [
     "activity_after_feedback",
     "default_candidates",
     "epsilon_greedy",
+    "is_item_side",
     "load_model",
+    "load_serving_model",
     "make_clock",
     "new_request_id",
     "options_from_env",

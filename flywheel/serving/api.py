@@ -71,6 +71,13 @@ class ServingOptions(BaseModel):
     model_check_s: float = Field(default=1.0, ge=0)
     #: ``wall``, ``lake`` (replay from the lake's feature time) or ``auto`` (see module doc).
     clock: Literal["auto", "wall", "lake"] = "auto"
+    #: Item-side feature views held in memory (``flywheel.serving.item_cache``): the
+    #: registry is checked for a materialization at most every ``item_cache_check_s``;
+    #: every cached row is re-read at least every ``item_cache_max_age_s`` (0: no cache);
+    #: a view holds at most ``item_cache_max_rows`` keys.
+    item_cache_check_s: float = Field(default=5.0, ge=0)
+    item_cache_max_age_s: float = Field(default=60.0, ge=0)
+    item_cache_max_rows: int = Field(default=500_000, ge=1)
 
 
 def options_from_env(environ: Mapping[str, str] | None = None) -> ServingOptions:

@@ -24,11 +24,12 @@ from flywheel.serving.api import (
     user_of_request,
 )
 from flywheel.serving.candidates import CandidatePool
-from flywheel.serving.champion import ChampionWatcher, LoadedModel
+from flywheel.serving.champion import ChampionWatcher, LoadedModel, load_serving_model
 from flywheel.serving.clock import make_clock
 from flywheel.serving.exploration import epsilon_greedy
 from flywheel.serving.features import OnlineFeatureReader, ViewReader
 from flywheel.serving.feedback import _ACTIVITY_KEYS, ACTIVITY_VIEW, activity_after_feedback
+from flywheel.serving.item_cache import ItemSideViews
 from flywheel.serving.records import _prediction_records
 
 if TYPE_CHECKING:
@@ -75,7 +76,14 @@ class RankingService:
         self.options = options or ServingOptions()
         self.store = get_store(settings)
         self.clock = make_clock(settings, self.options.clock)
-        self.models = ChampionWatcher(settings, self.options.model_check_s)
+        self.models = ChampionWatcher(
+            settings, self.options.model_check_s, loader=load_serving_model
+        )
+        opts = self.options
+        self.item_views = ItemSideViews(
+            self.store, opts.item_cache_check_s, opts.item_cache_max_age_s,
+            opts.item_cache_max_rows,
+        )  # fmt: skip
         self.pool = CandidatePool(settings, self.options)
         self.rng = np.random.default_rng(self.options.seed)
         self.predictions = LogWriter(log_dir(settings, "predictions"), "predictions")
@@ -108,7 +116,7 @@ class RankingService:
 
     def reader(self, service: str) -> OnlineFeatureReader:
         if service not in self._readers:
-            self._readers[service] = OnlineFeatureReader(self.store, service)
+            self._readers[service] = OnlineFeatureReader(self.store, service, self.item_views)
         return self._readers[service]
 
     def rank(self, request: RankRequest) -> RankOutcome:
@@ -117,7 +125,7 @@ class RankingService:
         Raises:
             NoChampionError, NoCandidatesError: nothing to rank with (a 503).
         """
-        from flywheel.ranking import model_inputs
+        from flywheel.ranking import feature_column, model_inputs
 
         model = self._model()
         at = self.clock.now()
@@ -127,14 +135,16 @@ class RankingService:
                 "the request names no candidates and no default set exists (feature tables "
                 f"missing under {self.settings.feature_data_dir}); pass 'candidates'"
             )
-        features = self.reader(model.feature_service).read(request.user_id, candidates, at)
+        self.item_views.maybe_refresh()
+        reader = self.reader(model.feature_service)
+        features = reader.read_columns(request.user_id, candidates, at)
         scores = _score(model.booster, model_inputs(features, at.timestamp()))
         slate = epsilon_greedy(scores, request.k, self.options.epsilon, self.rng)
         request_id = new_request_id(request.user_id)
         self.predictions.append(
             _prediction_records(request_id, at, request.user_id, model.tag, features, scores, slate)
         )
-        cold = bool(np.isnan(features["last_event_unix"].to_numpy()).all())
+        cold = bool(np.isnan(feature_column(features, "last_event_unix")).all())
         self._count(len(slate.indices), int(slate.explored.sum()), cold, not request.candidates)
         items = [
             RankedItem(item_id=str(candidates[i]), score=float(scores[i])) for i in slate.indices
@@ -194,16 +204,15 @@ class RankingService:
         current, current_ts = (found[1], found[0]) if found else (None, None)
         row = activity_after_feedback(user_id, current, current_ts, event_type, at)
         push_user_activity(self.store, pd.DataFrame([row]))
+        self.item_views.written(ACTIVITY_VIEW, [(str(user_id),)])  # if it were item-side
         return row
 
 
 def _score(booster: xgb.Booster, x: np.ndarray) -> np.ndarray:
-    """``train.predict`` on one thread: for a few dozen rows, XGBoost's OpenMP pool costs
-    more than it saves, and on a busy small machine its spinning threads made p50 ~40 ms.
-    XGBoost's global config is thread-local, so this leaves other threads alone."""
-    import xgboost as xgb
-
-    from flywheel.train import predict
-
-    with xgb.config_context(nthread=1):
-        return predict(booster, x)
+    """``train.predict``'s scores (the same numbers) without building a DMatrix per request:
+    ``inplace_predict`` on the float32 inputs, on the booster's own thread count (one, from
+    :func:`~flywheel.serving.champion.load_serving_model`, which also checked its inputs)."""
+    if x.ndim != 2 or x.shape[1] != booster.num_features():
+        raise ValueError(f"X has shape {x.shape}; expected (n, {booster.num_features()})")
+    predicted = booster.inplace_predict(np.asarray(x, dtype=np.float32), validate_features=False)
+    return np.asarray(predicted, dtype=np.float64)
