@@ -9,10 +9,11 @@ One request to :meth:`RankingService.rank`:
    the newest catalog items, refreshed every ``candidates_refresh_s``);
 3. features from Feast's online store through the model's feature service
    (:class:`OnlineFeatureReader`, the same values ``feature_store.online_features`` returns,
-   read through the online store's own ``online_read``: 50 candidates cost ~2-3 ms here,
-   against ~40 ms for ``get_online_features``, which deserialises registry protos and
-   type-checks them on every call);
-4. ``ranking.model_inputs`` (the one feature -> input transform) and ``train.predict``;
+   read through the online store's own ``online_read``, one read per user-keyed view over
+   the request's distinct keys; views keyed without a user are held in memory per worker,
+   :mod:`~flywheel.serving.item_cache`, which states when they are re-read);
+4. ``ranking.model_inputs`` (the one feature -> input transform) and the booster's
+   ``inplace_predict`` on one thread (``train.predict``'s scores);
 5. an epsilon-greedy slate (:func:`epsilon_greedy`) with each slot's propensity;
 6. one log record per served item written (one ``write()``) before the answer returns.
 
