@@ -16,6 +16,11 @@ Services: ``flywheel`` (``serving/service.py``, default options) and ``naive``
 name in ``SERVICES`` and a branch in ``service_command``; another commit's code is
 ``--baseline-tree`` (below).
 
+``cpu ms/req``: CPU seconds (user + system) of the whole server process tree during a level
+(and the second after it, while in-flight requests finish) per answered request, from
+psutil: on a shared machine it moves less than rps, which depends on the share of the
+cores the service got.
+
 Prediction log, per request id: wrk records the request id and item ids of every HTTP 200
 it counted; after each Flywheel level the log records written since the level started are
 read back (``flywheel.predlog.read_prediction_logs``) and every acknowledged request must
@@ -163,8 +168,10 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running(contender: Contender, workers: int, logfile: Path) -> Iterator[str]:
-    """A started, ready service; yields its URL and kills it afterwards."""
+def running(
+    contender: Contender, workers: int, logfile: Path
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A started, ready service; yields its URL and process, and kills it afterwards."""
     from flywheel.serving import wait_ready
 
     port = _free_port()
@@ -176,9 +183,21 @@ def running(contender: Contender, workers: int, logfile: Path) -> Iterator[str]:
         try:
             waited = wait_ready(url, timeout_s=120, process=process)
             log.info("%s (%d worker(s)) ready in %.1f s", contender.name, workers, waited)
-            yield url
+            yield url, process
         finally:
             stop(process)
+
+
+def service_cpu_s(process: subprocess.Popen[bytes]) -> float:
+    """CPU seconds (user + system) used so far by the server and all its processes."""
+    total = 0.0
+    with contextlib.suppress(psutil.NoSuchProcess):
+        parent = psutil.Process(process.pid)
+        for member in [parent, *parent.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                cpu = member.cpu_times()
+                total += cpu.user + cpu.system
+    return total
 
 
 @contextlib.contextmanager
@@ -207,17 +226,20 @@ def redis_server(folder: Path) -> Iterator[str]:
 
 
 def measure_level(
-    contender: Contender, profile: str, workers: int, url: str, script: Path,
-    concurrency: int, duration_s: int, acks: Path,
+    contender: Contender, profile: str, workers: int, server: tuple[str, subprocess.Popen[bytes]],
+    script: Path, concurrency: int, duration_s: int, acks: Path,
 ) -> Level:  # fmt: skip
-    """One wrk run; for Flywheel, the prediction-log records it added, per request id."""
+    """One wrk run; the server's CPU per answered request; for Flywheel, the
+    prediction-log records it added, per request id."""
     from flywheel.predlog import read_prediction_logs
 
-    started = datetime.now(UTC)
+    url, process = server
+    started, cpu_before = datetime.now(UTC), service_cpu_s(process)
     s: WrkRun = run_wrk(url, script, concurrency, duration_s, acks)
+    time.sleep(1.0)  # requests in flight when wrk stopped finish and log (the unacked)
+    cpu_ms = (service_cpu_s(process) - cpu_before) * 1e3 / max(s.ok, 1)
     account = None
     if contender.logs:
-        time.sleep(1.0)  # requests in flight when wrk stopped finish and log (the unacked)
         logged = read_prediction_logs(contender.settings, since=started)
         account = account_log(s.acks, logged)
     seconds = s.duration_us / 1e6
@@ -227,7 +249,7 @@ def measure_level(
         acked=len(s.acks), rps=round(s.ok / seconds, 1),
         rps_per_worker=round(s.ok / seconds / workers, 1), p50_ms=s.p50 / 1e3,
         p90_ms=s.p90 / 1e3, p99_ms=s.p99 / 1e3, max_ms=s.max / 1e3, log=account,
-        baseline=contender.tree is not None,
+        baseline=contender.tree is not None, cpu_ms_per_request=round(cpu_ms, 2),
     )  # fmt: skip
 
 
@@ -237,12 +259,12 @@ def bench_service(
     """Start ``contender`` with ``workers`` workers, warm it up, run every level of LEVELS."""
     name = f"{profile}-{contender.name}-{workers}w"
     levels = []
-    with running(contender, workers, root / f"{name}.log") as url:
-        run_wrk(url, script, 2, 2, root / "warm-up.acks")  # imports, first reads, pools
+    with running(contender, workers, root / f"{name}.log") as server:
+        run_wrk(server[0], script, 2, 2, root / "warm-up.acks")  # imports, first reads, pools
         time.sleep(1.0)  # its last requests finish before the next level starts
         for c in LEVELS:
             acks = root / f"{name}-c{c}.acks"
-            level = measure_level(contender, profile, workers, url, script, c, duration_s, acks)
+            level = measure_level(contender, profile, workers, server, script, c, duration_s, acks)
             log.info("%s", level)
             levels.append(level)
     return levels

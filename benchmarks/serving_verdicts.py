@@ -6,6 +6,7 @@ tests (``tests/unit/test_bench_verdicts.py``) build levels by hand.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,6 +70,9 @@ class Level:
     log: LogAccount | None
     #: A level of the baseline tree's service (``--baseline-tree``).
     baseline: bool = False
+    #: CPU (user + system) of the whole server process tree per answered request, ms:
+    #: less sensitive than rps to how much of a shared machine the service got.
+    cpu_ms_per_request: float = math.nan
 
 
 def account_log(acks: Sequence[tuple[str, Sequence[int]]], logged: pa.Table) -> LogAccount:
@@ -230,15 +234,15 @@ def checks(levels: list[Level]) -> list[Check]:
 def print_table(profile: str, levels: list[Level]) -> None:
     """One table per profile, then the throughput ratios at equal workers."""
     head = ("c", "service", "workers", "requests", "rps", "rps/worker", "p50 ms", "p99 ms",
-            "errors", "lost", "unacked")  # fmt: skip
+            "cpu ms/req", "errors", "lost", "unacked")  # fmt: skip
     print(f"\n/rank, {N_CANDIDATES} candidates, k={K}, online store: {profile}")
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for lv in levels:
         lost = "-" if lv.log is None else str(lv.log.lost_records)
         unacked = "-" if lv.log is None else str(lv.log.unacked_requests)
         row = (lv.concurrency, lv.service, lv.workers, lv.requests, f"{lv.rps:.1f}",
-               f"{lv.rps_per_worker:.1f}", f"{lv.p50_ms:.1f}", f"{lv.p99_ms:.1f}", lv.errors,
-               lost, unacked)  # fmt: skip
+               f"{lv.rps_per_worker:.1f}", f"{lv.p50_ms:.1f}", f"{lv.p99_ms:.1f}",
+               f"{lv.cpu_ms_per_request:.2f}", lv.errors, lost, unacked)  # fmt: skip
         print("| " + " | ".join(map(str, row)) + " |")
     if any(lv.service == "naive" for lv in levels):
         print("\nflywheel / naive throughput, same workers and concurrency:")
@@ -251,4 +255,8 @@ def print_table(profile: str, levels: list[Level]) -> None:
         for w in _workers(levels):
             rps, p99 = baseline_ratios(levels, w)
             c = THROUGHPUT_TARGET_CONCURRENCY
-            print(f"  {w} worker(s): throughput c={c} {rps:.2f}x, p99 c=1 {p99:.2f}x")
+            fly, old = _level(levels, "flywheel", w, c), _level(base, base[0].service, w, c)
+            cpu = math.nan if fly is None or old is None else (
+                old.cpu_ms_per_request / fly.cpu_ms_per_request)  # fmt: skip
+            print(f"  {w} worker(s): throughput c={c} {rps:.2f}x, p99 c=1 {p99:.2f}x; "
+                  f"server CPU per request at c={c}: baseline / ours {cpu:.2f}x")  # fmt: skip
