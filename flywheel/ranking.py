@@ -7,7 +7,8 @@ transformation reaches every consumer at once and training/serving skew cannot c
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
@@ -53,12 +54,16 @@ MODEL_FEATURES: Final[tuple[str, ...]] = (
 COLD_RECENCY_HOURS: Final = 30 * 24.0
 
 
-def model_inputs(features: pd.DataFrame, at_unix: np.ndarray | float) -> np.ndarray:
+def model_inputs(
+    features: pd.DataFrame | Mapping[str, Any], at_unix: np.ndarray | float
+) -> np.ndarray:
     """Turn feature-service columns into the model's float32 input matrix.
 
     Args:
         features: one row per (user, item) candidate with the :data:`RAW_FEATURES`
-            columns; missing values (cold-start users, new items, expired rows) are allowed.
+            columns (a DataFrame, or a mapping of column name to equal-length arrays, as
+            serving holds them); missing values (cold-start users, new items, expired
+            rows) are allowed.
         at_unix: the scoring time in epoch seconds, per row or one value for all rows
             (the entity timestamp offline, the request time online).
 
@@ -68,10 +73,11 @@ def model_inputs(features: pd.DataFrame, at_unix: np.ndarray | float) -> np.ndar
     Raises:
         KeyError: naming the raw feature columns that are absent.
     """
-    missing = [c for c in RAW_FEATURES if c not in features.columns]
+    names = features.columns if hasattr(features, "columns") else features.keys()
+    missing = [c for c in RAW_FEATURES if c not in names]
     if missing:
         raise KeyError(f"feature columns missing from the feature service result: {missing}")
-    n = len(features)
+    n = len(feature_column(features, RAW_FEATURES[0]))
     out = np.zeros((n, len(MODEL_FEATURES)), dtype=np.float32)
     for j, name in enumerate(MODEL_FEATURES[: len(RAW_FEATURES) - 1]):
         out[:, j] = _column(features, name, 0.0)
@@ -86,6 +92,14 @@ def model_inputs(features: pd.DataFrame, at_unix: np.ndarray | float) -> np.ndar
     return out
 
 
-def _column(features: pd.DataFrame, name: str, fill: float) -> np.ndarray:
-    values = features[name].to_numpy(dtype=np.float64, na_value=np.nan)
+def feature_column(features: pd.DataFrame | Mapping[str, Any], name: str) -> np.ndarray:
+    """Column ``name`` as float64, missing values (null, NA, NaN) as NaN."""
+    values = features[name]
+    if hasattr(values, "to_numpy"):
+        return np.asarray(values.to_numpy(dtype=np.float64, na_value=np.nan))
+    return np.asarray(values, dtype=np.float64)
+
+
+def _column(features: pd.DataFrame | Mapping[str, Any], name: str, fill: float) -> np.ndarray:
+    values = feature_column(features, name)
     return np.where(np.isnan(values), fill, values)
