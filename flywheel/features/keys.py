@@ -73,11 +73,17 @@ def _byte_lengths(values: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 def fixed_width(values: pa.Array, width: int) -> np.ndarray:
     """``values`` as numpy ``S<width>`` byte strings, NUL-padded (longer ones cut: callers
     check lengths). Ids hold no NUL (no control characters), so padding cannot collide."""
-    starts, lengths, data = _byte_lengths(values)
+    return _fixed(_byte_lengths(values), width)
+
+
+def _fixed(parts: tuple[np.ndarray, np.ndarray, np.ndarray], width: int) -> np.ndarray:
+    """:func:`fixed_width` from the ``_byte_lengths`` of the values, read once by callers
+    that need the lengths too."""
+    starts, lengths, data = parts
     width = max(width, 1)
-    out = np.zeros((len(values), width), np.uint8)
+    out = np.zeros((len(starts), width), np.uint8)
     flat = out.reshape(-1)
-    for lo in range(0, len(values), _CHUNK_ROWS):
+    for lo in range(0, len(starts), _CHUNK_ROWS):
         s, n = starts[lo : lo + _CHUNK_ROWS], np.minimum(lengths[lo : lo + _CHUNK_ROWS], width)
         total = int(n.sum())
         if total == 0:
@@ -122,9 +128,9 @@ class _Search:
 
     @classmethod
     def of(cls, values: pa.Array) -> _Search:
-        longest = int(_byte_lengths(values)[1].max(initial=1))
-        width = -(-max(longest, 1) // 8) * 8
-        words = _words(fixed_width(values, width))
+        parts = _byte_lengths(values)
+        width = -(-max(int(parts[1].max(initial=1)), 1) // 8) * 8
+        words = _words(_fixed(parts, width))
         hashes = _hash(words)
         keys = np.argsort(hashes, kind="stable")
         hashes = hashes[keys]
@@ -136,8 +142,9 @@ class _Search:
         n = len(self.keys)
         if n == 0:
             return np.full(len(values), -1, np.int64)
-        lengths = _byte_lengths(values)[1]
-        probe = _words(fixed_width(values, self.width))
+        parts = _byte_lengths(values)
+        lengths = parts[1]
+        probe = _words(_fixed(parts, self.width))
         if self.unique:
             pos = np.searchsorted(self.hashes, _hash(probe)).clip(0, n - 1)
             cand = self.keys[pos]
