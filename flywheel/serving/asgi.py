@@ -55,17 +55,8 @@ class BodySizeLimit:
         await self.app(scope, replayed, send)
 
     async def _refuse(self, send: Send, size: str) -> None:
-        body = json.dumps(
-            {"error": f"request body: {size} bytes; at most {self.max_bytes} bytes accepted"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        message = f"request body: {size} bytes; at most {self.max_bytes} bytes accepted"
+        await _send_error(send, 413, message)
 
 
 class RefuseFormBodies:
@@ -85,19 +76,18 @@ class RefuseFormBodies:
         if scope["type"] == "http" and scope.get("method") == "POST":
             ctype = dict(scope.get("headers") or []).get(b"content-type", b"").lower().strip()
             if ctype.startswith(self.FORM_TYPES):
-                body = json.dumps(
-                    {
-                        "error": f"content-type {ctype.decode(errors='replace')!r} is not "
-                        "accepted; send application/json"
-                    }
-                ).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 415,
-                        "headers": [(b"content-type", b"application/json")],
-                    }
+                message = (
+                    f"content-type {ctype.decode(errors='replace')!r} is not accepted; "
+                    "send application/json"
                 )
-                await send({"type": "http.response.body", "body": body})
+                await _send_error(send, 415, message)
                 return
         await self.app(scope, receive, send)
+
+
+async def _send_error(send: Send, status: int, message: str) -> None:
+    """Answer ``status`` with the API's JSON error body ``{"error": message}``."""
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
