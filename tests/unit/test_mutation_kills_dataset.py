@@ -147,17 +147,7 @@ def test_served_impressions_before_the_window_are_left_out(tmp_path: Path) -> No
     for request, ts in (("old-1", T0 - timedelta(days=2)), ("new-1", T0)):
         preds.append(
             [
-                {
-                    "request_id": request,
-                    "ts": ts,
-                    "user_id": "1",
-                    "item_id": item,
-                    "position": pos,
-                    "score": 0.5,
-                    "model_version": "m",
-                    "propensity": 1.0,
-                    "features": None,
-                }
+                _prediction(request, ts, item, pos, user="1")
                 for pos, item in enumerate(("sku-9", "sku-1"))
             ]
         )
@@ -223,11 +213,13 @@ def test_groups_are_numbered_by_first_appearance_not_by_name() -> None:
 # ---- the window's end: a positive at exactly `end` counts -----------------------------------
 
 
-def _prediction(request: str, ts: datetime, item: str, pos: int) -> dict[str, object]:
+def _prediction(
+    request: str, ts: datetime, item: str, pos: int, user: str = "u1"
+) -> dict[str, object]:
     return {
         "request_id": request,
         "ts": ts,
-        "user_id": "u1",
+        "user_id": user,
         "item_id": item,
         "position": pos,
         "score": 0.5,
