@@ -144,6 +144,22 @@ def test_no_row_uses_an_event_at_or_after_its_timestamp(
     assert user7.loc[pd.Timestamp(PLANTED_T), "last_event_unix"] == pytest.approx(
         (PLANTED_T - timedelta(minutes=5)).timestamp()
     )
+    # The user x item history of the planted pair: the purchase at T enters at T + 1h.
+    pairs = _read(settings, "user_item").to_pandas()
+    pair = pairs[(pairs.user_id == "u-7") & (pairs.item_id == "sku-3")]
+    pair = pair.set_index("event_timestamp")
+    bought = events[(events.user_id == "u-7") & (events.item_id == "sku-3")]
+    bought = bought[bought.event_type == "purchase"]
+    at_t = pair.loc[pd.Timestamp(PLANTED_T)]
+    window = (bought.ts < PLANTED_T) & (bought.ts >= PLANTED_T - timedelta(days=30))
+    assert at_t["ui_purchases_30d"] == int(window.sum())
+    assert pair.loc[pd.Timestamp(PLANTED_T + timedelta(hours=1)), "ui_last_purchase_unix"] == (
+        pytest.approx(PLANTED_T.timestamp())
+    )
+    stamps = pairs["event_timestamp"].map(pd.Timestamp.timestamp)
+    for kind in ("view", "cart", "purchase"):
+        last = pairs[f"ui_last_{kind}_unix"]
+        assert (last.isna() | (last < stamps)).all(), kind
 
 
 def test_failed_build_keeps_previous_tables(built: tuple[Settings, pd.DataFrame]) -> None:
