@@ -65,6 +65,16 @@ def write_feature_tables(
         "item_catalog": pd.DataFrame(
             {"item_id": items, **stamp, "category": [f"c{i % 5}" for i in range(N_ITEMS)]}
         ),
+        # ranking_v2's views: registered and materialized with the others
+        "user_item": pd.DataFrame(
+            {"user_id": users, "item_id": [items[u % N_ITEMS] for u in range(N_USERS)], **stamp}
+        ),
+        "user_category_history": pd.DataFrame(
+            {"user_id": users, "category": [f"c{u % 5}" for u in range(N_USERS)], **stamp}
+        ),
+        "user_activity_30d": pd.DataFrame({"user_id": users, **stamp}),
+        "item_activity_30d": pd.DataFrame({"item_id": items, **stamp}),
+        "category_price": pd.DataFrame({"category": [f"c{c}" for c in range(5)], **stamp}),
     }
     settings.feature_data_dir.mkdir(parents=True, exist_ok=True)
     for name, frame in frames.items():

@@ -2,8 +2,10 @@
 
 Training (point-in-time-correct historical retrieval) and serving (online lookups) both read
 through the same versioned feature service (``ranking_v<N>``), so what a model was trained on
-is what it is served. The store is configured from ``Settings`` alone; the ``feast`` CLI and
-``feature_store.yaml`` are never needed on this path (a CLI call costs 6-7 s).
+is what it is served: new models train on ``feature_service_name(settings)``; a model is
+served through the service its lineage names (:func:`service_lookups` lists what a service
+reads and by which keys). The store is configured from ``Settings`` alone; the ``feast``
+CLI and ``feature_store.yaml`` are never needed on this path (a CLI call costs 6-7 s).
 
 Feast is imported inside the functions that need it: importing this module costs nothing.
 """
@@ -33,6 +35,10 @@ log = logging.getLogger(__name__)
 
 #: Column of an entity DataFrame holding the moment each row asks about.
 EVENT_TIMESTAMP = "event_timestamp"
+#: Join keys of a ranking request's entity rows, one row per candidate: the user, the item
+#: and the item's category (read from ``item_catalog`` first). Every view of every
+#: ``ranking_v<N>`` service is keyed by some of them.
+REQUEST_KEYS = ("user_id", "item_id", "category")
 #: Push source the serving layer writes real-time user activity to.
 USER_ACTIVITY_PUSH = "user_activity_push"
 #: Start of the first materialization of a view that never expires.
@@ -93,6 +99,22 @@ class MaterializedView:
 
 
 @dataclass(frozen=True)
+class ViewLookup:
+    """One feature view a service reads, as an online lookup needs it."""
+
+    #: The feature view's name.
+    view: str
+    #: Its join keys, in the order of its entity key (a subset of :data:`REQUEST_KEYS`):
+    #: ``("user_id", "item_id")`` for ``user_item``, so its rows for the candidates of
+    #: one request are one read of ``len(candidates)`` keys.
+    join_keys: tuple[str, ...]
+    #: The features the service takes from it.
+    features: tuple[str, ...]
+    #: Seconds a row stays valid (None: never expires); older values read as missing.
+    ttl_s: float | None
+
+
+@dataclass(frozen=True)
 class MaterializeSummary:
     """The windows ``materialize`` loaded into the online store, and how long it took."""
 
@@ -105,7 +127,8 @@ class MaterializeSummary:
 
 
 def feature_service_name(settings: Settings) -> str:
-    """The name of the feature service shared by training and serving, e.g. ``ranking_v1``."""
+    """The feature service new models train on, e.g. ``ranking_v2`` (serving reads each
+    model through the service its lineage names)."""
     return f"ranking_v{settings.feast.feature_service_version}"
 
 
@@ -254,9 +277,13 @@ def apply(settings: Settings) -> ApplySummary:
     )
 
 
-def check_feature_tables(settings: Settings) -> dict[str, Path]:
-    """Return the path of every feature table, or raise naming the ones that are missing."""
-    paths = {name: settings.feature_data_dir / f"{name}.parquet" for name in FEATURE_TABLES}
+def check_feature_tables(settings: Settings, names: Sequence[str] | None = None) -> dict[str, Path]:
+    """Return the path of each feature table (``names``, default all), or raise naming the
+    ones that are missing."""
+    paths = {
+        name: settings.feature_data_dir / f"{name}.parquet"
+        for name in (FEATURE_TABLES if names is None else names)
+    }
     missing = [str(p) for p in paths.values() if not p.exists()]
     if missing:
         raise FeatureTablesMissingError(
@@ -328,6 +355,39 @@ def _resolve_store(settings_or_store: Settings | FeatureStore) -> tuple[FeatureS
     return get_store(settings_or_store), feature_service_name(settings_or_store)
 
 
+def service_lookups(store: FeatureStore, service: str) -> tuple[ViewLookup, ...]:
+    """The views ``service`` reads, each with its join keys, features and ttl.
+
+    ``ranking_v1``: ``user_activity`` (user_id), ``user_category`` (user_id, category),
+    ``item_activity`` and ``item_catalog`` (item_id). ``ranking_v2`` adds ``user_item``
+    (user_id, item_id), ``user_category_history`` (user_id, category),
+    ``user_activity_30d`` (user_id), ``item_activity_30d`` (item_id) and
+    ``category_price`` (category).
+
+    Raises:
+        FeatureServiceNotFoundError: ``service`` is not registered.
+    """
+    from feast.errors import FeatureServiceNotFoundException
+
+    try:
+        spec = store.get_feature_service(service)
+    except FeatureServiceNotFoundException as exc:
+        raise FeatureServiceNotFoundError(f"feature service {service!r} is not registered") from exc
+    out = []
+    for projection in spec.feature_view_projections:
+        view = store.get_feature_view(projection.name)
+        ttl = view.ttl.total_seconds() if view.ttl else 0.0
+        out.append(
+            ViewLookup(
+                view=view.name,
+                join_keys=tuple(c.name for c in view.entity_columns),
+                features=tuple(f.name for f in projection.features),
+                ttl_s=ttl if ttl > 0 else None,
+            )
+        )
+    return tuple(out)
+
+
 def _version(name: str) -> int:
     suffix = name.removeprefix("ranking_v")
     return int(suffix) if suffix.isdigit() else -1
@@ -342,8 +402,9 @@ def online_features(
 ) -> pd.DataFrame:
     """Online features of one user against many candidate items, as serving needs them.
 
-    The item's category (from ``item_catalog``) keys the ``user_category`` lookup, so this
-    makes two online reads: categories of the items, then the feature service. Values
+    The item's category (from ``item_catalog``) keys the per-category views, so this
+    makes two online reads: categories of the items, then the feature service (every view
+    keyed by its own subset of :data:`REQUEST_KEYS`, e.g. ``user_item`` by user and item). Values
     older than their view's ttl at ``as_of`` come back null, as in a training set: the
     online store keeps a value until it is overwritten, however old.
 
@@ -473,12 +534,18 @@ def historical_features(
         guaranteed.
 
     Raises:
-        FeatureTablesMissingError: a feature table file does not exist.
+        FeatureTablesMissingError: a feature table the service reads does not exist.
         EntityDataFrameError: a required column is missing or timestamps are naive.
     """
-    check_feature_tables(settings)
+    from feast.errors import FeatureServiceNotFoundException
+
     store = get_store(settings)
-    service = store.get_feature_service(feature_service or feature_service_name(settings))
+    try:
+        service = store.get_feature_service(feature_service or feature_service_name(settings))
+    except FeatureServiceNotFoundException:
+        check_feature_tables(settings)  # nothing registered: most likely nothing built yet
+        raise
+    check_feature_tables(settings, [p.name for p in service.feature_view_projections])
     _require_columns(entity_df, entity_columns(store, service), "entity_df")
     frame = entity_df.copy()
     frame[EVENT_TIMESTAMP] = _utc_column(frame[EVENT_TIMESTAMP], EVENT_TIMESTAMP)

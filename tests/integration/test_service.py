@@ -119,6 +119,16 @@ def build_tables(settings: Settings, now: datetime = NOW, seed: int = 0) -> None
             {"item_id": skus(items), "event_timestamp": created, "created_timestamp": created,
              "category": [f"c{i % 5}" for i in items]}
         ),
+        # ranking_v2's views (the champions here are ranking_v1's; apply registers both)
+        "user_item": pd.DataFrame(
+            {"user_id": users.astype(str), "item_id": skus(users % N_ACTIVE_ITEMS), **stamp}
+        ),
+        "user_category_history": pd.DataFrame(
+            {"user_id": users.astype(str), "category": [f"c{u % 5}" for u in users], **stamp}
+        ),
+        "user_activity_30d": pd.DataFrame({"user_id": users.astype(str), **stamp}),
+        "item_activity_30d": pd.DataFrame({"item_id": skus(items[:N_ACTIVE_ITEMS]), **stamp}),
+        "category_price": pd.DataFrame({"category": [f"c{c}" for c in range(5)], **stamp}),
     }  # fmt: skip
     settings.feature_data_dir.mkdir(parents=True, exist_ok=True)
     for name, frame in frames.items():
