@@ -38,11 +38,15 @@ class Measurement:
     result: dict[str, Any]
 
 
-def _tree_pss(proc: psutil.Process) -> int:
+def _tree_pss(proc: psutil.Process, cpu: dict[int, float] | None = None) -> int:
+    """Summed PSS of ``proc`` and its descendants; records each one's CPU seconds in ``cpu``."""
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
         try:
             total += p.memory_full_info().pss
+            if cpu is not None:
+                times = p.cpu_times()
+                cpu[p.pid] = times.user + times.system
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return total
@@ -50,10 +54,16 @@ def _tree_pss(proc: psutil.Process) -> int:
 
 class PeakPss:
     """Sample the summed PSS of process ``pid`` and its descendants every 100 ms while the
-    ``with`` block runs; ``peak`` is the highest sum seen, in bytes."""
+    ``with`` block runs; ``peak`` is the highest sum seen, in bytes.
+
+    ``cpu_seconds`` is the user + system CPU time of the tree (each process's last sample,
+    so up to 100 ms of a process's end is missed): unlike wall time, it barely moves when
+    other jobs load the machine, so it is the steadier figure on a shared one.
+    """
 
     def __init__(self, pid: int) -> None:
         self.pid, self.peak = pid, 0
+        self._cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -61,10 +71,14 @@ class PeakPss:
         ps = psutil.Process(self.pid)
         while not self._stop.is_set():
             try:
-                self.peak = max(self.peak, _tree_pss(ps))
+                self.peak = max(self.peak, _tree_pss(ps, self._cpu))
             except psutil.NoSuchProcess:
                 return
             time.sleep(0.1)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self._cpu.values())
 
     def __enter__(self) -> PeakPss:
         self._thread.start()

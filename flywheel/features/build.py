@@ -9,7 +9,7 @@
 3. ``groupby(bucket).map_groups``: buckets are contiguous user-key and item-key ranges; each
    combines its partials, computes every window with one vectorised numpy pass and writes
    its sorted part of each table into a staging folder. A user bucket holds all of its
-   users' partials (user, user x category, user x item), so every per-user table of those
+   users' partials (user and user x item rows), so every per-user table of those
    users is computed there; the change-point tables stop at the lake's last event hour,
    which the scan found, so every bucket uses the same horizon.
 4. Concatenate the parts in bucket (= entity) order into one Parquet file per table (the
@@ -46,10 +46,10 @@ from flywheel.features.aggregate import (
     CatalogIndex,
     Columns,
     FeatureBuildError,
-    bucket_features,
     concat_partials,
     driver_tables,
     hourly_partials,
+    iter_bucket_features,
 )
 from flywheel.features.keys import KeySpace, distinct_sorted
 from flywheel.features.partials import US_PER_HOUR
@@ -102,8 +102,10 @@ def _range_bucket(entity: np.ndarray, lo: int, hi: int, n: int) -> np.ndarray:
     return np.clip(np.floor(frac * n), 0, n - 1).astype(np.int32)
 
 
-#: Events per user-range bucket: bounds the partials one ``map_groups`` call holds.
-EVENTS_PER_USER_BUCKET = 1_000_000
+#: Events per user-range bucket: bounds the partials one ``map_groups`` call holds and the
+#: tables it computes. A user bucket writes about 2.5x the rows it did before ranking_v2's
+#: tables (user x item, user x category history), so it holds half the events it did.
+EVENTS_PER_USER_BUCKET = 500_000
 #: Item activity is dense (few items, many hours each) and cheap, so fewer item buckets.
 EVENTS_PER_ITEM_BUCKET = 5_000_000
 
@@ -242,23 +244,25 @@ def _partials_udf(
 
 def _bucket_udf(
     group: Columns,
-    categories: tuple[str, ...],
+    catalog: CatalogIndex,
     created_us: int,
     horizon: int,
     staging: str,
     keys: KeySpace | ray.ObjectRef,
 ) -> Columns:
-    """Compute one bucket's tables and write them as part files; return row counts."""
+    """Compute one bucket's tables and write them as part files, one table at a time;
+    return row counts."""
     bucket = int(group["bucket"][0])
     partials = {c: v for c, v in group.items() if c != "bucket"}
-    tables = bucket_features(partials, categories, created_us, _keys(keys), horizon)
+    tables = iter_bucket_features(partials, catalog, created_us, _keys(keys), horizon)
     counts = {"bucket": bucket, "partials": len(group["bucket"])}
-    for name, table in tables.items():
+    for name, table in tables:
         counts[name] = table.num_rows
         if table.num_rows:
             part = Path(staging) / name / f"part-{bucket:05d}.parquet"
             part.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, part, compression="none")  # read back once, at publish
+        del table  # before the next table is computed
     return {name: np.array([value]) for name, value in counts.items()}
 
 
@@ -299,7 +303,7 @@ def _run_pipeline(
     ds = ds.groupby("bucket", num_partitions=plan.total).map_groups(
         partial(
             _bucket_udf,
-            categories=catalog.categories,
+            catalog=catalog,
             created_us=created_us,
             horizon=scan.horizon,
             staging=str(staging),

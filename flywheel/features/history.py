@@ -68,15 +68,20 @@ def _windows(
     counts: np.ndarray,
     names: Sequence[str],
     horizon: int,
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, str], np.ndarray]]:
     """Change points of ``group`` rows and the ``counts`` windows at each.
 
-    Out: (group, end hour) per output row and, per window name, an (n_rows, k) array.
+    Out: (group, end hour) per output row and, per (column of ``counts``, window name), one
+    contiguous array: computed a window at a time, so only one (n_rows, k) block is alive.
     """
     hours = [WINDOW_HOURS[n] for n in names]
     q_group, q_end = change_points(group, hour, hours, horizon)
-    sums = {n: window_sums(group, hour, counts, q_group, q_end, WINDOW_HOURS[n]) for n in names}
-    return q_group, q_end, sums
+    out: dict[tuple[int, str], np.ndarray] = {}
+    for name in names:
+        block = window_sums(group, hour, counts, q_group, q_end, WINDOW_HOURS[name])
+        out |= {(j, name): np.ascontiguousarray(block[:, j]) for j in range(counts.shape[1])}
+        del block
+    return q_group, q_end, out
 
 
 def user_item_table(pairs: Columns, horizon: int, created_us: int, keys: KeySpace) -> pa.Table:
@@ -109,7 +114,8 @@ def user_item_table(pairs: Columns, horizon: int, created_us: int, keys: KeySpac
         "created_timestamp": build_stamps(len(q_end), created_us),
     }
     for j, kind in enumerate(_SHOPPING):
-        cols |= {f"ui_{kind}_{n}": w[n][:, j] for n in ("24h", "7d", "30d")}
+        cols |= {f"ui_{kind}_{n}": w[j, n] for n in ("24h", "7d", "30d")}
+    del w, counts
     for name in _LAST:
         stamp = latest_before(g, h, merged[f"last_{name}"], q_group, q_end)
         cols[f"ui_last_{name}_unix"] = unix_or_null(stamp)
@@ -139,11 +145,11 @@ def user_category_history_table(
         "category": names.cast(pa.string()),
         "event_timestamp": hour_stamps(q_end),
         "created_timestamp": build_stamps(len(q_end), created_us),
-        "cat_carts_7d": w["7d"][:, 1],
-        "cat_purchases_7d": w["7d"][:, 2],
-        "cat_views_30d": w["30d"][:, 0],
-        "cat_carts_30d": w["30d"][:, 1],
-        "cat_purchases_30d": w["30d"][:, 2],
+        "cat_carts_7d": w[1, "7d"],
+        "cat_purchases_7d": w[2, "7d"],
+        "cat_views_30d": w[0, "30d"],
+        "cat_carts_30d": w[1, "30d"],
+        "cat_purchases_30d": w[2, "30d"],
     }
     return pa.Table.from_pydict(cols, schema=USER_CATEGORY_HISTORY_SCHEMA)
 
@@ -161,7 +167,7 @@ def user_activity_30d_table(
         "event_timestamp": hour_stamps(q_end),
         "created_timestamp": build_stamps(len(q_end), created_us),
     }
-    cols |= {f"{c}_30d": w["30d"][:, j] for j, c in enumerate(COUNTS)}
+    cols |= {f"{c}_30d": w[j, "30d"] for j, c in enumerate(COUNTS)}
     return pa.Table.from_pydict(cols, schema=USER_ACTIVITY_30D_SCHEMA)
 
 
@@ -180,9 +186,9 @@ def item_activity_30d_table(
         "item_id": keys.ids("item", entity[first]),
         "event_timestamp": hour_stamps(q_end),
         "created_timestamp": build_stamps(len(q_end), created_us),
-        "item_views_30d": w["30d"][:, 0],
-        "item_carts_30d": w["30d"][:, 1],
-        "item_purchases_30d": w["30d"][:, 2],
-        "item_trend_24h_7d": ratio(7 * w["24h"][:, 0], w["7d"][:, 0]),
+        "item_views_30d": w[0, "30d"],
+        "item_carts_30d": w[1, "30d"],
+        "item_purchases_30d": w[2, "30d"],
+        "item_trend_24h_7d": ratio(7 * w[0, "24h"], w[0, "7d"]),
     }
     return pa.Table.from_pydict(cols, schema=ITEM_ACTIVITY_30D_SCHEMA)

@@ -2,12 +2,17 @@
 
 Partials are ``Columns`` (a dict of equal-length 1-D numpy arrays, ``PARTIAL_DTYPES``):
 
-* user rows: counts by type, sum/count of the catalog prices of views, latest event ts;
+* user rows: counts by type, latest event ts;
 * item rows: counts by type;
-* user-category rows (``sub`` = category code): views, carts and purchases of catalog items;
 * user-item rows, one kind per event type (``sub`` = item key): the count of that type in
   its column and the latest such event in ``last_us``, so the latest view, cart and
   purchase of a pair each survive the merge.
+
+What a user bucket can derive from its users' user-item rows and the catalog is not
+shipped: the user-category rows (:func:`category_partials`) and the viewed-price sums of
+the user rows (:func:`with_view_prices`). So the shuffle carries one 37-byte row per
+(user, item, hour, type), per (user, hour) and per (item, hour); at 10M events that is
+12.5M rows, about what ranking_v1's build shipped alone.
 
 Entities are the dense keys of the build's :class:`~flywheel.features.keys.KeySpace`; the
 tables map them back to the ids. No Ray here: everything is unit-testable on small frames.
@@ -31,22 +36,20 @@ US_PER_HOUR = SNAPSHOT_SECONDS * 1_000_000
 #: Columns of the lake the build reads (``event_id`` etc. are not needed).
 EVENT_COLUMNS = ["user_id", "item_id", "event_type", "ts"]
 
-KIND_USER, KIND_ITEM, KIND_USER_CATEGORY = 0, 1, 2
+KIND_USER, KIND_ITEM = 0, 1
 #: User-item kinds, one per event type the user x item history counts.
 KIND_USER_ITEM_VIEW, KIND_USER_ITEM_CART, KIND_USER_ITEM_PURCHASE = 3, 4, 5
 USER_ITEM_KINDS = (KIND_USER_ITEM_VIEW, KIND_USER_ITEM_CART, KIND_USER_ITEM_PURCHASE)
 #: Count columns in EVENT_TYPES order.
 COUNTS = ["views", "carts", "purchases", "clicks"]
-SUMMED = [*COUNTS, "price_n"]
-#: Partial aggregates per (kind, entity, sub, hour); ``sub`` is the category code of
-#: user-category rows, the item key of user-item rows and -1 otherwise.
+#: Partial aggregates per (kind, entity, sub, hour); ``sub`` is the item key of user-item
+#: rows and -1 otherwise (the category code in :func:`category_partials`).
 PARTIAL_DTYPES: dict[str, type[np.generic]] = {
     "kind": np.int8,
-    "entity": np.int64,
+    "entity": np.int32,  # dense keys: at most 2**31 - 1 users and items (checked)
     "sub": np.int32,
     "hour": np.int32,  # epoch hours fit in int32 for the next 240,000 years
-    **dict.fromkeys(SUMMED, np.int32),
-    "price_sum": np.float64,
+    **dict.fromkeys(COUNTS, np.int32),
     "last_us": np.int64,
 }
 _KEYS = ["kind", "entity", "sub", "hour"]
@@ -174,32 +177,21 @@ def hourly_partials(events: pa.Table, catalog: CatalogIndex, keys: KeySpace) -> 
     item = keys.item_keys(events["item_id"])
     if (user < 0).any() or (item < 0).any():
         raise FeatureBuildError("an event id is missing from the build's key space")
-    if len(keys.items) >= 1 << 31:
-        raise FeatureBuildError(f"{len(keys.items):,} distinct item ids; at most 2**31 - 1")
+    for which, ids in (("user", keys.users), ("item", keys.items)):
+        if len(ids) >= 1 << 31:
+            raise FeatureBuildError(f"{len(ids):,} distinct {which} ids; at most 2**31 - 1")
     ts_us = np.asarray(events["ts"].to_numpy()).view(np.int64)  # timestamp[us] -> µs
     hour = (ts_us // US_PER_HOUR).astype(np.int32)
-    known, price, cat = catalog.lookup(item)
-    priced_view = known & (code == 0)
     group_by = ["entity", "sub", "hour"]
     base = {"hour": hour, "sub": np.full(len(code), -1, np.int32)}
     base |= {c: (code == i).astype(np.int32) for i, c in enumerate(COUNTS)}  # EVENT_TYPES order
-    users = base | {
-        "entity": user,
-        "price_n": priced_view.astype(np.int32),
-        "price_sum": np.where(priced_view, price, 0.0),
-        "last_us": ts_us,
-    }
+    users = base | {"entity": user, "last_us": ts_us}
     items = base | {"entity": item}
     parts = [
-        reduce_runs(users, group_by, [*SUMMED, "price_sum"], ["last_us"]),
+        reduce_runs(users, group_by, COUNTS, ["last_us"]),
         reduce_runs(items, group_by, COUNTS),
     ]
     kinds = [KIND_USER, KIND_ITEM]
-    shopping = known & (code <= 2)  # views, carts, purchases of catalog items
-    cats = {c: base[c][shopping] for c in ("hour", *COUNTS[:3])}
-    cats |= {"entity": user[shopping], "sub": cat[shopping]}
-    parts.append(reduce_runs(cats, group_by, COUNTS[:3]))
-    kinds.append(KIND_USER_CATEGORY)
     for type_code, kind in enumerate(USER_ITEM_KINDS):  # view, cart, purchase
         mine = code == type_code
         pair = {"entity": user[mine], "sub": item[mine].astype(np.int32), "hour": hour[mine]}
@@ -213,8 +205,39 @@ def hourly_partials(events: pa.Table, catalog: CatalogIndex, keys: KeySpace) -> 
 
 def combine_partials(partials: Columns) -> Columns:
     """Merge partials of the same (kind, entity, sub, hour); sorted by those keys."""
-    out = reduce_runs(partials, _KEYS, [*SUMMED, "price_sum"], ["last_us"])
+    out = reduce_runs(partials, _KEYS, COUNTS, ["last_us"])
     return {c: out[c].astype(t, copy=False) for c, t in PARTIAL_DTYPES.items()}
+
+
+def category_partials(pairs: Columns, catalog: CatalogIndex) -> Columns:
+    """User-category partials from a bucket's user-item partials: views, carts and
+    purchases of catalog items per (user, category code in ``sub``, hour), sorted."""
+    known, _, cat = catalog.lookup(pairs["sub"].astype(np.int64))
+    cols = {c: pairs[c][known] for c in ("entity", "hour", *COUNTS[:3])}
+    cols["sub"] = cat[known]
+    return reduce_runs(cols, ["entity", "sub", "hour"], COUNTS[:3])
+
+
+def with_view_prices(users: Columns, pairs: Columns, catalog: CatalogIndex) -> Columns:
+    """User partials plus ``price_n`` / ``price_sum``: the views of catalog items in each
+    (user, hour) and the sum of their catalog prices, from the bucket's user-item rows."""
+    viewed = pairs["views"] > 0  # the view kind's rows
+    known, price, _ = catalog.lookup(pairs["sub"][viewed].astype(np.int64))
+    views = pairs["views"][viewed][known]
+    cols = {"entity": pairs["entity"][viewed][known], "hour": pairs["hour"][viewed][known]}
+    cols |= {"price_n": views, "price_sum": views * price[known]}
+    sums = reduce_runs(cols, ["entity", "hour"], ["price_n", "price_sum"])
+    out = dict(users)
+    out["price_n"] = np.zeros(len(users["entity"]), np.int64)
+    out["price_sum"] = np.zeros(len(users["entity"]), np.float64)
+    if len(sums["entity"]) and len(users["entity"]):
+        # every (user, hour) of a user-item row is a user row: place the sums on them
+        span = int(max(users["hour"].max(), sums["hour"].max())) + 1
+        user_code = users["entity"].astype(np.int64) * span + users["hour"]
+        at = np.searchsorted(user_code, sums["entity"].astype(np.int64) * span + sums["hour"])
+        out["price_n"][at] = sums["price_n"]
+        out["price_sum"][at] = sums["price_sum"]
+    return out
 
 
 def slice_kind(cols: Columns, kind: int, last: int | None = None) -> Columns:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from flywheel.features.keys import KeySpace
-from flywheel.features.partials import COUNTS, SUMMED, Columns
+from flywheel.features.partials import COUNTS, Columns
 from flywheel.features.windows import (
     WINDOW_HOURS,
     build_stamps,
@@ -29,9 +29,10 @@ from flywheel.schemas import ITEM_ACTIVITY_SCHEMA, USER_ACTIVITY_SCHEMA, USER_CA
 
 
 def user_activity_table(users: Columns, created_us: int, keys: KeySpace) -> pa.Table:
-    """``user_activity`` rows from combined user partials sorted by (entity, hour)."""
+    """``user_activity`` rows from combined user partials sorted by (entity, hour), with
+    their viewed prices (:func:`~flywheel.features.partials.with_view_prices`)."""
     g, h = dense_rank(users["entity"]), users["hour"].astype(np.int64)
-    counts = np.stack([users[c] for c in SUMMED], axis=1).astype(np.int64)
+    counts = np.stack([users[c] for c in (*COUNTS, "price_n")], axis=1).astype(np.int64)
     end = h + 1
     w = {
         name: window_sums(g, h, counts, g, end, WINDOW_HOURS[name]) for name in ("1h", "24h", "7d")

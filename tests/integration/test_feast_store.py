@@ -624,7 +624,7 @@ def _built_tables(data_dir: Path) -> tuple[list[str], list[str], list[datetime]]
     index = F.CatalogIndex.from_table(catalog, keys)
     partials = F.hourly_partials(events, index, keys)
     horizon = max(events["ts"].to_pylist()).timestamp() // 3600 + 1
-    tables = F.bucket_features(partials, index.categories, 0, keys, int(horizon))
+    tables = F.bucket_features(partials, index, 0, keys, int(horizon))
     tables |= F.driver_tables(catalog, 0)
     data_dir.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():

@@ -115,7 +115,7 @@ def _build(events: pd.DataFrame, n_batches: int = 3, n_buckets: int = 2) -> dict
     out: dict[str, list[pa.Table]] = {}
     for b in sorted(set(bucket.tolist())):
         mine = {c: v[bucket == b] for c, v in partials.items()}
-        tables = F.bucket_features(mine, catalog.categories, CREATED_US, keys, horizon)
+        tables = F.bucket_features(mine, catalog, CREATED_US, keys, horizon)
         for name, t in tables.items():
             out.setdefault(name, []).append(t)
     for name, t in F.driver_tables(items, CREATED_US).items():
@@ -158,7 +158,7 @@ def test_written_schemas_equal_contract() -> None:
     keys = _keys(events, items)
     catalog = F.CatalogIndex.from_table(items, keys)
     partials = F.hourly_partials(events, catalog, keys)
-    tables = F.bucket_features(partials, catalog.categories, CREATED_US, keys, _horizon(events))
+    tables = F.bucket_features(partials, catalog, CREATED_US, keys, _horizon(events))
     tables |= F.driver_tables(items, CREATED_US)
     for name, schema in FEATURE_TABLES.items():
         assert tables[name].schema.equals(schema), name
