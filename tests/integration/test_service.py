@@ -162,8 +162,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 def _rank_reference(settings: Settings, user: str, items: list[str], at: datetime) -> np.ndarray:
     booster = load_booster(model_file(settings, current_champion(settings) or ""))
-    feats = fs.online_features(settings, user, items, as_of=at)
-    return predict(booster, model_inputs(feats, at.timestamp()))
+    service = LINEAGE["feature_service"]  # the champion's own service, as serving reads it
+    feats = fs.online_features(settings, user, items, service, as_of=at)
+    return predict(booster, model_inputs(feats, at.timestamp(), service))
 
 
 # ---- in-process through to_asgi() --------------------------------------------------------
