@@ -79,9 +79,10 @@ MUTATE_FUNCTIONS := \
   'flywheel.evaluate.x_auc__*' 'flywheel.evaluate.x_log_loss__*' \
   'flywheel.evaluate.x_calibration_bins__*' 'flywheel.evaluate.x_expected_calibration_error__*' \
   'flywheel.evaluate.x_ndcg_at_k__*' 'flywheel.evaluate.x_score_metrics__*' \
-  'flywheel.evaluate.x_decide__*' 'flywheel.evaluate.x_evaluate__*' \
+  'flywheel.evaluate.x_decide__*' 'flywheel.evaluate.x_decide_first_model__*' \
+  'flywheel.evaluate.x_evaluate__*' 'flywheel.popularity.x_popularity_scores__*' \
   'flywheel.dataset.*' 'flywheel.ingest.checks.*' 'flywheel.ingest.validate.*' 'flywheel.ids.*' \
-  'flywheel.serving.x_epsilon_greedy__*' 'flywheel.serving.x__prediction_records__*' \
+  'flywheel.serving.exploration.x_epsilon_greedy__*' 'flywheel.serving.records.x__prediction_records__*' \
   'flywheel.deploy.*' 'flywheel.k8s_deploy.*' 'flywheel.feast_asof.x_*'
 
 mutate: install  ## mutation testing of the decision modules, unit tier; prints the survivors (MUTATION.md)

@@ -80,6 +80,11 @@ class PeakPss:
     def cpu_seconds(self) -> float:
         return sum(self._cpu.values())
 
+    @property
+    def pids(self) -> set[int]:
+        """Every process of the tree seen while sampling."""
+        return set(self._cpu)
+
     def __enter__(self) -> PeakPss:
         self._thread.start()
         return self

@@ -2,12 +2,22 @@
 
 All ``N_USERS`` users and ``N_ITEMS`` items are active an hour before the run starts, so
 every online read finds values; the booster is the size of a real ranking model.
+
+The world is built by whichever ``flywheel`` is on the path, so another git worktree's
+code can build its own (``serving_bench.py --baseline-tree``): run this file as a script with
+``PYTHONPATH=<tree>``. Ids follow that tree's contract: integers where its feature tables
+hold int64 ids (the code before string ids), else strings.
+
+    PYTHONPATH=/work/pre11 python benchmarks/serving_world.py '{"workspace": "/tmp/ws"}'
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +36,18 @@ def entity_id(number: int, kind: str, ids: str) -> str:
     if ids == "int":
         return str(number)
     return f"{'u' if kind == 'user' else 'sku-'}{number}"
+
+
+def _contract_ids(ids: list[str], table: str, column: str) -> list[Any]:
+    """``ids`` as the feature table's contract types them: ints for an int64 id column
+    (integer-style ids only), else unchanged."""
+    from flywheel.schemas import FEATURE_TABLES
+
+    if not pa.types.is_integer(FEATURE_TABLES[table].field(column).type):
+        return ids
+    if not all(i.isdigit() for i in ids):
+        raise ValueError(f"{table}.{column} holds int64 ids; ids={ids[:3]}... are not integers")
+    return [int(i) for i in ids]
 
 
 def _table(frame: pd.DataFrame, name: str, rng: np.random.Generator) -> pa.Table:
@@ -47,8 +69,10 @@ def write_feature_tables(
     """All users and items active an hour before ``now``; five categories."""
     rng = np.random.default_rng(seed)
     t = now - timedelta(hours=1)
-    users = [entity_id(u, "user", ids) for u in range(N_USERS)]
-    items = [entity_id(i, "item", ids) for i in range(N_ITEMS)]
+    users = _contract_ids([entity_id(u, "user", ids) for u in range(N_USERS)], "user_activity",
+                          "user_id")  # fmt: skip
+    items = _contract_ids([entity_id(i, "item", ids) for i in range(N_ITEMS)], "item_catalog",
+                          "item_id")  # fmt: skip
     stamp = {"event_timestamp": t, "created_timestamp": t}
     frames = {
         "user_activity": pd.DataFrame(
@@ -108,3 +132,18 @@ def build_world(settings: Settings, ids: str = "int") -> None:
     model = train_booster(settings.workspace / "bench-model.ubj")
     lineage = {"run_id": "bench", "data_window": "bench", "feature_service": "ranking_v1"}
     register_model(settings, model, {"auc": 0.5}, lineage)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``serving_world.py SETTINGS_JSON [IDS]``: build the world of those Settings."""
+    args = sys.argv[1:] if argv is None else argv
+    if not 1 <= len(args) <= 2:
+        raise SystemExit("usage: serving_world.py SETTINGS_JSON [int|shop]")
+    build_world(
+        Settings.model_validate(json.loads(args[0])), ids=args[1] if len(args) > 1 else "int"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

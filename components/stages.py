@@ -17,15 +17,16 @@ from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model,
 
 
 def ingest(
-    settings_json: str, events_uri: str, items_uri: str, metrics: Output[Metrics]
+    settings_json: str, events_uri: str, items_uri: str, mapping: str, metrics: Output[Metrics]
 ) -> NamedTuple("IngestOutputs", [("lake_version", str), ("new_rows", int)]):  # type: ignore[valid-type]
-    """Validate and append new raw events (and the catalog) to the event lake."""
+    """Validate and append new raw events (read through ``mapping``, "" for none, a built-in
+    name, a YAML path in the pod or the YAML text) and the catalog to the event lake."""
     from collections import namedtuple
 
     from flywheel.pipeline_steps import run_ingest
 
     outputs = namedtuple("IngestOutputs", ["lake_version", "new_rows"])  # type: ignore[name-match]
-    return outputs(*run_ingest(settings_json, events_uri, items_uri, metrics))
+    return outputs(*run_ingest(settings_json, events_uri, items_uri, metrics, mapping=mapping))
 
 
 def features(settings_json: str, lake_version: str, metrics: Output[Metrics]) -> str:

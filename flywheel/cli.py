@@ -22,6 +22,7 @@ from flywheel.cli_support import (
     expand_event_inputs,
     log_footer,
     logged,
+    mapping_option,
     settings_of,
 )
 from flywheel.cli_views import loop_table, quick_demo_table, report_table, stage_table
@@ -125,12 +126,7 @@ def ingest(
         "output folder means its events/ and items.parquet.",
     ),
     items: Path | None = typer.Option(None, "--items", help="Item catalog file to upsert."),
-    mapping: str | None = typer.Option(
-        None,
-        "--mapping",
-        help="Source layout of the events: a built-in mapping (retailrocket, rees46) or a "
-        "mapping YAML file; default: the files have the event contract's columns.",
-    ),
+    mapping: str | None = mapping_option(""),
 ) -> None:
     """Validate raw events into the date-partitioned event lake (idempotent)."""
     from flywheel.ingest import ingest_events
@@ -204,6 +200,7 @@ def submit(
         [], "--param", help="Pipeline argument name=value; repeatable."
     ),
     out: Path | None = typer.Option(None, "--out", help="Also keep the compiled package here."),
+    mapping: str | None = mapping_option(" (sent as its YAML text: pods cannot read it)"),
 ) -> None:
     """Compile for the chosen profile and create a run (or recurring run) on Kubeflow Pipelines."""
     from flywheel.submit import submit as submit_pipeline
@@ -216,6 +213,7 @@ def submit(
         schedule=schedule,
         name=name,
         package=out,
+        mapping=mapping,
     )
     print_summary("submit", result)
     console.print(f"{result.kind} {result.id}: {result.url}")
@@ -232,12 +230,16 @@ def cycle(
         "output folder means its events/ and items.parquet).",
     ),
     items: Path | None = typer.Option(None, "--items", help="Item catalog to upsert."),
+    mapping: str | None = mapping_option(" (needs --events)"),
     window_days: float = typer.Option(14.0, help="Training window, days back from the data."),
     attribution_minutes: int = typer.Option(60, help="Attribution window of a positive."),
     max_rows: int = typer.Option(1_000_000, help="Cap on training impressions."),
     seed: int = typer.Option(0, help="Sampling and training seed."),
     min_auc: float = typer.Option(0.55, help="Blessing floor on test AUC."),
     min_improvement: float = typer.Option(0.0, help="AUC margin over the champion."),
+    min_lift_over_popularity: float = typer.Option(
+        0.01, help="AUC margin a first model needs over the item-popularity baseline."
+    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Disable KFP caching."),
 ) -> None:
     """Run one full cycle of the pipeline locally with kfp.local."""
@@ -257,11 +259,16 @@ def cycle(
             s,
             events_uri,
             items_uri,
+            mapping=mapping or "",
             window_days=window_days,
             attribution_minutes=attribution_minutes,
             max_rows=max_rows,
             seed=seed,
-            rule=BlessingRule(min_auc=min_auc, min_improvement=min_improvement),
+            rule=BlessingRule(
+                min_auc=min_auc,
+                min_improvement=min_improvement,
+                min_lift_over_popularity=min_lift_over_popularity,
+            ),
             caching=not no_cache,
         )
     stage_table(summary)

@@ -27,6 +27,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 INPUT_ERRORS = (ValueError, FileNotFoundError, KeyError, PermissionError, RuntimeError)
 
 
+def mapping_option(what: str) -> Any:
+    """The ``--mapping NAME_OR_FILE`` option of ingest, cycle and submit, one wording."""
+    return typer.Option(
+        None,
+        "--mapping",
+        help="Source layout of the events: a built-in mapping (retailrocket, rees46) or a "
+        f"mapping YAML file{what}; default: the files have the event contract's columns.",
+    )
+
+
 @dataclass
 class GlobalOptions:
     """The options before the command name (``flywheel --workspace w -v cycle``)."""

@@ -65,7 +65,7 @@ def compile_pipeline(settings: Settings, out: Path) -> Path:
 
 def _detail(stage: str, summary: dict[str, Any]) -> str:
     pick = {
-        "ingest": ("accepted", "quarantined", "lake_version"),
+        "ingest": ("mapping", "accepted", "quarantined", "lake_version"),
         "features": ("rows",),
         "dataset": ("impressions", "positive_rate"),
         "preprocess": ("rows",),
@@ -76,7 +76,7 @@ def _detail(stage: str, summary: dict[str, Any]) -> str:
     }[stage]
     parts = []
     for key in pick:
-        if key in summary:
+        if summary.get(key) is not None:
             value = summary[key]
             if key == "reason":
                 value = str(value)[:80]
@@ -105,6 +105,7 @@ def run_cycle(
     events_uri: str = "",
     items_uri: str = "",
     *,
+    mapping: str = "",
     window_days: float = 14.0,
     attribution_minutes: int = 60,
     max_rows: int = 1_000_000,
@@ -116,19 +117,27 @@ def run_cycle(
     """Run one cycle of the pipeline through kfp.local (SubprocessRunner, this interpreter).
 
     With ``shared_ray_runtime`` (local profile) the cycle starts one local Ray that every
-    stage joins, instead of each stage starting its own.
+    stage joins, instead of each stage starting its own. ``mapping`` is the events' source
+    layout (a built-in name, a mapping file or its YAML text; "" for none): it is validated
+    before any stage runs and reaches ingest as :func:`~flywheel.ingest.mapping_argument`
+    makes it, the same argument a cluster run gets.
 
     Raises:
+        ValueError: a mapping without ``events_uri``; MappingError: a bad mapping.
         CycleError: naming the failed stage; stages before it keep their outputs, the
             champion pointer is untouched (register/deploy never ran or rolled back).
     """
     from kfp import local
 
     from flywheel.evaluate import BlessingRule
+    from flywheel.ingest.mapping import mapping_argument
     from flywheel.ray_runtime import shutdown_ray, start_shared_ray
     from flywheel.registry import current_champion
     from pipelines.continuous_training import make_pipeline
 
+    if mapping and not events_uri:
+        raise ValueError("mapping given without events_uri: a mapping reads new events only")
+    mapping = mapping_argument(mapping)
     # Component subprocesses may start elsewhere: give them absolute paths.
     settings = settings.model_copy(update={"workspace": settings.workspace.resolve()})
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
@@ -152,6 +161,7 @@ def run_cycle(
         pipeline(
             events_uri=events_uri,
             items_uri=items_uri,
+            mapping=mapping,
             # kfp type-checks arguments strictly: 7 is not a float.
             window_days=float(window_days),
             attribution_minutes=int(attribution_minutes),

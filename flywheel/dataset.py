@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The lake's time resolution (``TS_TYPE``): ``ts < t + _US`` is ``ts <= t``.
+_US: Final = timedelta(microseconds=1)
+
 #: Organic positives: a cart or purchase of the viewed item by the viewer.
 ORGANIC_POSITIVES: Final[tuple[str, ...]] = ("cart", "purchase")
 #: Served positives: any feedback that the user engaged with what was served.
@@ -144,7 +147,8 @@ def label_served_impressions(
     An impression ``(request_id, item_id)`` is positive when feedback on the same request
     and item with an event type in :data:`SERVED_POSITIVES` arrives within ``attribution``
     of the prediction (``ts_pred <= ts_feedback <= ts_pred + attribution``). The group is
-    the request, so NDCG is measured per served ranking.
+    the request, so NDCG is measured per served ranking. Rows are sorted by time, stably:
+    a request's rows (one timestamp) keep the prediction log's order, the order served.
     """
     served = predictions.loc[predictions["ts"] + attribution <= closed_before]
     fb = feedback.loc[
@@ -259,10 +263,12 @@ def read_views_and_positives(
 
     Views are those with ``start <= ts < end`` whose attribution window closed by
     ``closed_before``: ``user_id, item_id, ts, session_id``, sorted by ``ts`` (stable, in lake
-    order). Positives (``user_id, item_id, ts``) are the carts/purchases of the window; they
-    are a few percent of the events. Reading file by file with the type filter pushed into
-    the Parquet scan keeps a 10M-event window to the views' own Arrow columns (no pandas copy
-    of every event, no per-row Python strings).
+    order). Positives (``user_id, item_id, ts``) are the carts/purchases with ``start <= ts
+    <= closed_before``: one at ``closed_before`` itself still counts for a view whose window
+    closes then (``positive.ts <= view.ts + attribution``). They are a few percent of the
+    events. Reading file by file with the type filter pushed into the Parquet scan keeps a
+    10M-event window to the views' own Arrow columns (no pandas copy of every event, no
+    per-row Python strings).
     """
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -271,10 +277,12 @@ def read_views_and_positives(
 
     lo, hi = pa.scalar(start, TS_TYPE), pa.scalar(end, TS_TYPE)
     last_view = pa.scalar(closed_before - attribution, TS_TYPE)
+    last_positive = pa.scalar(closed_before, TS_TYPE)
     cols = ["user_id", "item_id", "event_type", "ts", "session_id"]
     views: list[pa.Table] = []
     positives: list[pa.Table] = []
-    for path in lake_files(settings, start, end):
+    # Through closed_before: a positive at that instant may lie in the next day's partition.
+    for path in lake_files(settings, start, max(end, closed_before + _US)):
         table = pq.read_table(
             path,
             columns=cols,
@@ -282,11 +290,14 @@ def read_views_and_positives(
             # Dictionary-encoded as stored: a session's id once per file, not once per row.
             read_dictionary=["session_id"],
         )
-        table = table.filter(pc.and_(pc.greater_equal(table["ts"], lo), pc.less(table["ts"], hi)))
+        table = table.filter(pc.greater_equal(table["ts"], lo))
         is_view = pc.equal(table["event_type"], "view")
-        keep = pc.and_(is_view, pc.less_equal(table["ts"], last_view))
+        keep = pc.and_(
+            is_view, pc.and_(pc.less(table["ts"], hi), pc.less_equal(table["ts"], last_view))
+        )
         views.append(table.filter(keep).select(["user_id", "item_id", "ts", "session_id"]))
-        positives.append(table.filter(pc.invert(is_view)).select(["user_id", "item_id", "ts"]))
+        positive = pc.and_(pc.invert(is_view), pc.less_equal(table["ts"], last_positive))
+        positives.append(table.filter(positive).select(["user_id", "item_id", "ts"]))
     if not views:
         empty = EMPTY_VIEWS
         return empty, empty.select(["user_id", "item_id", "ts"]).to_pandas()
@@ -409,10 +420,16 @@ def _combine(served: pd.DataFrame, organic: pd.DataFrame) -> pd.DataFrame:
 def served_impressions(
     settings: Settings, start: datetime, end: datetime, attribution: timedelta
 ) -> pd.DataFrame:
-    """Served impressions of ``[start, end)`` labelled by feedback (windows closed by ``end``)."""
+    """Served impressions of ``[start, end)`` labelled by feedback (windows closed by ``end``).
+
+    Feedback is read through ``end`` itself: a click at ``end`` counts for a request whose
+    window closes then (``ts_feedback <= ts_pred + attribution <= end``), as an organic
+    positive at ``end`` does (:func:`read_views_and_positives`).
+    """
     from flywheel.served import read_served
 
-    predictions, feedback = read_served(settings, start, end)
+    # The lake's times are microseconds: "< end + 1 us" is "<= end".
+    predictions, feedback = read_served(settings, start, end, feedback_end=end + _US)
     if predictions.empty:
         return pd.DataFrame({c: [] for c in IMPRESSION_COLUMNS})
     return label_served_impressions(predictions, feedback, attribution, closed_before=end)

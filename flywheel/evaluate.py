@@ -12,25 +12,30 @@ Metrics (all in plain numpy except AUC, which uses scikit-learn):
   Ties in score are broken pessimistically (negatives first), so a constant scorer cannot
   look good by the accident of row order.
 
+The item-popularity baseline (:mod:`flywheel.popularity`: the item's purchases in the 7
+days before the impression, ties broken by its views) is scored on the same rows for
+``auc`` and ``ndcg_at_10`` only (it ranks; it gives no probabilities). A first model must
+beat its AUC by ``BlessingRule.min_lift_over_popularity``.
+
 Artefacts written to ``out_dir``: ``metrics.json``, ``roc.png``, ``calibration.png`` and a
-self-contained ``report.html`` (plots embedded as base64) for the KFP UI.
+self-contained ``report.html`` (plots embedded as base64) for the KFP UI; the drawing is in
+:mod:`flywheel.evaluation_report`.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from flywheel.popularity import POPULARITY_FEATURES, popularity_scores
 from flywheel.train import (
     booster_features,
     check_labels,
@@ -135,6 +140,14 @@ class ModelMetrics:
     mean_prediction: float
 
 
+@dataclass(frozen=True)
+class BaselineMetrics:
+    """How a ranking-only baseline scores on the test split (no probabilities, no loss)."""
+
+    auc: float
+    ndcg_at_10: float
+
+
 def score_metrics(y: np.ndarray, p: np.ndarray, groups: np.ndarray) -> ModelMetrics:
     """All test metrics of predictions ``p`` for labels ``y`` and ``groups``."""
     _, gid = np.unique(groups, return_inverse=True)
@@ -160,6 +173,12 @@ class BlessingRule(BaseModel):
     the challenger beats it on ``metric`` by strictly more than ``min_improvement`` (so an
     identical retrain is not promoted at the default 0.0) and its logloss is no more than
     ``max_logloss_regression`` above the champion's (``None`` turns that check off).
+
+    With no champion yet, the challenger's AUC must also be at least the item-popularity
+    baseline's AUC plus ``min_lift_over_popularity`` (``None`` turns that check off): a first
+    model no better than "most bought" is not worth deploying. Once a champion serves, the
+    champion comparison decides alone: refusing a challenger that beats the serving model
+    because both trail popularity would keep the worse model serving.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -168,6 +187,7 @@ class BlessingRule(BaseModel):
     min_improvement: float = Field(default=0.0, ge=0.0)
     max_logloss_regression: float | None = Field(default=0.01, ge=0.0)
     min_auc: float = Field(default=0.55, ge=0.0, le=1.0)
+    min_lift_over_popularity: float | None = Field(default=0.01, ge=0.0, le=1.0)
 
 
 @dataclass(frozen=True)
@@ -176,18 +196,23 @@ class Decision:
     reason: str
 
 
-def decide(rule: BlessingRule, challenger: ModelMetrics, champion: ModelMetrics | None) -> Decision:
-    """Apply ``rule``; the reason names the numbers that decided it."""
+def decide(
+    rule: BlessingRule,
+    challenger: ModelMetrics,
+    champion: ModelMetrics | None,
+    popularity_auc: float,
+) -> Decision:
+    """Apply ``rule``; the reason names the numbers that decided it.
+
+    ``popularity_auc`` is the popularity baseline's AUC on the same test split; it decides
+    only when there is no champion (:func:`decide_first_model`).
+    """
     if not challenger.auc >= rule.min_auc:  # also catches NaN
         return Decision(
             False, f"challenger AUC {challenger.auc:.4f} is below the floor {rule.min_auc:.4f}"
         )
     if champion is None:
-        return Decision(
-            True,
-            f"no champion yet; challenger AUC {challenger.auc:.4f} passes the floor "
-            f"{rule.min_auc:.4f}",
-        )
+        return decide_first_model(rule, challenger.auc, popularity_auc)
     ours, theirs = getattr(challenger, rule.metric), getattr(champion, rule.metric)
     gain = ours - theirs if rule.metric in HIGHER_IS_BETTER else theirs - ours
     if not gain > rule.min_improvement:
@@ -211,17 +236,40 @@ def decide(rule: BlessingRule, challenger: ModelMetrics, champion: ModelMetrics 
     )
 
 
+def decide_first_model(rule: BlessingRule, ours: float, popularity_auc: float) -> Decision:
+    """The no-champion case of :func:`decide`, for a challenger AUC that passed the floor."""
+    floor = f"challenger AUC {ours:.4f} passes the floor {rule.min_auc:.4f}"
+    margin = rule.min_lift_over_popularity
+    if margin is None:
+        return Decision(True, f"no champion yet; {floor}; popularity check off")
+    lift = ours - popularity_auc
+    if not ours >= popularity_auc + margin:  # a NaN baseline refuses too
+        return Decision(
+            False,
+            f"no champion yet; challenger AUC {ours:.4f} does not beat the popularity "
+            f"baseline's {popularity_auc:.4f} by min_lift_over_popularity {margin:.4f} "
+            f"(lift {lift:+.4f})",
+        )
+    return Decision(
+        True,
+        f"no champion yet; {floor} and beats the popularity baseline's "
+        f"{popularity_auc:.4f} by {lift:+.4f} (>= {margin:.4f})",
+    )
+
+
 # ---- the stage -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class EvalSummary:
-    """The blessing decision, both models' test metrics and where the artefacts are."""
+    """The blessing decision, the test metrics of both models and of the popularity
+    baseline, and where the artefacts are."""
 
     blessed: bool
     reason: str
     challenger: ModelMetrics
     champion: ModelMetrics | None
+    popularity: BaselineMetrics
     test_rows: int
     metrics_path: Path
     report_path: Path
@@ -235,7 +283,8 @@ def evaluate(
     out_dir: str | Path,
     rule: BlessingRule | None = None,
 ) -> EvalSummary:
-    """Score challenger and champion on the same test split and decide whether to bless.
+    """Score challenger, champion and the popularity baseline on the same test split and
+    decide whether to bless.
 
     Args:
         challenger_path: the new model (``model.ubj`` from :func:`flywheel.train.train_model`).
@@ -249,6 +298,9 @@ def evaluate(
         ShardError: the test split is missing, empty, unreadable or single-class.
         FileNotFoundError: a model file does not exist.
     """
+    # Imported here: the report module imports this one's metric maths.
+    from flywheel.evaluation_report import plot_calibration, plot_roc, render_report
+
     started = time.perf_counter()
     rule = rule or BlessingRule()
     out = Path(out_dir)
@@ -264,12 +316,14 @@ def evaluate(
         x_champion, _, _ = read_split(info, "test", booster_features(champion))
         scores["champion"] = predict(champion, x_champion)
     metrics = {name: score_metrics(y, p, groups) for name, p in scores.items()}
-    decision = decide(rule, metrics["challenger"], metrics.get("champion"))
+    baseline = popularity_scores(x, booster_features(challenger))
+    popularity = BaselineMetrics(auc(y, baseline), ndcg_at_k(y, baseline, groups))
+    decision = decide(rule, metrics["challenger"], metrics.get("champion"), popularity.auc)
     log.info("%s: %s", "blessed" if decision.blessed else "not blessed", decision.reason)
     out.mkdir(parents=True, exist_ok=True)
     plots = {
-        "roc": _plot_roc(y, scores, out / "roc.png"),
-        "calibration": _plot_calibration(y, scores, out / "calibration.png"),
+        "roc": plot_roc(y, {**scores, "popularity": baseline}, out / "roc.png"),
+        "calibration": plot_calibration(y, scores, out / "calibration.png"),
     }
     record = {
         "blessed": decision.blessed,
@@ -277,6 +331,12 @@ def evaluate(
         "rule": rule.model_dump(),
         "challenger": asdict(metrics["challenger"]),
         "champion": asdict(metrics["champion"]) if "champion" in metrics else None,
+        "popularity": {
+            **asdict(popularity),
+            "ranked_by": list(POPULARITY_FEATURES),
+            "lift_auc": metrics["challenger"].auc - popularity.auc,
+            "min_lift": rule.min_lift_over_popularity,
+        },
         "challenger_path": str(challenger_path),
         "champion_path": None if champion_path is None else str(champion_path),
         "test_rows": len(y),
@@ -286,12 +346,13 @@ def evaluate(
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps(record, indent=2, allow_nan=True))
     report_path = out / "report.html"
-    report_path.write_text(_render_report(record, plots))
+    report_path.write_text(render_report(record, plots))
     return EvalSummary(
         blessed=decision.blessed,
         reason=decision.reason,
         challenger=metrics["challenger"],
         champion=metrics.get("champion"),
+        popularity=popularity,
         test_rows=len(y),
         metrics_path=metrics_path,
         report_path=report_path,
@@ -312,97 +373,3 @@ def roc_points(y: np.ndarray, p: np.ndarray, max_points: int = 200) -> dict[str,
         "tpr": tpr[keep].tolist(),
         "thresholds": thr.tolist(),
     }
-
-
-def _new_figure() -> Any:
-    # The Agg canvas directly: no pyplot, no global backend switch, safe in any process.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _plot_roc(y: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> bytes:
-    """Draw both ROC curves to ``path``; return the PNG bytes for embedding."""
-    from sklearn.metrics import roc_curve
-
-    fig = _new_figure()
-    ax = fig.add_subplot()
-    for name, p in scores.items():
-        fpr, tpr, _ = roc_curve(y, p)
-        ax.plot(fpr, tpr, label=f"{name} (AUC {auc(y, p):.3f})")
-    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, test split")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path.read_bytes()
-
-
-def _plot_calibration(y: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> bytes:
-    """Draw the reliability diagram (10 equal-width bins) to ``path``; return PNG bytes."""
-    fig = _new_figure()
-    ax = fig.add_subplot()
-    for name, p in scores.items():
-        count, mean_p, rate = calibration_bins(y, p)
-        filled = count > 0
-        ece = expected_calibration_error(y, p)
-        ax.plot(mean_p[filled], rate[filled], marker="o", label=f"{name} (ECE {ece:.3f})")
-    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
-    ax.set(xlabel="mean predicted probability", ylabel="observed positive rate")
-    ax.set(title="Calibration, test split", xlim=(0, 1), ylim=(0, 1))
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path.read_bytes()
-
-
-_METRIC_ROWS: Final = (
-    "auc",
-    "logloss",
-    "ece",
-    "ndcg_at_10",
-    "rows",
-    "groups_with_positive",
-    "positive_rate",
-    "mean_prediction",
-)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "&ndash;"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return html.escape(str(value))
-
-
-def _render_report(record: dict[str, Any], plots: dict[str, bytes]) -> str:
-    """A self-contained HTML page: decision, metrics table, the two plots inline."""
-    challenger, champion = record["challenger"], record["champion"] or {}
-    rows = "".join(
-        f"<tr><th>{name}</th><td>{_cell(challenger[name])}</td>"
-        f"<td>{_cell(champion.get(name))}</td></tr>"
-        for name in _METRIC_ROWS
-    )
-    verdict = "BLESSED" if record["blessed"] else "NOT BLESSED"
-    colour = "#1a7f37" if record["blessed"] else "#cf222e"
-    images = "".join(
-        f'<figure><img alt="{name}" src="data:image/png;base64,'
-        f'{base64.b64encode(png).decode("ascii")}"/></figure>'
-        for name, png in plots.items()
-    )
-    rule = html.escape(json.dumps(record["rule"]))
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Flywheel evaluation</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
-        "figure{display:inline-block;margin:0 1em 0 0}</style></head><body>"
-        f"<h1>Evaluation: <span style='color:{colour}'>{verdict}</span></h1>"
-        f"<p><b>Reason:</b> {html.escape(record['reason'])}</p>"
-        f"<p><b>Rule:</b> <code>{rule}</code> &middot; test rows: {record['test_rows']:,}</p>"
-        "<table><tr><th>metric</th><th>challenger</th><th>champion</th></tr>"
-        f"{rows}</table>{images}</body></html>"
-    )

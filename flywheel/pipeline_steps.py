@@ -95,11 +95,15 @@ def lake_fingerprint(settings: Settings) -> str:
 
 
 def run_ingest(
-    settings_json: str, events_uri: str, items_uri: str, metrics: Any
+    settings_json: str, events_uri: str, items_uri: str, metrics: Any, mapping: str = ""
 ) -> tuple[str, int]:
     """Ingest new events (and catalog) if a URI is given, and serving's logs; return
-    (lake version, new rows)."""
-    from flywheel.ingest import ingest_events
+    (lake version, new rows).
+
+    ``mapping`` is the events' source layout as the pipeline passes it
+    (:func:`flywheel.ingest.mapping_from_argument`); "" means the event contract's columns.
+    """
+    from flywheel.ingest import ingest_events, mapping_from_argument
     from flywheel.served import ingest_served
 
     settings = _settings(settings_json)
@@ -108,7 +112,8 @@ def run_ingest(
     summary: dict[str, Any] = {}
     if events_uri:
         items = Path(items_uri) if items_uri else None
-        result = ingest_events(settings, [Path(events_uri)], items=items)
+        source = mapping_from_argument(mapping)
+        result = ingest_events(settings, [Path(events_uri)], items=items, mapping=source)
         summary = _jsonable(result)
         new_rows = result.accepted
         _log_numbers(metrics, "", {k: summary[k] for k in ("rows_read", "accepted", "quarantined")})
@@ -250,6 +255,9 @@ def run_evaluate(
     _log_numbers(metrics, "challenger_", record["challenger"])
     if record["champion"]:
         _log_numbers(metrics, "champion_", record["champion"])
+    # popularity_auc, popularity_ndcg_at_10, popularity_lift_auc and (unless the check is
+    # off) popularity_min_lift, the margin a first model needs.
+    _log_numbers(metrics, "popularity_", record["popularity"])
     metrics.log_metric("blessed", float(summary.blessed))
     record["champion_tag"] = champion
     record.pop("roc_curve")

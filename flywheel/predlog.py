@@ -67,14 +67,22 @@ def iso_utc(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+#: ``json.dumps(..., separators=(",", ":"), allow_nan=False)``, made once.
+_ENCODE: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def encode_records(records: Sequence[Mapping[str, Any]]) -> bytes:
     """JSON lines for ``records`` (``ts`` may be a datetime); NaN/inf are refused."""
     lines = []
+    last: tuple[datetime | None, str] = (None, "")
     for record in records:
         row = dict(record)
-        if isinstance(row.get("ts"), datetime):
-            row["ts"] = iso_utc(row["ts"])
-        lines.append(json.dumps(row, separators=(",", ":"), allow_nan=False))
+        ts = row.get("ts")
+        if isinstance(ts, datetime):
+            if ts is not last[0]:  # one request's records share one ts: format it once
+                last = (ts, iso_utc(ts))
+            row["ts"] = last[1]
+        lines.append(_ENCODE(row))
     return ("\n".join(lines) + "\n").encode() if lines else b""
 
 

@@ -13,8 +13,9 @@ service returns ranking_v1's raw features too, and its model columns start with 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
@@ -156,26 +157,30 @@ def service_with_columns(columns: list[str] | tuple[str, ...]) -> str:
     raise KeyError(f"no feature service has these {len(columns)} model columns")
 
 
-def service_of(features: pd.DataFrame) -> str:
+def service_of(features: pd.DataFrame | Mapping[str, Any]) -> str:
     """The newest service whose raw features are all columns of ``features``.
 
     A frame read through a feature service has exactly that service's columns, so this
     names it; ``ranking_v1`` when no set is complete (:func:`model_inputs` then names the
     missing columns).
     """
-    columns = set(features.columns)
+    columns = _names(features)
     complete = [s for s in FEATURE_SETS.values() if set(s.raw) <= columns]
     return complete[-1].service if complete else "ranking_v1"
 
 
 def model_inputs(
-    features: pd.DataFrame, at_unix: np.ndarray | float, service: str | None = None
+    features: pd.DataFrame | Mapping[str, Any],
+    at_unix: np.ndarray | float,
+    service: str | None = None,
 ) -> np.ndarray:
     """Turn feature-service columns into the model's float32 input matrix.
 
     Args:
         features: one row per (user, item) candidate with the service's raw feature
-            columns; missing values (cold-start users, new items, expired rows) are allowed.
+            columns (a DataFrame, or a mapping of column name to equal-length arrays, as
+            serving holds them); missing values (cold-start users, new items, expired
+            rows) are allowed.
         at_unix: the scoring time in epoch seconds, per row or one value for all rows
             (the entity timestamp offline, the request time online).
         service: the feature service the model was trained on (its lineage's
@@ -189,21 +194,24 @@ def model_inputs(
         KeyError: naming the raw feature columns that are absent, or an unknown service.
     """
     spec = feature_set(service or service_of(features))
-    missing = [c for c in spec.raw if c not in features.columns]
+    columns = _names(features)
+    missing = [c for c in spec.raw if c not in columns]
     if missing:
         raise KeyError(f"feature columns missing from the feature service result: {missing}")
     at = np.asarray(at_unix, dtype=np.float64)
-    derived = _derived(features, at)
-    out = np.zeros((len(features), len(spec.model)), dtype=np.float32)
+    derived = _derived(features, at, columns)
+    n = len(feature_column(features, spec.raw[0]))
+    out = np.zeros((n, len(spec.model)), dtype=np.float32)
     for j, name in enumerate(spec.model):
         out[:, j] = derived[name] if name in derived else _column(features, name, 0.0)
     return out
 
 
-def _derived(features: pd.DataFrame, at: np.ndarray) -> dict[str, np.ndarray]:
+def _derived(
+    features: pd.DataFrame | Mapping[str, Any], at: np.ndarray, columns: set[str]
+) -> dict[str, np.ndarray]:
     """The derived columns whose inputs the frame has (each service uses its own)."""
     out: dict[str, np.ndarray] = {}
-    columns = set(features.columns)
     if "last_event_unix" in columns:
         recency = (at - _column(features, "last_event_unix", np.nan)) / 3600.0
         out["recency_hours"] = np.where(
@@ -234,6 +242,18 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
 
 
-def _column(features: pd.DataFrame, name: str, fill: float) -> np.ndarray:
-    values = features[name].to_numpy(dtype=np.float64, na_value=np.nan)
+def _names(features: pd.DataFrame | Mapping[str, Any]) -> set[str]:
+    return set(features.columns if hasattr(features, "columns") else features.keys())
+
+
+def feature_column(features: pd.DataFrame | Mapping[str, Any], name: str) -> np.ndarray:
+    """Column ``name`` as float64, missing values (null, NA, NaN) as NaN."""
+    values = features[name]
+    if hasattr(values, "to_numpy"):
+        return np.asarray(values.to_numpy(dtype=np.float64, na_value=np.nan))
+    return np.asarray(values, dtype=np.float64)
+
+
+def _column(features: pd.DataFrame | Mapping[str, Any], name: str, fill: float) -> np.ndarray:
+    values = feature_column(features, name)
     return np.where(np.isnan(values), fill, values)

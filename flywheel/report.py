@@ -204,7 +204,7 @@ def plot_report(versions: list[VersionReport], path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    # The Agg canvas directly, as in flywheel.evaluate: no pyplot, no global backend.
+    # The Agg canvas directly, as in flywheel.evaluation_report: no pyplot, no global backend.
     fig = Figure(figsize=(11, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     bars, curves = fig.subplots(1, 2)

@@ -447,11 +447,12 @@ def read_served_table(
 
 
 def read_served(
-    settings: Settings, start: datetime, end: datetime
+    settings: Settings, start: datetime, end: datetime, feedback_end: datetime | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Predictions and feedback with ``start <= ts < end``, as ``label_served_impressions``
-    takes them: ``(request_id, ts, user_id, item_id)`` and ``(request_id, item_id,
-    event_type, ts)``; both empty when nothing was served."""
+    """Predictions with ``start <= ts < end`` and feedback with ``start <= ts < feedback_end``
+    (default ``end``), as ``label_served_impressions`` takes them: ``(request_id, ts,
+    user_id, item_id)`` and ``(request_id, item_id, event_type, ts)``; both empty when
+    nothing was served."""
     predictions = read_served_table(
         predictions_dir(settings),
         PREDICTION_LOG_SCHEMA,
@@ -459,7 +460,9 @@ def read_served(
         start,
         end,
     )
-    feedback = read_served_table(feedback_dir(settings), FEEDBACK_SCHEMA, None, start, end)
+    feedback = read_served_table(
+        feedback_dir(settings), FEEDBACK_SCHEMA, None, start, feedback_end or end
+    )
     return predictions.to_pandas(), feedback.to_pandas()
 
 

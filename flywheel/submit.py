@@ -6,6 +6,8 @@ and hands the package to ``kfp.Client``: ``create_run_from_pipeline_package`` fo
 ``key=value`` strings are checked against the pipeline's inputs and typed like them, so a
 typo fails here, not in the cluster. Cron schedules are validated here too, in KFP's
 six-field format (seconds first); a classic five-field expression gets ``0`` seconds.
+A source mapping given as a local file is sent as its YAML text (``mapping`` parameter):
+the cluster's pods cannot read the caller's files.
 """
 
 from __future__ import annotations
@@ -163,6 +165,20 @@ def parse_params(pairs: list[str], inputs: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def _add_mapping(arguments: dict[str, Any], mapping: str | None) -> None:
+    from flywheel.ingest.mapping import is_mapping_text, mapping_argument, parse_mapping
+
+    if mapping is not None:
+        if "mapping" in arguments:
+            raise SubmitError("mapping given twice: use --mapping or --param mapping=, not both")
+        arguments["mapping"] = mapping_argument(mapping)
+    given = arguments.get("mapping", "")
+    if given and not arguments.get("events_uri"):
+        raise SubmitError("parameter mapping needs events_uri: a mapping reads new events only")
+    if is_mapping_text(given):
+        parse_mapping(given, "parameter mapping")
+
+
 def default_client(host: str) -> Any:
     """A ``kfp.Client`` for the KFP API server at ``host``."""
     import kfp
@@ -180,6 +196,7 @@ def submit(
     name: str | None = None,
     package: Path | None = None,
     client_factory: Callable[[str], Any] | None = None,
+    mapping: str | None = None,
 ) -> SubmitResult:
     """Compile the pipeline for ``settings`` and create a run (or a recurring run) on KFP.
 
@@ -192,9 +209,14 @@ def submit(
         name: the recurring run's name (required with ``schedule``); the run's otherwise.
         package: where to write the compiled package (default: a temporary file).
         client_factory: ``host -> kfp.Client`` (default: :func:`default_client`).
+        mapping: the events' source layout on this machine, a built-in name or a mapping
+            file, validated here and sent as the ``mapping`` argument (a file as its YAML
+            text: the cluster's pods cannot read it). ``params`` may set ``mapping=`` instead,
+            passed as given (e.g. a path inside the image or volume).
 
     Raises:
         SubmitError: a bad parameter, schedule or a schedule without a name.
+        MappingError: a bad mapping (naming the key).
     """
     from flywheel.cycle import compile_pipeline
 
@@ -205,6 +227,7 @@ def submit(
         package = Path(tempfile.mkdtemp(prefix="flywheel-submit-")) / "pipeline.yaml"
     compile_pipeline(settings, package)
     arguments = parse_params(params or [], pipeline_inputs(package))
+    _add_mapping(arguments, mapping)
     client = (client_factory or default_client)(host)
     base = host.rstrip("/")
     if cron is None:

@@ -2,6 +2,11 @@
 
 ingest -> features -> dataset -> preprocess -> train -> evaluate -> [blessed?] register -> deploy
 
+``mapping`` is the source layout of ``events_uri`` ("" = the event contract's columns): a
+built-in name, a YAML path the ingest pod can read, or the mapping's YAML text. The text is
+what ``flywheel cycle --mapping FILE`` and ``flywheel submit --mapping FILE`` send, since a
+cluster's pods cannot read the caller's file and the image carries only the built-ins.
+
 In the cluster profiles (kind, prod) every task also mounts the workspace PVC at the
 workspace path and carries ``FLYWHEEL_PROFILE`` (kfp-kubernetes platform config); the local
 profile compiles to plain IR, which ``kfp.local`` runs.
@@ -42,6 +47,7 @@ def make_pipeline(settings: "Settings") -> Any:
     def continuous_training(
         events_uri: str = "",
         items_uri: str = "",
+        mapping: str = "",
         window_days: float = 14.0,
         attribution_minutes: int = 60,
         max_rows: int = 1_000_000,
@@ -49,7 +55,9 @@ def make_pipeline(settings: "Settings") -> Any:
         rule_json: str = default_rule,
         settings_json: str = settings_json,
     ) -> None:
-        ingest = ops.ingest(settings_json=settings_json, events_uri=events_uri, items_uri=items_uri)
+        ingest = ops.ingest(
+            settings_json=settings_json, events_uri=events_uri, items_uri=items_uri, mapping=mapping
+        )
         # New files may land under the same URI: ingest always runs; its fingerprint of
         # the lake is what downstream caching keys on.
         ingest.set_caching_options(False).set_retry(num_retries=2, backoff_duration="5s")

@@ -105,10 +105,16 @@ class Ranker:
         return content + generate_latest(self.metrics["registry"]).decode()
 
     @bentoml.api(route="/rank", input_spec=RankRequest, output_spec=RankResponse)
-    def rank(
+    async def rank(
         self, user_id: str, candidates: list[str] | None = None, k: int = 10
     ) -> RankResponse | JSONResponse:
-        """Rank ``candidates`` (default: popular and new items) for ``user_id``; top ``k``."""
+        """Rank ``candidates`` (default: popular and new items) for ``user_id``; top ``k``.
+
+        ``async`` although nothing in it awaits: a ranking is ~2 ms of CPU that holds the
+        GIL whichever thread runs it, and running it on the event loop saves BentoML's hop
+        to its one sync-endpoint thread, whose GIL hand-offs with the loop cost about as
+        much CPU as the ranking under concurrent requests (serving_bench.py, issue #11).
+        """
         try:
             outcome = self.core.rank(RankRequest(user_id=user_id, candidates=candidates, k=k))
         except (ServingError, ConnectionError) as exc:

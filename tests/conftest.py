@@ -19,11 +19,16 @@ the clearing. ``FLYWHEEL_REQUIRE_REDIS=1`` (set by ``.ci/run``) turns a missing
 redis-server into a failure; the others point the tests at tools and images.
 Tests that need a variable set it themselves with ``monkeypatch.setenv``; subprocess-based
 tests that pass ``os.environ`` on pass this cleaned environment.
+
+``restore_logging`` (not autouse) is for tests that run the CLI or its log routing, which
+swap the root and ``flywheel`` loggers' handlers: it puts them back afterwards.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from typing import Final
 
 import pytest
@@ -56,3 +61,15 @@ def _clean_caller_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name)
     for name, value in SESSION_SWITCHES.items():
         monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put the root and ``flywheel`` loggers back as they were (handlers, level, propagate)."""
+    root, fw = logging.getLogger(), logging.getLogger("flywheel")
+    saved = (root.handlers[:], root.level, fw.handlers[:], fw.level, fw.propagate)
+    yield
+    root.handlers[:], fw.handlers[:] = saved[0], saved[2]
+    root.setLevel(saved[1])
+    fw.setLevel(saved[3])
+    fw.propagate = saved[4]

@@ -151,14 +151,19 @@ def lake_files(events_dir: Path) -> list[Path]:
 _ID_COLUMNS = ["user_id", "item_id"]
 
 
-def _file_ids(path: Path) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
-    """A lake file's user and item id columns, dictionary-encoded as Parquet stores them."""
+def _file_ids(path: Path) -> tuple[list[pa.Array], list[pa.Array]]:
+    """A lake file's distinct user and item ids: the dictionaries of its id columns (read
+    dictionary-encoded as Parquet stores them; the per-row indices are dropped at once)."""
     schema = pq.read_schema(path)
     for column in _ID_COLUMNS:
         if schema.get_field_index(column) < 0:
             raise FeatureBuildError(f"lake file {str(path)!r} has no column {column!r}")
     table = pq.read_table(path, columns=_ID_COLUMNS, read_dictionary=_ID_COLUMNS)
-    return table["user_id"], table["item_id"]
+    users, items = (
+        [c.dictionary if pa.types.is_dictionary(c.type) else c for c in table[name].chunks]
+        for name in _ID_COLUMNS
+    )
+    return users, items
 
 
 def _file_last_us(path: Path, md: pq.FileMetaData) -> int:
@@ -178,7 +183,8 @@ def scan_lake(files: Sequence[Path]) -> LakeScan:
     """Count events, find the latest one and collect the distinct user/item ids; raises on
     an empty lake."""
     units: list[tuple[str, int]] = []
-    users, items = [], []
+    users: list[pa.Array] = []
+    items: list[pa.Array] = []
     events, last_us = 0, 0
     for path in files:
         md = pq.read_metadata(path)
@@ -188,8 +194,8 @@ def scan_lake(files: Sequence[Path]) -> LakeScan:
         units += [(str(path), rg) for rg in range(md.num_row_groups) if md.row_group(rg).num_rows]
         last_us = max(last_us, _file_last_us(path, md))
         user, item = _file_ids(path)
-        users.append(user)
-        items.append(item)
+        users += user
+        items += item
     if events == 0:
         raise FeatureBuildError(f"event lake files under {str(files[0].parent.parent)!r} are empty")
     return LakeScan(tuple(units), events, distinct_sorted(users), distinct_sorted(items), last_us)

@@ -70,6 +70,8 @@ from flywheel.ingest.mapping import (
     SourceMapping,
     builtin_mappings,
     load_mapping,
+    mapping_argument,
+    mapping_from_argument,
     parse_mapping,
 )
 from flywheel.ingest.readers import INPUT_SUFFIXES, RawBatch, expand_inputs, json_object, read_raw
@@ -119,6 +121,8 @@ __all__ = [
     "ingest_items",
     "json_object",
     "load_mapping",
+    "mapping_argument",
+    "mapping_from_argument",
     "new_run_id",
     "parse_mapping",
     "quarantine_table",

@@ -18,7 +18,7 @@ from flywheel import lake
 from flywheel.ingest.checks import CheckContext
 from flywheel.ingest.commit import collect_quarantine
 from flywheel.ingest.readers import expand_inputs, read_raw
-from flywheel.ingest.stage import _FILE_COL, _ROW_COL, latest_per_item
+from flywheel.ingest.stage import _FILE_COL, _ROW_COL, FIRST_TS_COL, latest_per_item
 from flywheel.ingest.state import new_run_id
 from flywheel.ingest.validate import ITEMS, reason_key, validate_table
 from flywheel.schemas import ITEM_SCHEMA, QUARANTINE_SCHEMA
@@ -127,6 +127,35 @@ def ingest_items(
     )
 
 
+def _dated_from_first_event(
+    merged: pa.Table, catalog: pa.Table | None, first_seen: dict[str, Any]
+) -> pa.Table:
+    """Date each item the events touched from its first sighting, not its newest event.
+
+    The newest event decides an item's category and price (:func:`upsert_items`), but its
+    ``created_ts`` becomes the earliest of its first event in this run and the date the
+    catalog already had, so the point-in-time join finds the item (its price, its
+    category) for every event after it first appeared, not only after its latest one.
+    """
+    if not first_seen:
+        return merged
+    before = (
+        dict(zip(catalog["item_id"].to_pylist(), catalog["created_ts"].to_pylist(), strict=True))
+        if catalog is not None
+        else {}
+    )
+    dates = [
+        min(d for d in (ts, first_seen.get(item), before.get(item)) if d is not None)
+        if item in first_seen
+        else ts
+        for item, ts in zip(
+            merged["item_id"].to_pylist(), merged["created_ts"].to_pylist(), strict=True
+        )
+    ]
+    index = merged.schema.get_field_index("created_ts")
+    return merged.set_column(index, "created_ts", pa.array(dates, merged.schema.field(index).type))
+
+
 def upsert_staged_items(
     settings: Settings, staging: Path, run_id: str, counts: dict[str, Any], started: float
 ) -> ItemIngestSummary:
@@ -135,19 +164,25 @@ def upsert_staged_items(
     Each staged chunk holds a batch's latest row per item; across chunks the latest
     ``created_ts`` (the event time) wins, ties to the later (file, row), and
     :func:`upsert_items` merges the result into the catalog, so an item's newest event
-    sets its category and price. Attribute rows that broke the catalog rules are written to
+    sets its category and price, while its ``created_ts`` is the time of its first event
+    (:func:`_dated_from_first_event`). Attribute rows that broke the catalog rules are written to
     ``quarantine_dir/<run-id>-items.parquet`` (their events are in the lake). ``counts``
     holds ``rows`` and ``reasons`` summed over the run's files.
     """
     chunks = [pq.read_table(p) for p in sorted((staging / "_items").glob("*.parquet"))]
     incoming = ITEM_SCHEMA.empty_table()
+    first_seen: dict[str, Any] = {}
     if chunks:
         latest = latest_per_item(pa.concat_tables(chunks))
         by = ["created_ts", _FILE_COL, _ROW_COL]  # upsert_items: later rows win ties
         latest = latest.sort_by([(c, "ascending") for c in by])
         incoming = latest.select(ITEM_SCHEMA.names).cast(ITEM_SCHEMA)
+        first_seen = dict(
+            zip(latest["item_id"].to_pylist(), latest[FIRST_TS_COL].to_pylist(), strict=True)
+        )
     catalog = pq.read_table(settings.items_path) if settings.items_path.exists() else None
     merged, new_items, updated = upsert_items(catalog, incoming)
+    merged = _dated_from_first_event(merged, catalog, first_seen)
     if incoming.num_rows:
         lake.write_parquet_atomic(merged, settings.items_path)
     qfile = collect_quarantine(

@@ -3,7 +3,9 @@
 A mapping is a YAML file validated by :class:`SourceMapping` (unknown keys are errors that
 name the key). Built-in mappings live in ``flywheel/ingest/mappings/<name>.yaml``
 (``retailrocket``, ``rees46``); ``flywheel ingest --mapping`` takes a built-in name or the
-path of a user's file. Example (the REES46 preset)::
+path of a user's file. The pipeline's ``mapping`` parameter also takes the YAML text itself
+(:func:`mapping_argument` turns a caller's file into it, :func:`mapping_from_argument` reads
+it back in the ingest pod). Example (the REES46 preset)::
 
     name: rees46
     columns:                  # our field: the source column
@@ -154,7 +156,7 @@ def load_mapping(name_or_path: str | Path) -> SourceMapping:
     """
     text_name = str(name_or_path)
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if _names_a_file(path):
         where = str(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -169,6 +171,54 @@ def load_mapping(name_or_path: str | Path) -> SourceMapping:
             f"(built-in: {', '.join(builtin_mappings())})"
         )
     return parse_mapping(text, where)
+
+
+def _names_a_file(path: Path) -> bool:
+    return path.suffix in (".yaml", ".yml") or path.exists()
+
+
+def is_mapping_text(value: str) -> bool:
+    """Whether a ``mapping`` pipeline argument is the YAML itself, not a name or a path.
+
+    Mapping YAML always spans lines (block style) or starts with ``{`` (flow style); a
+    built-in name or a file path does neither.
+    """
+    return "\n" in value or value.lstrip().startswith("{")
+
+
+def mapping_argument(value: str) -> str:
+    """The pipeline's ``mapping`` argument for ``value`` given on this machine, validated.
+
+    A built-in name stays a name (every image ships the built-ins); a mapping file becomes
+    its YAML text, because the pipeline's pods cannot read the caller's files; YAML text
+    stays as it is; ``""`` means no mapping. Validating here makes a bad key fail before
+    a run is started, naming the key.
+
+    Raises:
+        MappingError: as :func:`load_mapping` or :func:`parse_mapping`.
+    """
+    if not value.strip():
+        return ""
+    if is_mapping_text(value):
+        parse_mapping(value, "mapping text")
+        return value
+    load_mapping(value)
+    path = Path(value)
+    return path.read_text(encoding="utf-8") if _names_a_file(path) else value
+
+
+def mapping_from_argument(value: str) -> SourceMapping | None:
+    """The mapping a pipeline's ``mapping`` argument stands for: None for ``""``, else the
+    YAML text itself (:func:`is_mapping_text`), a built-in name or a YAML path in the pod.
+
+    Raises:
+        MappingError: as :func:`load_mapping` or :func:`parse_mapping`.
+    """
+    if not value.strip():
+        return None
+    if is_mapping_text(value):
+        return parse_mapping(value, "mapping parameter")
+    return load_mapping(value)
 
 
 def parse_mapping(text: str, where: str = "<mapping>") -> SourceMapping:

@@ -142,8 +142,20 @@ def _stage_file(task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: Earliest event time of an item among the rows folded into a staged catalog row.
+FIRST_TS_COL = "__first_ts"
+
+
 def latest_per_item(items: pa.Table) -> pa.Table:
-    """One row per ``item_id``: the latest ``created_ts``, ties to the later (file, row)."""
+    """One row per ``item_id``: the latest ``created_ts``, ties to the later (file, row).
+
+    The row also carries ``FIRST_TS_COL``, the item's earliest ``created_ts`` among the
+    rows (or among their own ``FIRST_TS_COL`` when folding staged rows again), so a
+    catalog derived from events can date an item from its first event.
+    """
+    first = items.column(FIRST_TS_COL) if FIRST_TS_COL in items.column_names else None
+    if first is None:
+        items = items.append_column(FIRST_TS_COL, items.column("created_ts"))
     order = items.sort_by(
         [
             ("item_id", "ascending"),
@@ -160,4 +172,10 @@ def latest_per_item(items: pa.Table) -> pa.Table:
     last[:-1] = np.asarray(
         pc.not_equal(ids.slice(0, n - 1), ids.slice(1)).to_numpy(zero_copy_only=False), bool
     )
-    return order.filter(pa.array(last))
+    earliest = order.group_by("item_id", use_threads=False).aggregate([(FIRST_TS_COL, "min")])
+    latest = order.filter(pa.array(last)).drop_columns([FIRST_TS_COL])
+    return (
+        latest.join(earliest, "item_id")
+        .rename_columns([*latest.column_names, FIRST_TS_COL])
+        .sort_by([("item_id", "ascending")])
+    )

@@ -84,13 +84,17 @@ def test_retailrocket_sample(ray_started: None, tmp_path: Path) -> None:
 
 
 def expected_rees46_catalog(raw: pd.DataFrame) -> dict[str, tuple[str, float, datetime]]:
+    """Category and price of each item's latest event; dated by its first event (so the
+    point-in-time join knows the item from its first appearance on)."""
     kept = raw[raw["event_type"] != "remove_from_cart"].reset_index(drop=True)
     kept = kept.assign(order=range(len(kept))).sort_values(["event_time", "order"])
     out: dict[str, tuple[str, float, datetime]] = {}
     for row in kept.to_dict("records"):  # later rows overwrite: the latest event wins
         category = str(row["category_code"] or row["category_id"])
         when = datetime.strptime(str(row["event_time"]), "%Y-%m-%d %H:%M:%S UTC")
-        out[str(row["product_id"])] = (category, float(row["price"]), when.replace(tzinfo=UTC))
+        item = str(row["product_id"])
+        first = out[item][2] if item in out else when.replace(tzinfo=UTC)
+        out[item] = (category, float(row["price"]), first)
     return out
 
 
@@ -151,6 +155,31 @@ def test_retailrocket_in_two_runs_gives_the_sessions_of_one(
     run(split, [late], "retailrocket")
     run(whole, [RR], "retailrocket")
     pd.testing.assert_frame_equal(lake_frame(split), lake_frame(whole))
+
+
+def test_rees46_catalog_in_two_runs_keeps_the_first_date_and_the_newest_price(
+    ray_started: None, tmp_path: Path
+) -> None:
+    """A later run updates category and price from its newer events, but never moves an
+    item's date forward: training rows between its first and its newest event keep it."""
+    raw = source(REES)
+    ordered = raw.sort_values("event_time", kind="stable")
+    half = len(ordered) // 2
+    early, late = tmp_path / "early.csv", tmp_path / "late.csv"
+    ordered.iloc[:half].to_csv(early, index=False)
+    late_rows = ordered.iloc[half:].copy()
+    late_rows["price"] = (late_rows["price"].astype(float) + 1.0).map(str)  # a price change
+    late_rows.to_csv(late, index=False)
+    s = workspace(tmp_path / "ws")
+    run(s, [early], "rees46")
+    run(s, [late], "rees46")
+    got = {r["item_id"]: (r["category"], r["price"], r["created_ts"])
+           for r in pq.read_table(s.items_path).to_pylist()}  # fmt: skip
+    assert got == expected_rees46_catalog(pd.concat([ordered.iloc[:half], late_rows]))
+    moved = [i for i, (_, price, _) in got.items() if i in set(late_rows["product_id"])]
+    assert moved and all(
+        got[i][1] == float(late_rows[late_rows["product_id"] == i]["price"].iloc[-1]) for i in moved
+    )
 
 
 def test_missing_source_column_fails_naming_it(ray_started: None, tmp_path: Path) -> None:

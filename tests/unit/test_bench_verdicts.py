@@ -143,6 +143,37 @@ def test_serving_lost_records_or_miscounted_acks_fail_the_run() -> None:
         assert set(verdicts.targets.values()) == {"FAILED"}
 
 
+def _with_baseline(rps8: float, p99_1: float) -> list[Any]:
+    """Ours (100 rps / 10 ms at every level) plus a baseline tree's service ("pre11")."""
+    base = [
+        _level("pre11", w, c, rps8 if c == 8 else 40.0, p99_1 if c == 1 else 90.0,
+               baseline=True, log=serving_bench.LogAccount(600, 0, 0, 0, 0, 6000))
+        for w in (1, 2)
+        for c in (1, 8, 32)
+    ]  # fmt: skip
+    return _levels() + base
+
+
+def test_serving_is_judged_against_the_baseline_tree_at_one_worker() -> None:
+    met = judge(serving_bench.targets(_with_baseline(50.0, 10.0)), [OK]).targets
+    assert met["sqlite throughput c=8 1w flywheel / pre11"] == "met"  # 100 / 50 = 2.0x
+    assert met["sqlite p99 c=1 1w flywheel / pre11"] == "met"  # 10 / 10 ms = 1.0x
+    assert not any("2w flywheel / pre11" in name for name in met)
+    missed = judge(serving_bench.targets(_with_baseline(51.0, 9.9)), [OK]).targets
+    assert missed["sqlite throughput c=8 1w flywheel / pre11"] == "missed"
+    assert missed["sqlite p99 c=1 1w flywheel / pre11"] == "missed"
+    assert serving_bench.baseline_ratios(_with_baseline(25.0, 20.0), 2) == (8.0, 0.5)
+    assert "sqlite throughput c=8 1w flywheel / pre11" not in serving_bench.targets(_levels())
+
+
+def test_a_baseline_tree_losing_records_fails_the_run() -> None:
+    levels = _with_baseline(50.0, 10.0)
+    levels[-1] = levels[-1].__class__(
+        **{**levels[-1].__dict__, "log": serving_bench.LogAccount(600, 2, 0, 0, 0, 5998)}
+    )
+    assert judge(serving_bench.targets(levels), serving_bench.checks(levels)).exit_code == 1
+
+
 def test_read_acks_parses_ids_and_items(tmp_path: Path) -> None:
     path = tmp_path / "run.acks"
     path.write_text("abc-1 4,sku-5,6\n- 7\n- \n")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -17,13 +15,8 @@ from flywheel.schemas import EVENT_SCHEMA
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI routes the ``flywheel`` loggers to rich; leave them as other tests expect."""
-    logger = logging.getLogger("flywheel")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+# The CLI routes the ``flywheel`` loggers to rich; leave them as other tests expect.
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def test_settings_prints_the_resolved_profile(tmp_path: Path) -> None:

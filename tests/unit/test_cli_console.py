@@ -8,9 +8,7 @@ end to end, is ``tests/integration/test_cli_quiet.py``.
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,20 +17,12 @@ from typer.testing import CliRunner
 from flywheel import cycle
 from flywheel.cli import app
 from flywheel.cycle import STAGES, CycleError, CycleSummary, StageReport
-from tests.unit.test_runlog import NOISE, make_noise
+from tests.unit.framework_noise import NOISE, make_noise
 
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root, fw = logging.getLogger(), logging.getLogger("flywheel")
-    saved = (root.handlers[:], root.level, fw.handlers[:], fw.level, fw.propagate)
-    yield
-    root.handlers[:], fw.handlers[:] = saved[0], saved[2]
-    root.setLevel(saved[1])
-    fw.setLevel(saved[3])
-    fw.propagate = saved[4]
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def _noisy_cycle(*args: object, **kwargs: object) -> CycleSummary:
@@ -95,3 +85,23 @@ def test_a_failed_stage_is_one_error_line_its_cause_and_the_log(
     assert "Traceback" not in result.output and "KFP-TASK-OUTPUT" not in result.output
     text = _log_file(result.output, tmp_path).read_text()
     assert "CycleError: cycle run-1 failed" in text  # the traceback is in the file
+
+
+def test_cycle_mapping_reaches_run_cycle_and_needs_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = tmp_path / "events.csv"
+    events.write_text("event_time,event_type\n")
+    seen: list[dict[str, object]] = []
+
+    def recording_cycle(*args: object, **kwargs: object) -> CycleSummary:
+        seen.append({"events_uri": args[1], **kwargs})
+        return _noisy_cycle()
+
+    base = ["--workspace", str(tmp_path), "cycle", "--mapping", "rees46"]
+    alone = runner.invoke(app, base)  # the real run_cycle: refused before any stage runs
+    assert alone.exit_code == 1 and "mapping given without events_uri" in alone.output
+    monkeypatch.setattr(cycle, "run_cycle", recording_cycle)
+    result = runner.invoke(app, [*base, "--events", str(events)])
+    assert result.exit_code == 0, result.output
+    assert [(s["events_uri"], s["mapping"]) for s in seen] == [(str(events.resolve()), "rees46")]

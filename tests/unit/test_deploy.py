@@ -155,3 +155,59 @@ def test_failed_cluster_deploy_puts_the_champion_pointer_back(tmp_path: Path) ->
     promote(settings, new)
     assert deploy(settings, new, target=good).status == "deployed"
     assert current_champion(settings) == new and good.live == new
+
+
+def test_a_revert_that_fails_too_is_named_with_both_errors() -> None:
+    class Stuck(FakeTarget):
+        def revert(self) -> str | None:
+            raise OSError("pointer is read-only")
+
+    with pytest.raises(DeployError) as info:
+        rollout(Stuck(live="m1", bad={"m2"}), "m2")
+    assert str(info.value) == (
+        "model 'm2' failed its smoke test (scores are NaN); "
+        "reverting failed too (pointer is read-only)"
+    )
+    assert isinstance(info.value.__cause__, OSError)
+
+
+def test_local_switch_moves_the_pointer_and_a_failed_smoke_test_moves_it_back(
+    tmp_path: Path,
+) -> None:
+    """The real LocalTarget switching (the tag is not yet champion): promote, smoke-test,
+    and on failure roll the pointer back to the model before the switch."""
+    from flywheel.deploy import LocalTarget
+    from flywheel.registry import champion_state, current_champion, promote
+
+    settings = Settings(workspace=tmp_path / "ws")
+    old = _register(settings, tmp_path, seed=1)
+    good = _register(settings, tmp_path, seed=3)
+    bad = _register(settings, tmp_path, seed=2, constant=True)
+    promote(settings, old)  # serving went back to old: good and bad are registered, not live
+    assert rollout(LocalTarget(settings), good).status == "deployed"
+    assert current_champion(settings) == good
+    assert champion_state(settings).history[-1] == old
+    with pytest.raises(DeployError, match=re.escape(repr(bad)) + " failed its smoke test.*rank"):
+        rollout(LocalTarget(settings), bad)
+    assert current_champion(settings) == good
+
+
+def test_a_local_switch_that_fails_changes_nothing_and_reverts_nothing(tmp_path: Path) -> None:
+    """promote refused the tag (not in the store): the pointer is as it was, and the revert
+    must not roll it back past the champion that is still serving."""
+    from flywheel.deploy import LocalTarget
+    from flywheel.registry import champion_state
+
+    settings = Settings(workspace=tmp_path / "ws")
+    _register(settings, tmp_path, seed=1)
+    live = _register(settings, tmp_path, seed=3)
+    before = champion_state(settings)
+    missing = "flywheel-ranker:nosuchmodel"
+    with pytest.raises(
+        DeployError,
+        match=rf"'{missing}' failed its rollout \(cannot promote .*\); "
+        + re.escape(f"serving reverted to {live!r}"),
+    ):
+        rollout(LocalTarget(settings), missing)
+    after = champion_state(settings)
+    assert (after.champion, after.history) == (before.champion, before.history)

@@ -102,6 +102,9 @@ def test_ndcg_matches_a_per_group_reference_on_random_data() -> None:
 
 # ---- the blessing rule ------------------------------------------------------------------
 
+#: A popularity-baseline AUC every first model in these tests clears by the margin.
+POP = 0.5
+
 
 def _m(auc_: float, logloss: float = 0.5, ndcg: float = 0.5, ece: float = 0.02) -> ModelMetrics:
     return ModelMetrics(auc_, logloss, ece, ndcg, 100, 10, 0.2, 0.2)
@@ -109,51 +112,51 @@ def _m(auc_: float, logloss: float = 0.5, ndcg: float = 0.5, ece: float = 0.02) 
 
 def test_rule_floor_and_no_champion() -> None:
     rule = BlessingRule(min_auc=0.6)
-    assert not decide(rule, _m(0.59), None).blessed
-    assert not decide(rule, _m(math.nan), None).blessed
-    ok = decide(rule, _m(0.61), None)
+    assert not decide(rule, _m(0.59), None, POP).blessed
+    assert not decide(rule, _m(math.nan), None, POP).blessed
+    ok = decide(rule, _m(0.61), None, POP)
     assert ok.blessed and "no champion" in ok.reason
 
 
 def test_rule_against_a_champion() -> None:
     rule = BlessingRule(min_improvement=0.01, max_logloss_regression=0.02)
-    assert decide(rule, _m(0.72), _m(0.70)).blessed
-    assert not decide(rule, _m(0.705), _m(0.70)).blessed  # gain below min_improvement
-    assert not decide(BlessingRule(), _m(0.70), _m(0.70)).blessed  # a tie does not beat
-    regressed = decide(rule, _m(0.75, logloss=0.6), _m(0.70, logloss=0.5))
+    assert decide(rule, _m(0.72), _m(0.70), POP).blessed
+    assert not decide(rule, _m(0.705), _m(0.70), POP).blessed  # gain below min_improvement
+    assert not decide(BlessingRule(), _m(0.70), _m(0.70), POP).blessed  # a tie does not beat
+    regressed = decide(rule, _m(0.75, logloss=0.6), _m(0.70, logloss=0.5), POP)
     assert not regressed.blessed and "logloss" in regressed.reason
 
 
 def test_floor_holds_against_a_champion_too() -> None:
     """A challenger below ``min_auc`` is refused even when it beats a weaker champion."""
     rule = BlessingRule(min_auc=0.6, max_logloss_regression=None)
-    below = decide(rule, _m(0.59), _m(0.52))
+    below = decide(rule, _m(0.59), _m(0.52), POP)
     assert not below.blessed and "below the floor" in below.reason
-    assert not decide(rule, _m(math.nan), _m(0.52)).blessed
+    assert not decide(rule, _m(math.nan), _m(0.52), POP).blessed
 
 
 def test_floor_is_inclusive_at_min_auc() -> None:
     rule = BlessingRule(min_auc=0.6)
-    assert decide(rule, _m(0.6), None).blessed
-    assert decide(rule, _m(0.6), _m(0.55)).blessed
-    assert not decide(rule, _m(math.nextafter(0.6, 0.0)), _m(0.55)).blessed
+    assert decide(rule, _m(0.6), None, POP).blessed
+    assert decide(rule, _m(0.6), _m(0.55), POP).blessed
+    assert not decide(rule, _m(math.nextafter(0.6, 0.0)), _m(0.55), POP).blessed
 
 
 def test_logloss_regression_exactly_at_the_limit_is_allowed() -> None:
     # 0.5 and 0.25 are exact in binary floating point, so the regression is exactly 0.25.
     rule = BlessingRule(max_logloss_regression=0.25)
-    at_limit = decide(rule, _m(0.75, logloss=0.75), _m(0.70, logloss=0.5))
+    at_limit = decide(rule, _m(0.75, logloss=0.75), _m(0.70, logloss=0.5), POP)
     assert at_limit.blessed, at_limit.reason
-    over = decide(rule, _m(0.75, logloss=math.nextafter(0.75, 1.0)), _m(0.70, logloss=0.5))
+    over = decide(rule, _m(0.75, logloss=math.nextafter(0.75, 1.0)), _m(0.70, logloss=0.5), POP)
     assert not over.blessed and "regresses" in over.reason
     off = BlessingRule(max_logloss_regression=None)
-    assert decide(off, _m(0.75, logloss=5.0), _m(0.70, logloss=0.5)).blessed
+    assert decide(off, _m(0.75, logloss=5.0), _m(0.70, logloss=0.5), POP).blessed
 
 
 def test_rule_on_a_loss_metric_prefers_lower() -> None:
     rule = BlessingRule(metric="ece", max_logloss_regression=None)
-    assert decide(rule, _m(0.7, ece=0.01), _m(0.7, ece=0.03)).blessed
-    assert not decide(rule, _m(0.7, ece=0.03), _m(0.7, ece=0.01)).blessed
+    assert decide(rule, _m(0.7, ece=0.01), _m(0.7, ece=0.03), POP).blessed
+    assert not decide(rule, _m(0.7, ece=0.03), _m(0.7, ece=0.01), POP).blessed
 
 
 # ---- the stage, with real boosters --------------------------------------------------------

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from flywheel.ingest import (
     MappingError,
     builtin_mappings,
     load_mapping,
+    mapping_argument,
+    mapping_from_argument,
     parse_mapping,
     validate_mapped,
 )
@@ -254,15 +255,6 @@ def test_sessions_continue_lake_sessions_and_splitting_a_run_changes_nothing() -
     assert len(set(whole)) > 12  # several sessions per user: the gaps are really exercised
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The CLI routes the ``flywheel`` logger to rich; put it back for other tests."""
-    logger = logging.getLogger("flywheel")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
-
-
 def test_cli_bad_mapping_is_one_red_line_before_anything_is_read(
     tmp_path: Path, restore_logging: None
 ) -> None:
@@ -279,3 +271,35 @@ def test_cli_bad_mapping_is_one_red_line_before_anything_is_read(
         assert "error:" in result.output and words in result.output
         assert "Traceback" not in result.output
     assert not (tmp_path / "ws" / "lake").exists()
+
+
+def test_pipeline_argument_round_trip(tmp_path: Path) -> None:
+    """What a caller sends (:func:`mapping_argument`) the ingest pod reads back as the same
+    mapping; a file travels as its text, so the pod needs no copy of it."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(MINIMAL)
+    sent = mapping_argument(str(path))
+    assert sent == MINIMAL
+    path.unlink()  # the pod has no such file
+    assert mapping_from_argument(sent) == parse_mapping(MINIMAL)
+    assert mapping_argument("rees46") == "rees46"
+    assert mapping_from_argument("rees46") == load_mapping("rees46")
+    cols = "{user_id: a, item_id: b, event_type: c, ts: d}"
+    flow = f"{{name: m, columns: {cols}, event_types: {{v: view}}}}"
+    assert mapping_argument(flow) == flow
+    assert mapping_from_argument(flow) == parse_mapping(flow)
+    assert mapping_argument("") == ""
+    assert mapping_from_argument("") is None and mapping_from_argument("  ") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (MINIMAL.replace("who", "who, usr: x"), r"mapping text: columns\.usr: Extra inputs"),
+        ("shopify", "neither a YAML file nor a built-in"),
+        ("missing.yaml", "missing.yaml: cannot read"),
+    ],
+)
+def test_pipeline_argument_is_validated_on_the_callers_side(value: str, message: str) -> None:
+    with pytest.raises(MappingError, match=message):
+        mapping_argument(value)

@@ -1,12 +1,17 @@
 """Cluster deploy decision logic against a FAKE Kubernetes API boundary.
 
 No Kubernetes API server can run here, so ``FakeAppsV1Api`` stands in for
-``kubernetes.client.AppsV1Api``: it keeps one Deployment as JSON, applies strategic merge
-patches to container env vars by name, bumps ``metadata.generation`` when the pod template
-changes, and plays the Deployment controller when watched: it streams watch events in the
-API server's wire format (JSON lines) that the real ``kubernetes.watch.Watch`` parses into
-``V1Deployment`` objects. What is tested is our logic (patch, wait, smoke test, revert) and
-which API verbs it needs; not a real API server, controller or RBAC evaluation.
+``kubernetes.client.AppsV1Api``: it keeps one Deployment as JSON with its change history by
+``resourceVersion``, applies strategic merge patches to container env vars by name, bumps
+``metadata.generation`` when the pod template changes, and plays the Deployment controller
+while it is watched. Its watch checks each request as the API server and RBAC would
+receive it (namespace, the ``metadata.name`` field selector, ``resourceVersion``,
+``timeoutSeconds``) and streams typed events (``ADDED``, ``MODIFIED``, ``DELETED``,
+``ERROR``, with 410 Gone for a compacted version) in the server's wire format (JSON lines),
+which the real ``kubernetes.watch.Watch`` parses into ``V1Deployment`` objects. Time is a
+``FakeClock`` the server advances (a watch stays open until its timeoutSeconds) where a
+test needs it. What is tested is our logic (patch, wait, smoke test, revert) and which API
+verbs and watch requests it needs; not a real API server, controller or RBAC evaluation.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from flywheel.k8s_deploy import (
     MODEL_TAG_ENV,
     KubernetesTarget,
     RolloutFailed,
+    RolloutTimeout,
     rollout_state,
 )
 
@@ -72,36 +78,154 @@ def _to_model(obj: dict[str, Any]) -> Any:
     return client.ApiClient().deserialize(SimpleNamespace(data=json.dumps(obj)), "V1Deployment")
 
 
-class _WatchResponse:
-    """What ``list_namespaced_deployment(watch=True, _preload_content=False)`` returns."""
+#: What an API server does with a watch that has no timeoutSeconds: it ends it after its
+#: ``--min-request-timeout`` (1800 s by default) or up to twice that.
+SERVER_WATCH_TIMEOUT_S = 1800
+#: Without a fake clock, an idle watch ends after this much real time instead of its
+#: timeoutSeconds: a server may end a watch early at any time, and the code must re-watch.
+IDLE_S = 0.02
 
-    def __init__(self, lines: list[str], linger_s: float) -> None:
-        self.lines, self.linger_s = lines, linger_s
+
+class FakeClock:
+    """Seconds on a clock the fake API server advances as its watches stream and block."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _WatchResponse:
+    """What ``list_namespaced_deployment(watch=True, _preload_content=False)`` returns: the
+    server's event stream as JSON lines, produced as the cluster changes during the watch.
+
+    ``request["ended"]`` says how the watch ended: ``"timeout"`` (it stayed open until its
+    timeoutSeconds), ``"stopped"`` (the client closed it first), ``"expired"`` (410 Gone).
+    """
+
+    def __init__(self, api: FakeAppsV1Api, request: dict[str, Any], since: int | None) -> None:
+        self.api, self.request, self.since = api, request, since
 
     def stream(self, amt: Any = None, decode_content: bool = False) -> Any:
-        yield from (line.encode() + b"\n" for line in self.lines)
-        time.sleep(self.linger_s)  # a real watch blocks until its timeoutSeconds
+        api, request = self.api, self.request
+        started = api.clock() if api.clock else 0.0
+        limit = request["timeout_seconds"] or SERVER_WATCH_TIMEOUT_S
+        if self.since is not None and self.since < api.compacted:
+            request["ended"] = "expired"
+            yield _line("ERROR", _status_object(410, "Expired", self.since, api.compacted))
+            return
+        if api.error is not None:  # the server fails the watch (etcd down, ...)
+            (code, reason), api.error = api.error, None
+            request["ended"] = "error"
+            yield _line("ERROR", {"kind": "Status", "code": code, "reason": reason, "message": ""})
+            return
+        seen = self.since
+        if seen is None:  # no resourceVersion: the current state as a synthetic ADDED
+            seen = api.rv
+            yield _line("ADDED", api.dep)
+        for at, change in api.timeline.pop(0) if api.timeline else api.controller_steps():
+            if at >= limit:
+                break
+            if api.clock:
+                api.clock.now = max(api.clock.now, started + at)
+            change()
+            for rv, kind, obj in api.history:
+                if rv > seen:
+                    seen = rv
+                    yield _line(kind, obj)
+        if api.clock:  # nothing more happens: the server holds the watch open until its timeout
+            api.clock.now = max(api.clock.now, started + limit)
+        else:
+            time.sleep(min(limit, IDLE_S))
+        request["ended"] = "timeout"
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        self.request.setdefault("ended", "stopped")
+
     def release_conn(self) -> None: ...
 
 
-class FakeAppsV1Api:
-    """One Deployment, its patches, and a controller that rolls out healthy tags."""
+def _line(kind: str, obj: dict[str, Any]) -> bytes:
+    return json.dumps({"type": kind, "object": obj}).encode() + b"\n"
 
-    def __init__(self, tag: str | None, stuck: set[str] | None = None) -> None:
+
+def _status_object(code: int, reason: str, asked: int, oldest: int) -> dict[str, Any]:
+    message = f"too old resource version: {asked} ({oldest})"
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+class FakeAppsV1Api:
+    """One Deployment, its patches, and a controller that rolls out healthy tags.
+
+    Like an API server it keeps the Deployment's change history by ``resourceVersion``
+    (``history``; ``compact()`` forgets it, as etcd compaction does), answers a watch with
+    the changes after the version asked for (none asked: the current state as ``ADDED``)
+    or with an ``ERROR`` event (410 Gone for a compacted version, ``error`` for any other),
+    and checks each watch request as the server would receive it: the namespace and the
+    ``metadata.name`` field selector RBAC requires, ``watch``, ``resourceVersion`` and
+    ``timeoutSeconds`` (recorded in ``watches``). The controller makes its rollout steps
+    while a watch is open, one every ``step_s`` seconds of ``clock`` (a :class:`FakeClock`;
+    without one, at once in real time); ``timeline`` replaces them, for the next watches,
+    with scripted ``(seconds after the watch began, change)`` lists.
+
+    Args:
+        stuck: tags whose new pod never becomes ready (the rollout hangs).
+        stalls: tags whose rollout the controller gives up on (ProgressDeadlineExceeded).
+    """
+
+    def __init__(
+        self,
+        tag: str | None,
+        stuck: set[str] | None = None,
+        stalls: set[str] | None = None,
+        clock: FakeClock | None = None,
+        step_s: float = 0.0,
+    ) -> None:
         self.dep = _deployment(tag)
-        self.stuck = stuck or set()
+        self.stuck, self.stalls = stuck or set(), stalls or set()
+        self.clock, self.step_s = clock, step_s
         self.calls: list[tuple[str, str]] = []
+        self.watches: list[dict[str, Any]] = []
+        self.history: list[tuple[int, str, dict[str, Any]]] = []
+        self.compacted = 0  # versions below this are gone from the history
+        self.timeline: list[list[tuple[float, Any]]] = []
+        self.before_watch: list[Any] = []  # changes made between the client's read and its watch
+        self.error: tuple[int, str] | None = None
+
+    @property
+    def rv(self) -> int:
+        return int(self.dep["metadata"]["resourceVersion"])
 
     def _tag(self) -> str | None:
         container = self.dep["spec"]["template"]["spec"]["containers"][1]
         return next((e["value"] for e in container["env"] if e["name"] == MODEL_TAG_ENV), None)
 
-    def _bump(self) -> None:
-        self.dep["metadata"]["resourceVersion"] = str(
-            int(self.dep["metadata"]["resourceVersion"]) + 1
-        )
+    def _write(self, kind: str = "MODIFIED") -> None:
+        """Store the Deployment as a new version, as the API server does on every change."""
+        self.dep["metadata"]["resourceVersion"] = str(self.rv + 1)
+        self.history.append((self.rv, kind, copy.deepcopy(self.dep)))
+
+    def compact(self) -> None:
+        """Forget the history up to the current version (etcd compaction)."""
+        self.compacted = self.rv
+
+    def recreate(self, tag: str) -> None:
+        """Delete the Deployment and create it again, already rolled out with ``tag``."""
+        self._write("DELETED")
+        rv = self.rv
+        self.dep = _deployment(tag)
+        self.dep["metadata"]["generation"] = self.dep["status"]["observedGeneration"] = 1
+        self.dep["metadata"]["resourceVersion"] = str(rv)
+        self._write("ADDED")
 
     def read_namespaced_deployment(self, name: str, namespace: str) -> Any:
         self.calls.append(("get", f"{namespace}/{name}"))
@@ -123,7 +247,7 @@ class FakeAppsV1Api:
                 target["env"] = env
         if self.dep["spec"]["template"] != before:
             self.dep["metadata"]["generation"] += 1
-        self._bump()
+        self._write()
         return _to_model(self.dep)
 
     def _progress(self) -> list[dict[str, Any]]:
@@ -139,6 +263,13 @@ class FakeAppsV1Api:
         }
         if self._tag() in self.stuck:  # the new pod never becomes ready
             return [] if status == surge else [surge]
+        if self._tag() in self.stalls:  # ... and the controller gives up on it
+            reason = "ProgressDeadlineExceeded"
+            gave_up = {
+                **surge,
+                "conditions": [{"type": "Progressing", "status": "False", "reason": reason}],
+            }
+            return [] if status == gave_up else [surge, gave_up]
         done = {
             "observedGeneration": meta["generation"],
             "replicas": want,
@@ -147,27 +278,58 @@ class FakeAppsV1Api:
         }
         return [surge, done]
 
+    def _set_status(self, status: dict[str, Any]) -> None:
+        self.dep["status"] = status
+        self._write()
+
+    def controller_steps(self) -> list[tuple[float, Any]]:
+        """The controller's changes during a watch, ``step_s`` apart."""
+        return [
+            ((n + 1) * self.step_s, lambda s=status: self._set_status(s))
+            for n, status in enumerate(self._progress())
+        ]
+
     def list_namespaced_deployment(self, namespace: str, **kwargs: Any) -> Any:
-        """Only ever called watching (the Watch helper reads the line below).
+        """Only a watch is allowed (the Role grants no ``list``): checked as the server and
+        RBAC would check the request, then answered as a stream of events.
 
         :return: V1DeploymentList
         """
+        from kubernetes.client.exceptions import ApiException, ApiValueError
+
         verb = "watch" if kwargs.get("watch") else "list"
         self.calls.append((verb, f"{namespace}/{kwargs.get('field_selector')}"))
-        assert kwargs["field_selector"] == f"metadata.name={NAME}"
-        lines = []
-        for status in self._progress():
-            self.dep["status"] = status
-            self._bump()
-            lines.append(json.dumps({"type": "MODIFIED", "object": self.dep}))
-        return _WatchResponse(lines, linger_s=0.02)
+        if namespace is None:  # what the generated client says before sending anything
+            raise ApiValueError(
+                "Missing the required parameter `namespace` when calling "
+                "`list_namespaced_deployment`"
+            )
+        selector = kwargs.get("field_selector")
+        if verb != "watch" or namespace != NS or selector != f"metadata.name={NAME}":
+            raise ApiException(status=403, reason=f"Forbidden: {verb} {namespace}/{selector}")
+        assert kwargs.get("_preload_content") is False  # a stream, not a parsed list
+        timeout = kwargs.get("timeout_seconds")
+        if timeout is not None and (not isinstance(timeout, int) or timeout < 1):
+            raise ApiException(status=400, reason=f"BadRequest: timeoutSeconds={timeout!r}")
+        asked = kwargs.get("resource_version")
+        request = {
+            "namespace": namespace,
+            "field_selector": selector,
+            "resource_version": asked,
+            "timeout_seconds": timeout,
+        }
+        self.watches.append(request)
+        while self.before_watch:
+            self.before_watch.pop(0)()
+        return _WatchResponse(self, request, int(asked) if asked is not None else None)
 
 
 class FakeService:
     """The serving Service: answers /rank with whatever tag the Deployment pins."""
 
     def __init__(self, api: FakeAppsV1Api, broken: set[str] | None = None) -> None:
-        self.api, self.broken, self.calls = api, broken or set(), []
+        self.api, self.broken = api, broken or set()
+        self.calls: list[tuple[str, dict[str, Any]]] = []
 
     def __call__(self, url: str, body: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         self.calls.append((url, body))
@@ -287,6 +449,104 @@ def test_rollout_state_follows_kubectl_rollout_status() -> None:
     assert not state(4, 4, 2, 2, 2, 1).complete  # not all available
     deadline = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]
     assert state(4, 4, 2, 3, 1, 2, deadline).stalled
+
+
+# ---- the watch: what it asks the server, which events it follows, when it stops -------------
+
+
+def _clocked(timeout_s: float, **fake: Any) -> tuple[FakeAppsV1Api, KubernetesTarget, FakeClock]:
+    """A fake API on a fake clock, with ``m:2`` pinned (not yet rolled out)."""
+    clock = FakeClock()
+    api = FakeAppsV1Api("m:1", clock=clock, **fake)
+    target = _target(api, FakeService(api), timeout_s=timeout_s)
+    target._patch("m:2", "m:1")
+    return api, target, clock
+
+
+def test_the_watch_is_narrowed_resumed_from_the_read_and_bounded_by_the_time_left() -> None:
+    """In the namespace, on the one Deployment (the field selector RBAC's resourceNames
+    needs), from the version just read (no change between read and watch is missed or
+    replayed), and for the time left rounded up to a whole second (here 0.5 s: 1 s)."""
+    api, target, clock = _clocked(0.5, stuck={"m:2"})
+    read = api.dep["metadata"]["resourceVersion"]
+    with pytest.raises(RolloutTimeout, match=r"within 0\.5 s"):
+        target.wait_for_rollout(clock=clock)
+    assert api.watches == [
+        {
+            "namespace": NS,
+            "field_selector": f"metadata.name={NAME}",
+            "resource_version": read,
+            "timeout_seconds": 1,
+            "ended": "timeout",
+        }
+    ]
+    assert clock.now == 1.0  # held open for its second; then the deadline had passed
+
+
+def test_the_watch_ends_as_soon_as_the_rollout_completes() -> None:
+    api, target, clock = _clocked(60.0, step_s=1.0)
+    target.wait_for_rollout(clock=clock)
+    assert api._tag() == "m:2" and rollout_state(_to_model(api.dep)).complete
+    assert [w["ended"] for w in api.watches] == ["stopped"]
+    assert clock.now == 2.0  # the second controller step, not the 60 s timeout
+
+
+def test_a_stalled_rollout_fails_when_the_controller_gives_up() -> None:
+    api, target, clock = _clocked(60.0, stalls={"m:2"}, step_s=1.0)
+    with pytest.raises(RolloutFailed, match="exceeded its progress deadline"):
+        target.wait_for_rollout(clock=clock)
+    assert [w["ended"] for w in api.watches] == ["stopped"] and clock.now == 2.0
+
+
+def test_an_event_at_the_deadline_ends_the_watch_there() -> None:
+    """Time left 1.5 s: a 2 s watch; the controller's step at exactly 1.5 s ends it, the
+    server would otherwise hold it open for the half second past the deadline."""
+    api, target, clock = _clocked(1.5, stuck={"m:2"}, step_s=1.5)
+    with pytest.raises(RolloutTimeout, match=r"within 1\.5 s"):
+        target.wait_for_rollout(clock=clock)
+    assert [(w["timeout_seconds"], w["ended"]) for w in api.watches] == [(2, "stopped")]
+    assert clock.now == 1.5
+
+
+def test_a_deployment_created_again_is_followed_through_its_added_event() -> None:
+    """Deleted and applied again (already rolled out with m:2): ``DELETED`` carries the old
+    object and is not a rollout state; the ``ADDED`` object is, and it is complete."""
+    api, target, clock = _clocked(30.0)
+    api.timeline.append([(2.0, lambda: api.recreate("m:2"))])
+    target.wait_for_rollout(clock=clock)
+    assert [kind for _, kind, _ in api.history][-2:] == ["DELETED", "ADDED"]
+    assert [w["ended"] for w in api.watches] == ["stopped"] and clock.now == 2.0
+
+
+def test_an_expired_resource_version_is_read_again_and_watched_from_there() -> None:
+    """The controller moved on and etcd compacted the version just read: the watch answers
+    410 Gone; the Deployment is read again and the next watch starts from that version."""
+    api, target, clock = _clocked(30.0)
+    read = api.dep["metadata"]["resourceVersion"]
+    surge = api._progress()[0]
+
+    def surge_then_compact() -> None:
+        api._set_status(surge)
+        api.compact()
+
+    api.before_watch.append(surge_then_compact)
+    target.wait_for_rollout(clock=clock)
+    assert [(w["resource_version"], w["ended"]) for w in api.watches] == [
+        (read, "expired"),
+        (str(int(read) + 1), "stopped"),
+    ]
+    assert [verb for verb, _ in api.calls] == ["patch", "get", "watch", "get", "watch"]
+    assert rollout_state(_to_model(api.dep)).complete and clock.now == 0.0
+
+
+def test_any_other_watch_error_is_raised() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    api, target, clock = _clocked(30.0)
+    api.error = (500, "InternalError")  # once: a retry would succeed
+    with pytest.raises(ApiException) as info:
+        target.wait_for_rollout(clock=clock)
+    assert info.value.status == 500 and [w["ended"] for w in api.watches] == ["error"]
 
 
 def _role_verbs() -> dict[str, Any]:

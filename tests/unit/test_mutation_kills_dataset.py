@@ -22,6 +22,7 @@ from flywheel.dataset import (
     IMPRESSION_COLUMNS,
     _sample_groups,
     label_organic_impressions,
+    label_served_impressions,
     mix_impressions,
     organic_impressions,
     read_views_and_positives,
@@ -146,17 +147,7 @@ def test_served_impressions_before_the_window_are_left_out(tmp_path: Path) -> No
     for request, ts in (("old-1", T0 - timedelta(days=2)), ("new-1", T0)):
         preds.append(
             [
-                {
-                    "request_id": request,
-                    "ts": ts,
-                    "user_id": "1",
-                    "item_id": item,
-                    "position": pos,
-                    "score": 0.5,
-                    "model_version": "m",
-                    "propensity": 1.0,
-                    "features": None,
-                }
+                _prediction(request, ts, item, pos, user="1")
                 for pos, item in enumerate(("sku-9", "sku-1"))
             ]
         )
@@ -217,3 +208,94 @@ def test_groups_are_numbered_by_first_appearance_not_by_name() -> None:
     keep = _sample_groups(codes, len(names), 6, seed=3)
     got = sample_impressions(imps, 6, seed=3)
     assert got["n"].tolist() == imps.loc[keep, "n"].tolist()
+
+
+# ---- the window's end: a positive at exactly `end` counts -----------------------------------
+
+
+def _prediction(
+    request: str, ts: datetime, item: str, pos: int, user: str = "u1"
+) -> dict[str, object]:
+    return {
+        "request_id": request,
+        "ts": ts,
+        "user_id": user,
+        "item_id": item,
+        "position": pos,
+        "score": 0.5,
+        "model_version": "m",
+        "propensity": 1.0,
+        "features": None,
+    }
+
+
+def test_served_feedback_at_exactly_the_end_counts_and_1us_later_does_not(
+    tmp_path: Path,
+) -> None:
+    """A request whose window closes exactly at ``end`` is labelled, so a click at ``end``
+    (``ts + W``) is inside its window and must be read; one 1 µs later is outside it. The
+    end is midnight: that click lies in the next day's partition."""
+    settings = Settings(workspace=tmp_path)
+    end = datetime(2025, 3, 2, tzinfo=UTC)
+    preds = LogWriter(log_dir(settings, "predictions"), "predictions")
+    preds.append([_prediction("r-1", end - HOUR, item, pos) for pos, item in enumerate("ab")])
+    preds.append([_prediction("r-2", end, "a", 0)])  # at `end`: the next window's
+    feedback = LogWriter(log_dir(settings, "feedback"), "feedback")
+    for item, ts in (("a", end), ("b", end + US)):
+        feedback.append([{"request_id": "r-1", "item_id": item, "event_type": "click", "ts": ts}])
+    served.ingest_served(settings, now=end + timedelta(days=1))
+    got = served_impressions(settings, end - timedelta(days=1), end, HOUR)
+    assert got[["group_id", "item_id", "label"]].values.tolist() == [
+        ["r-1", "a", 1],
+        ["r-1", "b", 0],
+    ]
+    instant = served_impressions(settings, end - timedelta(days=1), end, timedelta(0))
+    assert instant["group_id"].tolist() == ["r-1", "r-1"]  # r-2 is not of [start, end)
+
+
+def test_organic_positive_at_exactly_the_end_counts_and_1us_later_does_not(
+    tmp_path: Path,
+) -> None:
+    """The organic rule at the same edge (``view.ts < positive.ts <= view.ts + W``), with a
+    midnight end: the cart at ``end`` is in the next day's partition."""
+    settings = Settings(workspace=tmp_path)
+    end = datetime(2025, 3, 2, tzinfo=UTC)
+    events = [
+        _event(1, "view", end - HOUR, item="carted"),
+        _event(2, "view", end - HOUR, item="late"),
+        _event(3, "cart", end, item="carted"),
+        _event(4, "cart", end + US, item="late"),
+        _event(5, "view", end, item="next"),  # the next window's view
+    ]
+    for day in (end - HOUR, end):  # one part per day: the lake order is the list's
+        part = [e for e in events if e["ts"].date() == day.date()]  # type: ignore[attr-defined]
+        table = pa.Table.from_pylist(part, schema=EVENT_SCHEMA)
+        commit_part(table, settings.events_dir / partition_name(day.date()))
+    got, n_views = organic_impressions(settings, end - timedelta(days=1), end, HOUR, 100, seed=0)
+    assert n_views == 2
+    assert dict(zip(got["item_id"], got["label"], strict=True)) == {"carted": 1, "late": 0}
+    views, positives = read_views_and_positives(settings, end - HOUR, end, end, HOUR)
+    assert views["item_id"].to_pylist() == ["carted", "late"]
+    assert positives["item_id"].tolist() == ["carted"]  # nothing after `end` is read
+
+
+def test_a_slate_keeps_its_served_order_past_numpys_insertion_sort() -> None:
+    """Rows of one request share a timestamp; they stay in the order the prediction log
+    holds them (the service logs a slate in position order), and requests logged at the
+    same instant keep theirs: the seeded sample of whole requests depends on the order of
+    first appearance, which must not depend on the sort numpy picks for a CPU."""
+    items = [f"sku-{n:02d}" for n in range(39, -1, -1)]  # not in sorted order
+    predictions = pd.DataFrame(
+        {
+            "request_id": ["r-b"] * 20 + ["r-a"] * 20,
+            "ts": pd.Timestamp(T0),
+            "user_id": "u1",
+            "item_id": items,
+        }
+    )
+    click = {"request_id": "r-a", "item_id": "sku-00", "event_type": "click", "ts": T0 + US}
+    feedback = pd.DataFrame([click])
+    got = label_served_impressions(predictions, feedback, HOUR, closed_before=T0 + HOUR)
+    assert got["item_id"].tolist() == items
+    assert got["label"].tolist() == [0] * 39 + [1]
+    assert got["group_id"].tolist() == predictions["request_id"].tolist()

@@ -20,7 +20,13 @@ import pytest
 from flywheel import feast_asof as fa
 
 
-def _view(tmp_path: Path, *, ttl: timedelta | None, created: str = "created") -> Any:
+def _view(
+    tmp_path: Path,
+    *,
+    ttl: timedelta | None,
+    created: str = "created",
+    mapping: dict[str, str] | None = None,
+) -> Any:
     from feast import Entity, FeatureView, Field, FileSource, ValueType
     from feast.types import Float64, String
 
@@ -31,7 +37,7 @@ def _view(tmp_path: Path, *, ttl: timedelta | None, created: str = "created") ->
         timestamp_field="ts",
         created_timestamp_column=created,
         # source column -> the name the view uses
-        field_mapping={"uid": "user_id", "raw_views": "views"},
+        field_mapping={"uid": "user_id", "raw_views": "views"} if mapping is None else mapping,
     )
     return FeatureView(
         name="acts",
@@ -72,6 +78,21 @@ def test_plan_of_an_aliased_view_with_a_join_key_map(tmp_path: Path) -> None:
     assert plan.keys == (("uid", "buyer"),)
     assert plan.features == (("raw_views", "mine__views"),)
     assert plan.ttl_us is None
+
+
+def test_a_join_key_the_field_mapping_does_not_rename_keeps_its_name(tmp_path: Path) -> None:
+    """The source column of an unmapped join key is the key itself (the feature repo's
+    own views map nothing), as it is for an unmapped feature."""
+    config: Any = SimpleNamespace(repo_path=tmp_path)
+    view = _view(tmp_path, ttl=None, mapping={"raw_views": "views"})
+    plan = fa.plan_view(config, view, ["acts:views"], full_feature_names=False)
+    assert plan is not None
+    assert plan.keys == (("user_id", "user_id"),)
+    assert plan.features == (("raw_views", "views"),)
+    aliased = fa.plan_view(
+        config, view.with_join_key_map({"user_id": "buyer"}), ["acts:views"], False
+    )
+    assert aliased is not None and aliased.keys == (("user_id", "buyer"),)
 
 
 @pytest.mark.parametrize("ttl", [None, timedelta(0)])
@@ -129,8 +150,8 @@ def test_check_sources_names_the_view_and_the_missing_columns(tmp_path: Path) ->
 def test_stock_reason_says_why_the_stock_store_must_answer() -> None:
     frame = pd.DataFrame({"user_id": ["u"]})
     plan = _plan("read_parquet('x')")
-    substrait = SimpleNamespace(mode="substrait")
-    python = SimpleNamespace(mode="python")
+    substrait: Any = SimpleNamespace(mode="substrait")
+    python: Any = SimpleNamespace(mode="python")
     assert fa._stock_reason(frame, False, [plan], [python]) == ""
     assert "not a DataFrame" in fa._stock_reason("SELECT 1", False, [plan], [])
     assert "filter_by_created_timestamp" in fa._stock_reason(frame, True, [plan], [])

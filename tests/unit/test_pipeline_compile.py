@@ -85,3 +85,19 @@ def test_every_component_runs_in_the_settings_image(tmp_path: Path, image: str) 
     assert {e["container"]["image"] for e in execs.values()} == {image}
     # Nothing is pip-installed at task start: the image carries kfp and flywheel.
     assert not any("pip install" in " ".join(e["container"]["command"]) for e in execs.values())
+
+
+def test_mapping_is_a_pipeline_parameter_bound_to_ingest(tmp_path: Path) -> None:
+    """Default "": no mapping, today's contract; the ingest task reads the pipeline's value."""
+    from kfp import components
+
+    path = tmp_path / "p.yaml"
+    path.write_text(_compiled(tmp_path))
+    spec = yaml.safe_load(path.read_text())
+    param = spec["root"]["inputDefinitions"]["parameters"]["mapping"]
+    assert param == {"defaultValue": "", "isOptional": True, "parameterType": "STRING"}
+    ingest = spec["root"]["dag"]["tasks"]["ingest"]["inputs"]["parameters"]["mapping"]
+    assert ingest == {"componentInputParameter": "mapping"}
+    assert "mapping" in spec["components"]["comp-ingest"]["inputDefinitions"]["parameters"]
+    inputs = components.load_component_from_file(str(path)).component_spec.inputs
+    assert inputs is not None and inputs["mapping"].default == ""

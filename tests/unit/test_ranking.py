@@ -57,6 +57,22 @@ def test_missing_columns_are_named() -> None:
         model_inputs(_frame(1, 0.0).drop(columns=["cat_affinity_7d"]), at_unix=0.0)
 
 
+def test_columns_as_arrays_give_the_dataframes_inputs() -> None:
+    """Serving hands model_inputs a mapping of float64 arrays; training a DataFrame (with
+    nullable columns): the same values give the same matrix."""
+    rng = np.random.default_rng(3)
+    columns = {n: rng.random(6) * 50 for n in RAW_FEATURES}
+    columns["views_7d"][2] = np.nan
+    columns["last_event_unix"][4] = np.nan
+    frame = pd.DataFrame(columns).astype({"views_1h": "Float64"})  # a nullable column too
+    frame.loc[1, "views_1h"] = pd.NA
+    columns["views_1h"] = columns["views_1h"].copy()
+    columns["views_1h"][1] = np.nan
+    np.testing.assert_array_equal(model_inputs(columns, 1e9), model_inputs(frame, 1e9))
+    with pytest.raises(KeyError, match="price"):
+        model_inputs({n: v for n, v in columns.items() if n != "price"}, 1e9)
+
+
 # ---- ranking_v2 ----------------------------------------------------------------------------
 
 V2 = FEATURE_SETS["ranking_v2"]

@@ -1,9 +1,6 @@
 """flywheel.runlog: framework output lands in the log file, not on the terminal (-v: both).
 
-The noise is produced the way the frameworks produce it: kfp.local's own logging context
-(which swaps the root logger's handlers for a ``StreamHandler(sys.stdout)``) and its
-indented ``print`` of task output, a child process that inherited fds 1 and 2 (as
-``bentoml serve`` and Ray's processes do), library loggers and ``warnings``.
+The noise is produced the way the frameworks produce it (``tests/unit/framework_noise.py``).
 """
 
 from __future__ import annotations
@@ -12,8 +9,6 @@ import logging
 import re
 import subprocess
 import sys
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,53 +17,9 @@ from kfp.local import logging_utils
 from flywheel import progress
 from flywheel.console import ProgressDisplay, console
 from flywheel.runlog import command_log, kfp_task_event, last_error_line, log_path
+from tests.unit.framework_noise import CHILD, MUST_SEE, NOISE, make_noise
 
-CHILD = [
-    sys.executable,
-    "-c",
-    "import os; os.write(1, b'child fd1\\n'); os.write(2, b'child fd2\\n')",
-]
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root, fw = logging.getLogger(), logging.getLogger("flywheel")
-    saved = (root.handlers[:], root.level, fw.handlers[:], fw.level, fw.propagate)
-    yield
-    root.handlers[:], fw.handlers[:] = saved[0], saved[2]
-    root.setLevel(saved[1])
-    fw.setLevel(saved[3])
-    fw.propagate = saved[4]
-
-
-def make_noise() -> None:
-    """What one kfp.local task, Ray, Feast and a served child print, in miniature."""
-    with logging_utils.local_logger_context():
-        logging.info("Executing task %s", logging_utils.format_task_name("train"))
-        with logging_utils.indented_print():
-            print("KFP-TASK-OUTPUT roc_curve=[0.0, 0.1, 0.2]")
-        logging.info("Task 'train' finished with status SUCCESS")
-    subprocess.run(CHILD, check=True)
-    logging.getLogger("ray").warning("RAY-CHATTER token authentication is enabled")
-    logging.getLogger("feast").info("FEAST-CHATTER registry cache expired")
-    logging.getLogger("flywheel.cycle").info("FLYWHEEL-INFO running 8 stages")
-    # What the default warnings.showwarning does (pytest records warnings instead).
-    sys.stderr.write(warnings.formatwarning("LIB-WARNING deprecated", UserWarning, "x.py", 1))
-    logging.getLogger("flywheel.loop").warning("FLYWHEEL-WARNING no champion yet")
-    logging.getLogger("bentoml").error("LIB-ERROR the server exited")
-
-
-NOISE = [
-    "KFP-TASK-OUTPUT",
-    "Executing task 'train'",
-    "child fd1",
-    "child fd2",
-    "RAY-CHATTER",
-    "FEAST-CHATTER",
-    "FLYWHEEL-INFO",
-    "LIB-WARNING",
-]
-MUST_SEE = ["FLYWHEEL-WARNING", "LIB-ERROR"]
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def test_framework_output_goes_to_the_file_and_not_the_terminal(

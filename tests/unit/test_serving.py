@@ -292,6 +292,21 @@ def test_prediction_records_are_one_per_served_item(k: int) -> None:
     pa.Table.from_pylist(records, schema=PREDICTION_LOG_SCHEMA)  # the records fit the contract
 
 
+def test_prediction_records_of_columns_equal_those_of_a_dataframe() -> None:
+    """Serving passes the feature columns as arrays; the records are the same."""
+    rng = np.random.default_rng(8)
+    items = [f"sku-{n}" for n in range(7)]
+    frame = _candidate_features(items, rng)
+    columns = {name: frame[name].to_numpy() for name in frame.columns}
+    columns["item_id"], columns["category"] = list(frame["item_id"]), list(frame["category"])
+    scores = rng.random(len(items))
+    slate = epsilon_greedy(scores, 5, 0.3, np.random.default_rng(4))
+    args = ("rid-8", T0, "u8", "m:2")
+    assert serving._prediction_records(*args, columns, scores, slate) == (
+        serving._prediction_records(*args, frame, scores, slate)
+    )
+
+
 # ---- feedback -> user activity row ----------------------------------------------------------
 
 

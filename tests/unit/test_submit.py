@@ -178,3 +178,79 @@ def test_cli_submit_prints_the_run_and_fails_cleanly(
         ["--profile", "kind", "submit", "--host", "h", "--schedule", "0 25 * * *", "--name", "n"],
     )
     assert bad.exit_code == 1 and "hour field '25'" in bad.output
+
+
+SHOP_MAPPING = """name: shop
+columns: {user_id: customer, item_id: sku, event_type: action, ts: at}
+event_types: {pageview: view, order: purchase}
+"""
+
+
+def _arguments(tmp_path: Path, **kwargs: Any) -> dict[str, Any]:
+    client = FakeKfpClient("h")
+    submit(load_settings(profile="kind"), "h", client_factory=lambda _: client, **kwargs)
+    ((_, call),) = client.calls
+    return dict(call["arguments"])
+
+
+def test_a_mapping_file_is_sent_as_its_text_a_builtin_by_name(tmp_path: Path) -> None:
+    """The cluster's pods cannot read the caller's file: its YAML text is the argument."""
+    from flywheel.ingest import load_mapping, mapping_from_argument
+
+    mine = tmp_path / "shop.yaml"
+    mine.write_text(SHOP_MAPPING)
+    events = "events_uri=/mnt/flywheel/raw/shop"
+    sent = _arguments(tmp_path, params=[events], mapping=str(mine))
+    assert sent == {"events_uri": "/mnt/flywheel/raw/shop", "mapping": SHOP_MAPPING}
+    assert mapping_from_argument(sent["mapping"]) == load_mapping(mine)
+    assert _arguments(tmp_path, params=[events], mapping="rees46")["mapping"] == "rees46"
+    # --param passes a path inside the image or volume as it is (the pod reads it).
+    in_pod = "mapping=/mnt/flywheel/mappings/shop.yaml"
+    assert _arguments(tmp_path, params=[events, in_pod])["mapping"] == in_pod[8:]
+    assert "mapping" not in _arguments(tmp_path, params=[events])  # default "": no mapping
+
+
+@pytest.mark.parametrize(
+    ("params", "mapping", "message"),
+    [
+        (["events_uri=/e", "mapping=rees46"], "rees46", "mapping given twice"),
+        ([], "rees46", "mapping needs events_uri"),
+        (["events_uri=/e"], "BAD_FILE", r"shop\.yaml: columns\.usr: Extra inputs"),
+        (["events_uri=/e", "mapping=BAD_TEXT"], None, r"parameter mapping: columns\.usr"),
+        (["events_uri=/e"], "shopify", "neither a YAML file nor a built-in"),
+    ],
+)
+def test_bad_mappings_fail_before_the_server_is_called(
+    tmp_path: Path, params: list[str], mapping: str | None, message: str
+) -> None:
+    bad = SHOP_MAPPING.replace("customer", "customer, usr: x")
+    (tmp_path / "shop.yaml").write_text(bad)
+    params = [p.replace("BAD_TEXT", bad) for p in params]
+    if mapping == "BAD_FILE":
+        mapping = str(tmp_path / "shop.yaml")
+    client = FakeKfpClient("h")
+    with pytest.raises(ValueError, match=message):
+        submit(
+            load_settings(profile="kind"),
+            "h",
+            params=params,
+            mapping=mapping,
+            client_factory=lambda _: client,
+        )
+    assert client.calls == []
+
+
+def test_cli_submit_mapping_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clients: list[FakeKfpClient] = []
+
+    def factory(host: str) -> FakeKfpClient:
+        clients.append(FakeKfpClient(host))
+        return clients[-1]
+
+    monkeypatch.setattr(submit_module, "default_client", factory)
+    mine = tmp_path / "shop.yaml"
+    mine.write_text(SHOP_MAPPING)
+    args = ["--profile", "kind", "submit", "--host", "h", "--param", "events_uri=/mnt/e"]
+    ok = CliRunner().invoke(app, [*args, "--mapping", str(mine)])
+    assert ok.exit_code == 0, ok.output
+    assert clients[0].calls[0][1]["arguments"]["mapping"] == SHOP_MAPPING

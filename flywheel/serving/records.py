@@ -1,0 +1,57 @@
+"""Prediction records: what the log holds for each served item."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from flywheel.ranking import RAW_FEATURES, feature_column
+from flywheel.serving.exploration import Slate
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _prediction_records(
+    request_id: str,
+    at: datetime,
+    user_id: str,
+    model_version: str,
+    features: pd.DataFrame | Mapping[str, Any],
+    scores: np.ndarray,
+    slate: Slate,
+    raw: Sequence[str] = RAW_FEATURES,
+) -> list[dict[str, Any]]:
+    """One log record per served item; ``features`` holds the raw values the model saw
+    (a DataFrame or a mapping of columns: ``item_id``, ``category`` and ``raw``, the raw
+    features of the model's feature service). Only the served rows are read."""
+    served = np.asarray(slate.indices, dtype=np.int64)
+    names = tuple(raw)
+    values_of = np.column_stack([feature_column(features, n)[served] for n in names])
+    items, categories = list(features["item_id"]), list(features["category"])
+    user, dumps = str(user_id), json.JSONEncoder(separators=(",", ":")).encode
+    records = []
+    for position, (i, p, row) in enumerate(
+        zip(served.tolist(), slate.propensities.tolist(), values_of.tolist(), strict=True)
+    ):
+        values: dict[str, Any] = {"category": categories[i]}
+        values.update((n, None if math.isnan(v) else v) for n, v in zip(names, row, strict=True))
+        records.append(
+            {
+                "request_id": request_id,
+                "ts": at,
+                "user_id": user,
+                "item_id": str(items[i]),
+                "position": position,
+                "score": float(scores[i]),
+                "model_version": model_version,
+                "propensity": float(p),
+                "features": dumps(values),
+            }
+        )
+    return records
