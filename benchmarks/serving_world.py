@@ -101,8 +101,14 @@ def write_feature_tables(
         "category_price": pd.DataFrame({"category": [f"c{c}" for c in range(5)], **stamp}),
     }
     settings.feature_data_dir.mkdir(parents=True, exist_ok=True)
+    from flywheel.features.packed import packed_from_user_item
+
     for name, frame in frames.items():
-        pq.write_table(_table(frame, name, rng), settings.feature_data_dir / f"{name}.parquet")
+        table = _table(frame, name, rng)
+        pq.write_table(table, settings.feature_data_dir / f"{name}.parquet")
+        if name == "user_item":  # and its online form, as the build writes it
+            latest = packed_from_user_item(table)
+            pq.write_table(latest, settings.feature_data_dir / "user_item_latest.parquet")
 
 
 def train_booster(path: Path, seed: int = 0) -> Path:

@@ -8,7 +8,7 @@ anchors them to ``Settings.feature_data_dir`` when it registers these objects.
 from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
-from feast.types import Float64, Int64, String
+from feast.types import Array, Float64, Int64, String
 
 # How long an activity snapshot stays valid for a point-in-time join or an online lookup.
 ACTIVITY_TTL = timedelta(days=7)
@@ -64,6 +64,14 @@ item_catalog_source = FileSource(
 user_item_source = FileSource(
     name="user_item_source",
     path="user_item.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created_timestamp",
+)
+
+# Per user, the latest row of each of the user's pairs, packed (user_item's online form).
+user_item_latest_source = FileSource(
+    name="user_item_latest_source",
+    path="user_item_latest.parquet",
     timestamp_field="event_timestamp",
     created_timestamp_column="created_timestamp",
 )
@@ -194,6 +202,23 @@ user_item = FeatureView(
         Field(name="ui_last_purchase_unix", dtype=Float64),
     ],
     source=user_item_source,
+    # Offline only: its latest rows go online packed per user (user_item_latest below).
+    online=False,
+)
+
+# user_item's online form: one row per user, the latest row of each of the user's pairs
+# within the ttl packed into two lists (flywheel/packed_history.py). Serving reads it for a
+# service that has user_item; training sets join user_item itself.
+user_item_latest = FeatureView(
+    name="user_item_latest",
+    entities=[user],
+    ttl=HISTORY_TTL,
+    schema=[
+        Field(name="user_id", dtype=String),
+        Field(name="ui_items", dtype=Array(String)),
+        Field(name="ui_values", dtype=Array(Float64)),
+    ],
+    source=user_item_latest_source,
     online=True,
 )
 

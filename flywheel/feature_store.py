@@ -22,8 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
+from flywheel.packed_history import expand, packed_view_of
 from flywheel.schemas import FEATURE_TABLES, USER_ACTIVITY_SCHEMA, column_names
 
 if TYPE_CHECKING:
@@ -324,6 +326,8 @@ def materialize(settings: Settings, end: datetime | None = None) -> MaterializeS
     store = get_store(settings)
     done: list[MaterializedView] = []
     for view in store.list_feature_views():
+        if not view.online:  # offline only (user_item: online as user_item_latest)
+            continue
         if view.most_recent_end_time is not None:
             start = _as_utc(view.most_recent_end_time.replace(tzinfo=UTC), "start")
         else:
@@ -432,14 +436,30 @@ def online_features(
             {"user_id": str(user_id), "item_id": i, "category": c if c is not None else ""}
             for i, c in zip(items, catalog["category"], strict=True)
         ]
-        response = store.get_online_features(features=service, entity_rows=rows)
-    values = response.to_dict(include_event_timestamps=True)
+        refs = [
+            f"{p.name}:{f.name}"
+            for p in service.feature_view_projections
+            if packed_view_of(p.name) is None
+            for f in p.features
+        ]
+        response = store.get_online_features(features=refs, entity_rows=rows)
+        values = response.to_dict(include_event_timestamps=True)
+        packed = {
+            p.name: _packed_online(store, p.name, str(user_id), items, as_of)
+            for p in service.feature_view_projections
+            if packed_view_of(p.name) is not None
+        }
     columns: dict[str, list[Any]] = {
         "user_id": [str(user_id)] * len(items),
         "item_id": items,
         "category": catalog["category"],
     }
     for projection in service.feature_view_projections:
+        if projection.name in packed:
+            for feature in projection.features:
+                column = packed[projection.name][feature.name]
+                columns[feature.name] = [None if np.isnan(v) else v for v in column.tolist()]
+            continue
         ttl = store.get_feature_view(projection.name).ttl
         oldest = (as_of - ttl).timestamp() if ttl else float("-inf")
         for feature in projection.features:
@@ -449,6 +469,30 @@ def online_features(
                 for v, ts in zip(values[feature.name], stamps, strict=True)
             ]
     return pd.DataFrame(columns)
+
+
+def _packed_online(
+    store: FeatureStore, view: str, user_id: str, items: list[str], as_of: datetime
+) -> dict[str, np.ndarray]:
+    """``view``'s features for ``items`` from the user's row of its packed online view,
+    through Feast's own online read (``flywheel.packed_history``)."""
+    packed = packed_view_of(view)
+    assert packed is not None
+    found = store.get_online_features(
+        features=[f"{packed}:ui_items", f"{packed}:ui_values"], entity_rows=[{"user_id": user_id}]
+    ).to_dict(include_event_timestamps=True)
+    ttl = store.get_feature_view(packed).ttl
+    stamp = found["ui_items__ts"][0]
+    fresh = stamp is not None and (not ttl or stamp >= (as_of - ttl).timestamp())
+    offline = store.get_feature_view(view)
+    ttl_s = offline.ttl.total_seconds() if offline.ttl else None
+    return expand(
+        found["ui_items"][0] if fresh else None,
+        found["ui_values"][0] if fresh else None,
+        items,
+        as_of.timestamp(),
+        ttl_s or None,
+    )
 
 
 def push_user_activity(store: FeatureStore, rows_df: pd.DataFrame) -> None:

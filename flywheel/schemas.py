@@ -205,6 +205,17 @@ USER_ITEM_SCHEMA: Final = pa.schema(
     ]
 )
 
+#: ``user_item``'s online form: per user, the latest row of each of the user's pairs, packed
+#: (``flywheel/packed_history.py``): ``ui_items`` the items, ``ui_values`` 13 numbers per item.
+USER_ITEM_LATEST_SCHEMA: Final = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        *_FEATURE_KEYS,
+        pa.field("ui_items", pa.list_(pa.string()), nullable=False),
+        pa.field("ui_values", pa.list_(pa.float64()), nullable=False),
+    ]
+)
+
 #: Per (user, category) intent: carts and purchases of the category's (catalog) items over
 #: 7d, and views, carts and purchases over 30d.
 USER_CATEGORY_HISTORY_SCHEMA: Final = pa.schema(
@@ -260,6 +271,7 @@ FEATURE_TABLES: Final[dict[str, pa.Schema]] = {
     "item_activity": ITEM_ACTIVITY_SCHEMA,
     "item_catalog": ITEM_CATALOG_SCHEMA,
     "user_item": USER_ITEM_SCHEMA,
+    "user_item_latest": USER_ITEM_LATEST_SCHEMA,
     "user_category_history": USER_CATEGORY_HISTORY_SCHEMA,
     "user_activity_30d": USER_ACTIVITY_30D_SCHEMA,
     "item_activity_30d": ITEM_ACTIVITY_30D_SCHEMA,

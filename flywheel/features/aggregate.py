@@ -27,6 +27,7 @@ from flywheel.features.history import (
     user_item_table,
 )
 from flywheel.features.keys import KeySpace
+from flywheel.features.packed import user_item_latest_table
 from flywheel.features.partials import (
     EVENT_COLUMNS,
     KIND_ITEM,
@@ -99,7 +100,8 @@ def iter_bucket_features(
     event hour, the same for every bucket. Out: ``(name, table)`` for the snapshot tables
     (``user_activity``, ``user_category``, ``item_activity``) and the change-point tables
     (``user_item``, ``user_category_history``, ``user_activity_30d``,
-    ``item_activity_30d``), each sorted by its keys then event_timestamp
+    ``item_activity_30d``) and ``user_item``'s packed online form (``user_item_latest``,
+    one row per user), each sorted by its keys then event_timestamp
     (``user_category``: user, event_timestamp, category).
     """
     combined = combine_partials(partials)
@@ -117,7 +119,10 @@ def iter_bucket_features(
         user_category_table(user_cats, users, views_7d, categories, created_us, keys),
     )
     yield "item_activity", item_activity_table(items, created_us, keys)
-    yield "user_item", user_item_table(pairs, horizon, created_us, keys)
+    user_item = user_item_table(pairs, horizon, created_us, keys)
+    yield "user_item_latest", user_item_latest_table(user_item, horizon, created_us)
+    yield "user_item", user_item
+    del user_item
     yield (
         "user_category_history",
         user_category_history_table(user_cats, categories, horizon, created_us, keys),

@@ -36,6 +36,7 @@ from starlette.testclient import TestClient
 
 from flywheel import feature_store as fs
 from flywheel.config import Settings
+from flywheel.features.packed import packed_from_user_item
 from flywheel.lake import write_state
 from flywheel.predlog import read_feedback_logs, read_prediction_logs, scan_logs
 from flywheel.ranking import MODEL_FEATURES, RAW_FEATURES, model_inputs
@@ -132,7 +133,11 @@ def build_tables(settings: Settings, now: datetime = NOW, seed: int = 0) -> None
     }  # fmt: skip
     settings.feature_data_dir.mkdir(parents=True, exist_ok=True)
     for name, frame in frames.items():
-        pq.write_table(_fill(frame, name, rng), settings.feature_data_dir / f"{name}.parquet")
+        table = _fill(frame, name, rng)
+        pq.write_table(table, settings.feature_data_dir / f"{name}.parquet")
+        if name == "user_item":  # and its online form, as the build writes it
+            latest = packed_from_user_item(table)
+            pq.write_table(latest, settings.feature_data_dir / "user_item_latest.parquet")
 
 
 def train_booster(path: Path, seed: int) -> Path:

@@ -23,7 +23,13 @@ from flywheel.config import Settings
 from flywheel.schemas import FEATURE_TABLES
 
 # Contract arrow types -> the Feast types the definitions must declare.
-FEAST_TYPE = {pa.int64(): "Int64", pa.float64(): "Float64", pa.string(): "String"}
+FEAST_TYPE = {
+    pa.int64(): "Int64",
+    pa.float64(): "Float64",
+    pa.string(): "String",
+    pa.list_(pa.string()): "Array(String)",
+    pa.list_(pa.float64()): "Array(Float64)",
+}
 TIMESTAMPS = {"event_timestamp", "created_timestamp"}
 
 
@@ -87,6 +93,7 @@ TTLS = {
     "user_category": timedelta(days=7),
     "item_activity": timedelta(days=7),
     "user_item": timedelta(days=30),
+    "user_item_latest": timedelta(days=30),
     "user_category_history": timedelta(days=30),
     "user_activity_30d": timedelta(days=30),
     "item_activity_30d": timedelta(days=30),
@@ -120,7 +127,10 @@ def test_ranking_services_use_whole_views_but_not_the_category_key(service):
 
     projections = getattr(d, service).feature_view_projections
     used = {p.name: [f.name for f in p.features] for p in projections}
-    assert set(used) == (set(V1_VIEWS) if service == "ranking_v1" else set(FEATURE_TABLES))
+    online_form = {"user_item_latest"}  # read for user_item by serving, not in a service
+    assert set(used) == (
+        set(V1_VIEWS) if service == "ranking_v1" else set(FEATURE_TABLES) - online_form
+    )
     assert used["item_catalog"] == ["price"]
     for name in set(used) - {"item_catalog"}:
         keys = {f.name for f in _views()[name].entity_columns}
