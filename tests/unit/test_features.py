@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from test_features_reference import assert_tables_match, brute_force
+from test_features_reference import assert_tables_match, brute_force, latest_pairs, unpacked
 
 from flywheel.features import aggregate as F
 from flywheel.features.build import BucketPlan, lake_files, read_catalog
@@ -140,35 +140,7 @@ def test_tables_equal_brute_force(events: pd.DataFrame) -> None:
         if name != "user_item_latest":
             assert_tables_match(built[name], expected[name])
     horizon = _horizon(_to_arrow(events))
-    assert _unpacked(built["user_item_latest"]) == _latest_pairs(expected["user_item"], horizon)
-
-
-def _latest_pairs(user_item: pd.DataFrame, horizon: int) -> dict[tuple[str, str], list[float]]:
-    """Reference for user_item_latest: each pair's latest brute-force user_item row, if it
-    is within the 30-day ttl at the horizon: (row time, the 12 features)."""
-    from flywheel.packed_history import HISTORY_FEATURES, HISTORY_TTL_S
-
-    oldest = horizon * 3600 - HISTORY_TTL_S
-    out = {}
-    for (user, item), rows in user_item.groupby(["user_id", "item_id"]):
-        row = rows.sort_values("event_timestamp").iloc[-1]
-        ts = int(row["event_timestamp"]) / 1e6  # the reference's epoch µs
-        if ts >= oldest:
-            values = [float(row[f]) if pd.notna(row[f]) else None for f in HISTORY_FEATURES]
-            out[(str(user), str(item))] = [ts, *values]
-    return out
-
-
-def _unpacked(packed: pd.DataFrame) -> dict[tuple[str, str], list[float]]:
-    from flywheel.packed_history import WIDTH
-
-    out = {}
-    for row in packed.itertuples():
-        values = np.asarray(row.ui_values, dtype=float).reshape(-1, WIDTH)
-        assert row.event_timestamp.timestamp() == values[:, 0].max()
-        for item, v in zip(row.ui_items, values, strict=True):
-            out[(row.user_id, item)] = [None if np.isnan(x) else float(x) for x in v]
-    return out
+    assert unpacked(built["user_item_latest"]) == latest_pairs(expected["user_item"], horizon)
 
 
 def test_edge_snapshot_values_by_hand() -> None:

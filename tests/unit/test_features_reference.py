@@ -13,6 +13,7 @@ for the tests that look rows up the way Feast does.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter
 from datetime import UTC, datetime
@@ -261,3 +262,32 @@ def test_reference_counts_a_hand_made_case() -> None:
     assert first["last_event_unix"] == t.replace(minute=30).timestamp()
     assert ref["user_category"]["cat_affinity_7d"].tolist() == [0.5, 0.5]  # item 6 unknown
     assert ref["item_activity"]["item_id"].tolist() == ["5", "5", "6"]
+
+
+def latest_pairs(user_item: pd.DataFrame, horizon: int) -> dict[tuple[str, str], list[float]]:
+    """Reference for user_item_latest: each pair's latest brute-force user_item row, if it
+    is within the 30-day ttl at the horizon: (row time, the 12 features)."""
+    from flywheel.packed_history import HISTORY_FEATURES, HISTORY_TTL_S
+
+    oldest = horizon * 3600 - HISTORY_TTL_S
+    out = {}
+    for (user, item), rows in user_item.groupby(["user_id", "item_id"]):
+        row = rows.sort_values("event_timestamp").iloc[-1]
+        ts = int(row["event_timestamp"]) / 1e6  # the reference's epoch µs
+        if ts >= oldest:
+            values = [float(row[f]) if pd.notna(row[f]) else None for f in HISTORY_FEATURES]
+            out[(str(user), str(item))] = [ts, *values]
+    return out
+
+
+def unpacked(packed: pd.DataFrame) -> dict[tuple[str, str], list[float]]:
+    from flywheel.packed_history import WIDTH
+
+    out = {}
+    for row in packed.itertuples():
+        flat = [float(x) for x in row.ui_values]
+        values = [flat[i : i + WIDTH] for i in range(0, len(flat), WIDTH)]
+        assert row.event_timestamp.timestamp() == max(v[0] for v in values)
+        for item, v in zip(row.ui_items, values, strict=True):
+            out[(row.user_id, item)] = [None if math.isnan(x) else x for x in v]
+    return out
