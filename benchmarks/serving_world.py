@@ -27,6 +27,8 @@ import pyarrow.parquet as pq
 from flywheel.config import Settings
 
 N_USERS, N_ITEMS = 400, 600
+#: Items in each user's user x item history (ranking_v2).
+PAIRS_PER_USER = 20
 #: Id styles: ``int`` = integers' decimal text (what JSON integers become), ``shop`` = strings.
 ID_STYLES = ("int", "shop")
 
@@ -89,22 +91,62 @@ def write_feature_tables(
         "item_catalog": pd.DataFrame(
             {"item_id": items, **stamp, "category": [f"c{i % 5}" for i in range(N_ITEMS)]}
         ),
+        # ranking_v2's views (a tree without them skips them): each user has a history
+        # with PAIRS_PER_USER items, so a v2 request expands a packed row of that many
+        "user_item": pd.DataFrame(
+            {
+                "user_id": np.repeat(users, PAIRS_PER_USER),
+                "item_id": [
+                    items[i]
+                    for _ in range(N_USERS)
+                    for i in rng.choice(N_ITEMS, PAIRS_PER_USER, replace=False)
+                ],
+                **stamp,
+            }
+        ),
+        "user_category_history": pd.DataFrame(
+            {"user_id": users, "category": [f"c{u % 5}" for u in range(N_USERS)], **stamp}
+        ),
+        "user_activity_30d": pd.DataFrame({"user_id": users, **stamp}),
+        "item_activity_30d": pd.DataFrame({"item_id": items, **stamp}),
+        "category_price": pd.DataFrame({"category": [f"c{c}" for c in range(5)], **stamp}),
     }
     settings.feature_data_dir.mkdir(parents=True, exist_ok=True)
+    from flywheel.schemas import FEATURE_TABLES
+
     for name, frame in frames.items():
-        pq.write_table(_table(frame, name, rng), settings.feature_data_dir / f"{name}.parquet")
+        if name not in FEATURE_TABLES:  # an older tree's contract
+            continue
+        table = _table(frame, name, rng)
+        pq.write_table(table, settings.feature_data_dir / f"{name}.parquet")
+        if name == "user_item" and "user_item_latest" in FEATURE_TABLES:
+            from flywheel.features.packed import packed_from_user_item
+
+            latest = packed_from_user_item(table)  # its online form, as the build writes it
+            pq.write_table(latest, settings.feature_data_dir / "user_item_latest.parquet")
 
 
-def train_booster(path: Path, seed: int = 0) -> Path:
+def champion_service(settings: Settings) -> tuple[str, tuple[str, ...]]:
+    """The feature service new models of this tree train on, and its model columns
+    (``ranking_v1`` and its columns in a tree without feature-set versions)."""
+    from flywheel import ranking
+
+    if not hasattr(ranking, "model_features"):
+        return "ranking_v1", tuple(ranking.MODEL_FEATURES)
+    from flywheel.feature_store import feature_service_name
+
+    service = feature_service_name(settings)
+    return service, tuple(ranking.model_features(service))
+
+
+def train_booster(path: Path, columns: tuple[str, ...], seed: int = 0) -> Path:
     """A 100-tree depth-6 booster on random data: the size of a real ranking model."""
     import xgboost as xgb
 
-    from flywheel.ranking import MODEL_FEATURES
-
     rng = np.random.default_rng(seed)
-    x = rng.random((5000, len(MODEL_FEATURES))).astype(np.float32) * 60
+    x = rng.random((5000, len(columns))).astype(np.float32) * 60
     y = (x[:, :3] @ rng.random(3) + rng.normal(0, 10, len(x)) > 45).astype(int)
-    matrix = xgb.DMatrix(x, y, feature_names=list(MODEL_FEATURES))
+    matrix = xgb.DMatrix(x, y, feature_names=list(columns))
     params = {"objective": "binary:logistic", "max_depth": 6, "seed": seed, "nthread": 1}
     xgb.train(params, matrix, num_boost_round=100).save_model(str(path))
     return path
@@ -119,8 +161,9 @@ def build_world(settings: Settings, ids: str = "int") -> None:
     write_feature_tables(settings, now, ids=ids)
     fs.apply(settings)
     fs.materialize(settings, end=now + timedelta(seconds=1))
-    model = train_booster(settings.workspace / "bench-model.ubj")
-    lineage = {"run_id": "bench", "data_window": "bench", "feature_service": "ranking_v1"}
+    service, columns = champion_service(settings)
+    model = train_booster(settings.workspace / "bench-model.ubj", columns)
+    lineage = {"run_id": "bench", "data_window": "bench", "feature_service": service}
     register_model(settings, model, {"auc": 0.5}, lineage)
 
 

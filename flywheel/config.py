@@ -55,8 +55,10 @@ class FeastSettings(BaseModel):
     redis_connection_string: str = "localhost:6379"
     #: Registry location; ``None`` puts a file registry in the workspace.
     registry: str | None = None
-    #: Version suffix of the feature service shared by training and serving.
-    feature_service_version: int = Field(default=1, ge=1)
+    #: Version suffix of the feature service new models are trained on (training sets,
+    #: shards, lineage). A champion keeps being served through the service its lineage
+    #: names, so a ``ranking_v1`` model serves on until a v2 model replaces it.
+    feature_service_version: int = Field(default=2, ge=1)
     #: DuckDB ``memory_limit`` of a ``duckdb-asof`` point-in-time retrieval (e.g. ``"1GB"``,
     #: ``None``: DuckDB's default of 80% of RAM). Over it the join spills to the workspace's
     #: ``tmp/duckdb``: a 1M-row training set at 10M events peaks at ~1.7 GB instead of ~2.5.

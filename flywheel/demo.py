@@ -79,15 +79,16 @@ def score_rankings(
     """
     from flywheel import feature_store
     from flywheel.lake import feature_time
-    from flywheel.ranking import model_inputs
+    from flywheel.ranking import model_inputs, service_with_columns
     from flywheel.registry import load_champion_booster
     from flywheel.simulate import World, examination_prob
-    from flywheel.train import predict
+    from flywheel.train import booster_features, predict
 
     champion = load_champion_booster(settings)
     if champion is None:
         raise ValueError("no champion model: run `flywheel cycle` first")
     _, booster = champion
+    service = service_with_columns(booster_features(booster))  # the champion's own inputs
     world = World.load(world_dir)
     at = feature_time(settings) - timedelta(seconds=1)
     rng = np.random.default_rng(seed)
@@ -100,9 +101,9 @@ def score_rankings(
         truth = world.cart_given_view(np.full(len(cands), user), cands, at)
         ids = world.ids  # features are keyed by the shop's ids, the ground truth by index
         feats = feature_store.online_features(
-            store, ids.user_id(user), ids.item_ids(cands).to_pylist(), as_of=at
+            store, ids.user_id(user), ids.item_ids(cands).to_pylist(), service, as_of=at
         )
-        scores = predict(booster, model_inputs(feats, at.timestamp()))
+        scores = predict(booster, model_inputs(feats, at.timestamp(), service))
         totals["model"] += float(weights @ truth[np.argsort(-scores)[:k]])
         totals["random"] += float(weights @ truth[:k])
         totals["oracle"] += float(weights @ np.sort(truth)[::-1][:k])

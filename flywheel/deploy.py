@@ -117,12 +117,11 @@ class LocalTarget:
             return None
 
     def smoke_test(self, tag: str) -> None:
-        from flywheel.ranking import MODEL_FEATURES
         from flywheel.registry import model_file
-        from flywheel.train import load_booster, predict
+        from flywheel.train import booster_features, load_booster, predict
 
         booster = load_booster(model_file(self.settings, tag))
-        smoke_test_booster(lambda x: predict(booster, x), len(MODEL_FEATURES))
+        smoke_test_booster(lambda x: predict(booster, x), len(booster_features(booster)))
 
 
 def deploy(settings: Settings, tag: str, target: Target | None = None) -> DeployResult:

@@ -36,7 +36,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from flywheel.popularity import POPULARITY_FEATURES, popularity_scores
-from flywheel.train import check_labels, inspect_shards, load_booster, predict, read_split
+from flywheel.train import (
+    booster_features,
+    check_labels,
+    inspect_shards,
+    load_booster,
+    predict,
+    read_split,
+)
 
 log = logging.getLogger(__name__)
 
@@ -299,12 +306,17 @@ def evaluate(
     out = Path(out_dir)
     info = inspect_shards(shards_dir, splits=("test",))
     check_labels(info, "test")
-    x, y, groups = read_split(info, "test")
-    scores = {"challenger": predict(load_booster(challenger_path), x)}
+    challenger = load_booster(challenger_path)
+    x, y, groups = read_split(info, "test", booster_features(challenger))
+    scores = {"challenger": predict(challenger, x)}
     if champion_path is not None:
-        scores["champion"] = predict(load_booster(champion_path), x)
+        # A champion of an older feature service reads its own columns of the same rows
+        # (every service's model columns start with the ones before it).
+        champion = load_booster(champion_path)
+        x_champion, _, _ = read_split(info, "test", booster_features(champion))
+        scores["champion"] = predict(champion, x_champion)
     metrics = {name: score_metrics(y, p, groups) for name, p in scores.items()}
-    baseline = popularity_scores(x)
+    baseline = popularity_scores(x, booster_features(challenger))
     popularity = BaselineMetrics(auc(y, baseline), ndcg_at_k(y, baseline, groups))
     decision = decide(rule, metrics["challenger"], metrics.get("champion"), popularity.auc)
     log.info("%s: %s", "blessed" if decision.blessed else "not blessed", decision.reason)

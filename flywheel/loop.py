@@ -211,7 +211,7 @@ def measure_arms(
             if service not in inputs:  # both arms usually read the same feature service
                 reader = readers.setdefault(service, OnlineFeatureReader(store, service))
                 frame = reader.read(world.ids.user_id(user), cand_ids, at)
-                inputs[service] = model_inputs(frame, at.timestamp())
+                inputs[service] = model_inputs(frame, at.timestamp(), service)
             ranks.append(np.argsort(-predict(model.booster, inputs[service]), kind="stable"))
         ranks.append(np.argsort(-truth, kind="stable"))
         per_user[i] = [expected_ctr(truth, order, k) for order in ranks]

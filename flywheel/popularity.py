@@ -17,6 +17,7 @@ impression and never its own cart or purchase (the label). Items without a snaps
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 import numpy as np
@@ -27,11 +28,13 @@ from flywheel.ranking import MODEL_FEATURES
 POPULARITY_FEATURES: Final[tuple[str, ...]] = ("item_purchases_7d", "item_views_7d")
 
 
-def popularity_scores(x: np.ndarray) -> np.ndarray:
+def popularity_scores(x: np.ndarray, columns: Sequence[str] = MODEL_FEATURES) -> np.ndarray:
     """The baseline's score of every row of a model-input matrix.
 
     Args:
-        x: ``[n, len(MODEL_FEATURES)]`` model inputs (a test shard, :func:`read_split`).
+        x: ``[n, len(columns)]`` model inputs (a test shard, :func:`read_split`).
+        columns: ``x``'s column names (a feature service's model columns; any service's
+            hold :data:`POPULARITY_FEATURES`).
 
     Returns:
         float64 ``[n]``: the dense rank of the row's ``(item_purchases_7d, item_views_7d)``
@@ -39,12 +42,17 @@ def popularity_scores(x: np.ndarray) -> np.ndarray:
         so ties stay ties for AUC and NDCG. The scores rank; they are not probabilities.
 
     Raises:
-        ValueError: ``x`` does not have one column per :data:`MODEL_FEATURES`.
+        ValueError: ``x`` does not have one column per name of ``columns``, or
+            ``columns`` lacks a popularity feature.
     """
-    if x.ndim != 2 or x.shape[1] != len(MODEL_FEATURES):
-        raise ValueError(f"X has shape {x.shape}; expected (n, {len(MODEL_FEATURES)})")
-    columns = [MODEL_FEATURES.index(name) for name in POPULARITY_FEATURES]
+    names = list(columns)
+    if x.ndim != 2 or x.shape[1] != len(names):
+        raise ValueError(f"X has shape {x.shape}; expected (n, {len(names)})")
+    absent = [name for name in POPULARITY_FEATURES if name not in names]
+    if absent:
+        raise ValueError(f"the model columns lack the popularity feature(s) {absent}")
+    picked = [names.index(name) for name in POPULARITY_FEATURES]
     # np.unique over rows sorts them lexicographically, first column first.
-    _, rank = np.unique(x[:, columns], axis=0, return_inverse=True)
+    _, rank = np.unique(x[:, picked], axis=0, return_inverse=True)
     top = int(rank.max()) if len(rank) else 0
     return rank / max(top, 1)  # true division: float64

@@ -4,8 +4,10 @@ Output contract (read by train and evaluate)::
 
     D/train/*.parquet  D/valid/*.parquet  D/test/*.parquet  D/metadata.json
 
-Each shard has the float32 :data:`flywheel.ranking.MODEL_FEATURES` columns, an int8
-``label``, a string ``group_id``, ``user_id``, ``item_id`` and ``event_timestamp``.
+Each shard has the float32 model columns of the configured feature service
+(:func:`flywheel.ranking.model_features`; ``metadata.json`` names the service and the
+columns), an int8 ``label``, a string ``group_id``, ``user_id``, ``item_id`` and
+``event_timestamp``.
 Splits are by time (train earliest, test latest), cut at timestamp quantiles so each split
 gets its share of rows; no test row is older than any train row.
 """
@@ -24,7 +26,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from flywheel.ranking import MODEL_FEATURES, model_inputs
+from flywheel.feature_store import feature_service_name
+from flywheel.ranking import model_features, model_inputs
 
 if TYPE_CHECKING:
     from flywheel.config import Settings
@@ -58,17 +61,18 @@ class PreprocessSummary:
     seconds: float
 
 
-def to_model_rows(batch: pd.DataFrame) -> pd.DataFrame:
+def to_model_rows(batch: pd.DataFrame, service: str) -> pd.DataFrame:
     """One batch of the training set -> model-input rows (pure; Ray-free for tests).
 
     Rows without a label or an entity timestamp are dropped; feature gaps are filled by
-    :func:`flywheel.ranking.model_inputs` exactly as serving fills them.
+    :func:`flywheel.ranking.model_inputs` for ``service`` (the feature service the training
+    set was read through) exactly as serving fills them.
     """
     batch = batch.loc[batch["label"].notna() & batch["event_timestamp"].notna()]
     ts = pd.to_datetime(batch["event_timestamp"], utc=True)
     at_unix = ts.astype("int64").to_numpy() / 1e9 if len(batch) else np.zeros(0)
-    x = model_inputs(batch, at_unix)
-    out = pd.DataFrame(x, columns=list(MODEL_FEATURES), index=batch.index)
+    x = model_inputs(batch, at_unix, service)
+    out = pd.DataFrame(x, columns=list(model_features(service)), index=batch.index)
     out["label"] = batch["label"].astype(np.int8)
     out["group_id"] = batch["group_id"].astype(str)
     out["user_id"] = batch["user_id"].astype(str)
@@ -119,7 +123,8 @@ def preprocess(
     use_ray = engine == "ray" or (engine == "auto" and len(ts) > LOCAL_MAX_ROWS)
     log.info("preprocess: %d rows with %s", len(ts), "Ray Data" if use_ray else "Arrow in-process")
     write = _write_with_ray if use_ray else _write_in_process
-    write(settings, training_set, cuts, tmp)
+    service = feature_service_name(settings)
+    write(settings, training_set, cuts, tmp, service)
     rows: dict[str, int] = {}
     rates: dict[str, float] = {}
     for name in SPLITS:
@@ -136,7 +141,8 @@ def preprocess(
         rates[name] = float(np.mean(table.column(0).to_numpy()))
         log.info("preprocess: %s split %d rows (positive rate %.3f)", name, rows[name], rates[name])
     meta = {
-        "feature_columns": list(MODEL_FEATURES),
+        "feature_service": service,
+        "feature_columns": list(model_features(service)),
         "label": "label",
         "group": "group_id",
         "data_window": data_window or {"start": str(ts.min()), "end": str(ts.max())},
@@ -155,7 +161,9 @@ def preprocess(
     )
 
 
-def _write_with_ray(settings: Settings, training_set: Path, cuts: list[Any], tmp: Path) -> None:
+def _write_with_ray(
+    settings: Settings, training_set: Path, cuts: list[Any], tmp: Path, service: str
+) -> None:
     """One Ray Data pass: encode, tag each row's split, write ``tmp/split=<name>/``."""
     import ray.data
 
@@ -165,13 +173,15 @@ def _write_with_ray(settings: Settings, training_set: Path, cuts: list[Any], tmp
     ds = ray.data.read_parquet(str(training_set))
     ds.map_batches(
         _tag_split,  # type: ignore[arg-type]  # fn_args supplies the second parameter
-        fn_args=(cuts,),
+        fn_args=(cuts, service),
         batch_format="pandas",
         batch_size=settings.ray.batch_size,
     ).write_parquet(str(tmp), partition_cols=["split"])
 
 
-def _write_in_process(settings: Settings, training_set: Path, cuts: list[Any], tmp: Path) -> None:
+def _write_in_process(
+    settings: Settings, training_set: Path, cuts: list[Any], tmp: Path, service: str
+) -> None:
     """The same encoding and layout as :func:`_write_with_ray`, in this process, in batches."""
     import pyarrow as pa
     import pyarrow.dataset as pads
@@ -179,7 +189,7 @@ def _write_in_process(settings: Settings, training_set: Path, cuts: list[Any], t
     parts: dict[str, list[pa.Table]] = {name: [] for name in SPLITS}
     source = pads.dataset(str(training_set), format="parquet")
     for batch in source.to_batches(batch_size=settings.ray.batch_size):
-        tagged = _tag_split(batch.to_pandas(), cuts)
+        tagged = _tag_split(batch.to_pandas(), cuts, service)
         for name, part in tagged.groupby("split", sort=False):
             table = pa.Table.from_pandas(part.drop(columns="split"), preserve_index=False)
             parts[str(name)].append(table)
@@ -189,9 +199,9 @@ def _write_in_process(settings: Settings, training_set: Path, cuts: list[Any], t
             pq.write_table(pa.concat_tables(tables), tmp / f"split={name}" / "part-00000.parquet")
 
 
-def _tag_split(batch: pd.DataFrame, cuts: list[Any]) -> pd.DataFrame:
+def _tag_split(batch: pd.DataFrame, cuts: list[Any], service: str) -> pd.DataFrame:
     """Encode a batch and add its ``split`` column (``ts <= cut0``: train, ``<= cut1``: valid)."""
-    out = to_model_rows(batch)
+    out = to_model_rows(batch, service)
     edges = np.array([pd.Timestamp(c).tz_convert(None).to_datetime64() for c in cuts])
     times = out["event_timestamp"].dt.tz_convert(None).to_numpy()
     idx = np.searchsorted(edges.astype("datetime64[ns]"), times.astype("datetime64[ns]"))

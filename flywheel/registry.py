@@ -36,8 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from flywheel.ranking import MODEL_FEATURES
-from flywheel.train import load_booster
+from flywheel.ranking import FEATURE_SETS
+from flywheel.train import booster_features, load_booster
 
 if TYPE_CHECKING:
     import xgboost as xgb
@@ -216,6 +216,21 @@ def _labels(metrics: Mapping[str, float], lineage: Mapping[str, Any]) -> dict[st
     return labels
 
 
+def _check_columns(columns: list[str], service: str, model_path: str | Path) -> None:
+    """A model's lineage names the feature service it is scored through: they must agree."""
+    if service not in FEATURE_SETS:
+        raise RegistryError(
+            f"lineage feature_service {service!r} is unknown; expected one of "
+            f"{', '.join(FEATURE_SETS)}"
+        )
+    want = list(FEATURE_SETS[service].model)
+    if columns != want:
+        raise RegistryError(
+            f"model {model_path} has {len(columns)} input columns, not the {len(want)} of its "
+            f"lineage's feature service {service}"
+        )
+
+
 def register_model(
     settings: Settings,
     model_path: str | Path,
@@ -235,16 +250,18 @@ def register_model(
         The new tag, e.g. ``flywheel-ranker:3xq...``.
 
     Raises:
-        RegistryError: lineage is incomplete. FileNotFoundError: no model at ``model_path``.
+        RegistryError: lineage is incomplete, or names a feature service whose model
+            columns are not the booster's. FileNotFoundError: no model at ``model_path``.
     """
     import bentoml
 
     labels = _labels(metrics, lineage)
     booster = load_booster(model_path)
+    _check_columns(booster_features(booster), str(lineage["feature_service"]), model_path)
     metadata = {
         "metrics": {k: float(v) for k, v in metrics.items()},
         "lineage": json.loads(json.dumps(dict(lineage), default=str)),
-        "feature_columns": list(MODEL_FEATURES),
+        "feature_columns": booster_features(booster),
         "source_model_path": str(model_path),
     }
     # A generic BentoML model (public ``bentoml.models.create``) holding the booster file:

@@ -92,17 +92,28 @@ def describe(schema: pa.Schema) -> str:
 
 
 # ---- Feature tables (written by flywheel.features, served by Feast) ---------------------
-# Every feature row is stamped with ``event_timestamp``: the moment its values became true.
-# Rows are snapshots taken at the end of each hour in which the entity had activity; a
-# window of length W at snapshot time T covers events with ``T - W <= ts < T``. Nothing at
+# Every feature row is stamped with ``event_timestamp`` T, an hour end: the moment its values
+# became true. A window of length W at T covers events with ``T - W <= ts < T``; nothing at
 # or after T is used, so a point-in-time join can never leak the future.
+# Two kinds of tables (README, "Feature tables"):
+# * snapshot tables (ranking_v1's): a row at the end of each hour in which the entity had
+#   activity; between two rows the values stay those of the entity's last activity;
+# * change-point tables (added by ranking_v2): a row at the end of each hour with an event
+#   (entry) and at each hour end when an event leaves one of the windows (exit; a zero row
+#   when the last one leaves), so the latest row at or before any time t holds exactly the
+#   windows ending at t's hour start. No row is stamped after the lake's last event hour.
 # ``created_timestamp`` is when the row was computed (Feast's tie-breaker).
 
 #: Hour-end snapshot cadence of the activity feature tables.
 SNAPSHOT_SECONDS: Final = 3600
 
-#: Window lengths, in seconds, used in feature names (``_1h``, ``_24h``, ``_7d``).
-WINDOWS: Final[dict[str, int]] = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
+#: Window lengths, in seconds, used in feature names (``_1h``, ``_24h``, ``_7d``, ``_30d``).
+WINDOWS: Final[dict[str, int]] = {
+    "1h": 3600,
+    "24h": 86_400,
+    "7d": 7 * 86_400,
+    "30d": 30 * 86_400,
+}
 
 _FEATURE_KEYS = [
     pa.field("event_timestamp", TS_TYPE, nullable=False),
@@ -130,8 +141,9 @@ USER_ACTIVITY_SCHEMA: Final = pa.schema(
     ]
 )
 
-#: Per (user, category) affinity over 7d, one row per category the user viewed in the
-#: window at each of the user's snapshots. ``cat_affinity_7d = cat_views_7d / views_7d``.
+#: Per (user, category) affinity over 7d at each of the user's snapshots: one row per
+#: category the user viewed in the window, and a zero row at the first snapshot after a
+#: category's last view left it. ``cat_affinity_7d = cat_views_7d / views_7d``.
 USER_CATEGORY_SCHEMA: Final = pa.schema(
     [
         pa.field("user_id", pa.string(), nullable=False),
@@ -166,6 +178,91 @@ ITEM_CATALOG_SCHEMA: Final = pa.schema(
     ]
 )
 
+# ---- change-point tables (ranking_v2) ----------------------------------------------------
+
+
+def _counts(prefix: str, kinds: tuple[str, ...], windows: tuple[str, ...]) -> list[pa.Field]:
+    return [
+        pa.field(f"{prefix}{kind}_{w}", pa.int64(), nullable=False)
+        for kind in kinds
+        for w in windows
+    ]
+
+
+#: Per (user, item) history: views, carts and purchases of this item by this user over
+#: 24h/7d/30d, and the epoch seconds of the latest view/cart/purchase before T (null if
+#: none). Rows exist while the pair has an event in the last 30 days, plus the zero row that
+#: closes the 30-day window.
+USER_ITEM_SCHEMA: Final = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        *_FEATURE_KEYS,
+        *_counts("ui_", ("views", "carts", "purchases"), ("24h", "7d", "30d")),
+        pa.field("ui_last_view_unix", pa.float64(), nullable=True),
+        pa.field("ui_last_cart_unix", pa.float64(), nullable=True),
+        pa.field("ui_last_purchase_unix", pa.float64(), nullable=True),
+    ]
+)
+
+#: ``user_item``'s online form: per user, the latest row of each of the user's pairs, packed
+#: (``flywheel/packed_history.py``): ``ui_items`` the items, ``ui_values`` 13 numbers per item.
+USER_ITEM_LATEST_SCHEMA: Final = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        *_FEATURE_KEYS,
+        pa.field("ui_items", pa.list_(pa.string()), nullable=False),
+        pa.field("ui_values", pa.list_(pa.float64()), nullable=False),
+    ]
+)
+
+#: Per (user, category) intent: carts and purchases of the category's (catalog) items over
+#: 7d, and views, carts and purchases over 30d.
+USER_CATEGORY_HISTORY_SCHEMA: Final = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        *_FEATURE_KEYS,
+        pa.field("cat_carts_7d", pa.int64(), nullable=False),
+        pa.field("cat_purchases_7d", pa.int64(), nullable=False),
+        pa.field("cat_views_30d", pa.int64(), nullable=False),
+        pa.field("cat_carts_30d", pa.int64(), nullable=False),
+        pa.field("cat_purchases_30d", pa.int64(), nullable=False),
+    ]
+)
+
+#: Per-user activity over 30 days.
+USER_ACTIVITY_30D_SCHEMA: Final = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        *_FEATURE_KEYS,
+        *_counts("", ("views", "carts", "purchases", "clicks"), ("30d",)),
+    ]
+)
+
+#: Per-item activity over 30 days, and the item's trend: ``item_trend_24h_7d`` is the
+#: views of the last 24h against the daily mean of the last 7d (``7 * views_24h /
+#: views_7d``; 1.0 = steady, 0.0 when no views in 7d).
+ITEM_ACTIVITY_30D_SCHEMA: Final = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        *_FEATURE_KEYS,
+        *_counts("item_", ("views", "carts", "purchases"), ("30d",)),
+        pa.field("item_trend_24h_7d", pa.float64(), nullable=False),
+    ]
+)
+
+#: Per-category price level: the median catalog price of the category's items created at
+#: or before T, one row per distinct creation time (the model's input is the item's price
+#: over it, ``ranking.model_inputs``).
+CATEGORY_PRICE_SCHEMA: Final = pa.schema(
+    [
+        pa.field("category", pa.string(), nullable=False),
+        *_FEATURE_KEYS,
+        pa.field("cat_median_price", pa.float64(), nullable=False),
+    ]
+)
+
 #: Directory names of the feature tables under ``Settings.feature_data_dir`` (the Feast
 #: repo_path), keyed by Feast feature view name.
 FEATURE_TABLES: Final[dict[str, pa.Schema]] = {
@@ -173,4 +270,10 @@ FEATURE_TABLES: Final[dict[str, pa.Schema]] = {
     "user_category": USER_CATEGORY_SCHEMA,
     "item_activity": ITEM_ACTIVITY_SCHEMA,
     "item_catalog": ITEM_CATALOG_SCHEMA,
+    "user_item": USER_ITEM_SCHEMA,
+    "user_item_latest": USER_ITEM_LATEST_SCHEMA,
+    "user_category_history": USER_CATEGORY_HISTORY_SCHEMA,
+    "user_activity_30d": USER_ACTIVITY_30D_SCHEMA,
+    "item_activity_30d": ITEM_ACTIVITY_30D_SCHEMA,
+    "category_price": CATEGORY_PRICE_SCHEMA,
 }

@@ -1,8 +1,11 @@
 """Train the ranking model: data-parallel XGBoost on Ray Train over the preprocessed shards.
 
 Input: a shards directory ``D`` written by the preprocess stage, holding
-``D/{train,valid,test}/*.parquet`` (float32 :data:`~flywheel.ranking.MODEL_FEATURES`, int8
-``label``, string ``group_id``, ids and ``event_timestamp``) and ``D/metadata.json``.
+``D/{train,valid,test}/*.parquet`` (the float32 model columns of the feature service the
+shards were built through, :func:`~flywheel.ranking.model_features`; int8 ``label``, string
+``group_id``, ids and ``event_timestamp``) and ``D/metadata.json`` (``feature_service``,
+``feature_columns``). The booster keeps the column names, so a model is always scored on
+its own columns (:func:`predict`, :func:`read_split`).
 Output (in ``out_dir``): ``model.ubj`` (the booster), ``train_metrics.json`` and the Ray
 Train run directory with its checkpoint under ``out_dir/ray_results``.
 
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from flywheel.ranking import MODEL_FEATURES
+from flywheel.ranking import FEATURE_SETS, MODEL_FEATURES
 from flywheel.ray_runtime import ensure_ray
 
 if TYPE_CHECKING:
@@ -75,6 +78,11 @@ class ShardsInfo:
     files: dict[str, list[Path]]
     rows: dict[str, int]
 
+    @property
+    def feature_columns(self) -> list[str]:
+        """The model input columns of these shards, in order."""
+        return list(self.metadata["feature_columns"])
+
 
 @dataclass(frozen=True)
 class TrainSummary:
@@ -106,8 +114,8 @@ def inspect_shards(shards_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> 
 
     Raises:
         ShardError: missing/invalid ``metadata.json``, feature columns that differ from
-            ``MODEL_FEATURES``, a missing or empty split, an unreadable Parquet file, or a
-            file lacking a required column.
+            the model columns of its feature service, a missing or empty split, an
+            unreadable Parquet file, or a file lacking a required column.
     """
     root = Path(shards_dir)
     metadata = _read_metadata(root)
@@ -117,7 +125,7 @@ def inspect_shards(shards_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> 
         files[split] = sorted((root / split).glob("*.parquet"))
         if not files[split]:
             raise ShardError(f"split {split!r} has no Parquet files in {root / split}")
-        rows[split] = sum(_check_shard_file(f) for f in files[split])
+        rows[split] = sum(_check_shard_file(f, metadata["feature_columns"]) for f in files[split])
         if rows[split] == 0:
             raise ShardError(f"split {split!r} in {root / split} has 0 rows; expected > 0")
     return ShardsInfo(root=root, metadata=metadata, files=files, rows=rows)
@@ -136,18 +144,26 @@ def _read_metadata(root: Path) -> dict[str, Any]:
     for key, expected in (("label", LABEL), ("group", GROUP)):
         if metadata.get(key, expected) != expected:
             raise ShardError(f"{path}: {key!r} is {metadata[key]!r}; expected {expected!r}")
+    # Shards written before services were versioned carry no name: ranking_v1's columns.
+    service = metadata.get("feature_service", "ranking_v1")
+    if service not in FEATURE_SETS:
+        raise ShardError(
+            f"{path}: feature_service {service!r} is unknown; expected one of "
+            f"{', '.join(FEATURE_SETS)}"
+        )
+    want = list(FEATURE_SETS[service].model)
     columns = metadata.get("feature_columns")
-    if columns != list(MODEL_FEATURES):
+    if columns != want:
         got = set(columns or [])
         raise ShardError(
-            f"{path}: feature_columns do not match flywheel.ranking.MODEL_FEATURES "
-            f"(missing {sorted(set(MODEL_FEATURES) - got)}, unexpected "
-            f"{sorted(got - set(MODEL_FEATURES))}, order must match too); got {columns!r}"
+            f"{path}: feature_columns do not match the model columns of {service} "
+            f"(flywheel.ranking; missing {sorted(set(want) - got)}, unexpected "
+            f"{sorted(got - set(want))}, order must match too); got {columns!r}"
         )
     return dict(metadata)
 
 
-def _check_shard_file(path: Path) -> int:
+def _check_shard_file(path: Path, feature_columns: list[str]) -> int:
     """Return the row count of one shard after checking it opens and has the columns."""
     import pyarrow.parquet as pq
 
@@ -156,7 +172,7 @@ def _check_shard_file(path: Path) -> int:
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for bad files
         raise ShardError(f"shard {path} is not readable Parquet: {exc}") from exc
     names = set(parquet.schema_arrow.names)
-    missing = [c for c in (*MODEL_FEATURES, LABEL) if c not in names]
+    missing = [c for c in (*feature_columns, LABEL) if c not in names]
     if missing:
         raise ShardError(f"shard {path} lacks required columns {missing}")
     return int(parquet.metadata.num_rows)
@@ -191,22 +207,38 @@ def _read_columns(pq: Any, path: Path, columns: list[str]) -> pa.Table:
         raise ShardError(f"shard {path} could not be read: {exc}") from exc
 
 
-def read_split(info: ShardsInfo, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Load one split in-process: ``(X float32 [n, n_features], y int8 [n], group_id [n])``."""
+def read_split(
+    info: ShardsInfo, split: str, features: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Load one split in-process: ``(X float32 [n, n_features], y int8 [n], group_id [n])``.
+
+    ``features``: the model columns to read (default: the shards' own); a ranking_v1
+    champion reads its 21 from ranking_v2 shards, whose columns start with v1's.
+
+    Raises:
+        ShardError: a requested column is not in the shards.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = [*MODEL_FEATURES, LABEL, GROUP]
+    features = info.feature_columns if features is None else list(features)
+    absent = [c for c in features if c not in info.feature_columns]
+    if absent:
+        raise ShardError(
+            f"shards {info.root} ({info.metadata.get('feature_service', 'ranking_v1')}) lack "
+            f"the model columns {absent}"
+        )
+    columns = [*features, LABEL, GROUP]
     table = pa.concat_tables(_read_columns(pq, p, columns) for p in info.files[split])
-    x = _feature_matrix(table)
+    x = _feature_matrix(table, features)
     y = table.column(LABEL).to_numpy().astype(np.int8)
     groups = table.column(GROUP).to_numpy(zero_copy_only=False)
     return x, y, groups
 
 
-def _feature_matrix(table: pa.Table) -> np.ndarray:
-    """The model inputs of a shard table: float32, columns in :data:`MODEL_FEATURES` order."""
-    return np.column_stack([table.column(c).to_numpy().astype(np.float32) for c in MODEL_FEATURES])
+def _feature_matrix(table: pa.Table, features: list[str]) -> np.ndarray:
+    """The model inputs of a shard table: float32, columns in ``features`` order."""
+    return np.column_stack([table.column(c).to_numpy().astype(np.float32) for c in features])
 
 
 # ---- model helpers -------------------------------------------------------------------
@@ -224,13 +256,23 @@ def load_booster(path: str | Path) -> xgb.Booster:
     return booster
 
 
+def booster_features(booster: xgb.Booster) -> list[str]:
+    """The input columns a booster was trained on (ranking_v1's if it kept no names)."""
+    return list(booster.feature_names or MODEL_FEATURES)
+
+
 def predict(booster: xgb.Booster, x: np.ndarray) -> np.ndarray:
-    """Click probabilities (float64, shape ``[n]``) for a ``[n, len(MODEL_FEATURES)]`` matrix."""
+    """Click probabilities (float64, shape ``[n]``) for a ``[n, n_features]`` matrix whose
+    columns are the booster's own (:func:`booster_features`)."""
     import xgboost as xgb
 
-    if x.ndim != 2 or x.shape[1] != len(MODEL_FEATURES):
-        raise ValueError(f"X has shape {x.shape}; expected (n, {len(MODEL_FEATURES)})")
-    matrix = xgb.DMatrix(np.asarray(x, dtype=np.float32), feature_names=list(MODEL_FEATURES))
+    names = booster_features(booster)
+    if x.ndim != 2 or x.shape[1] != len(names):
+        raise ValueError(
+            f"X has shape {x.shape}; expected (n, {len(names)}): the model's columns "
+            f"{names[0]!r}..{names[-1]!r} (was it scored with its own feature service?)"
+        )
+    matrix = xgb.DMatrix(np.asarray(x, dtype=np.float32), feature_names=names)
     return np.asarray(booster.predict(matrix), dtype=np.float64)
 
 
@@ -259,7 +301,7 @@ def row_range(files: list[str], start: int, stop: int, columns: list[str]) -> pa
     return pa.concat_tables(pieces)
 
 
-def _shard_matrix(files: list[str], total_rows: int) -> xgb.DMatrix:
+def _shard_matrix(files: list[str], total_rows: int, features: list[str]) -> xgb.DMatrix:
     """This worker's contiguous share of a split as a DMatrix (runs on a Ray Train worker).
 
     Rank ``r`` of ``w`` workers reads rows ``[n*r/w, n*(r+1)/w)`` straight from the split's
@@ -273,12 +315,12 @@ def _shard_matrix(files: list[str], total_rows: int) -> xgb.DMatrix:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     start, stop = total_rows * rank // world, total_rows * (rank + 1) // world
-    table = row_range(files, start, stop, [*MODEL_FEATURES, LABEL])
+    table = row_range(files, start, stop, [*features, LABEL])
     if table.num_rows == 0:
-        empty = np.zeros((0, len(MODEL_FEATURES)), dtype=np.float32)
-        return xgb.DMatrix(empty, label=np.zeros(0), feature_names=list(MODEL_FEATURES))
+        empty = np.zeros((0, len(features)), dtype=np.float32)
+        return xgb.DMatrix(empty, label=np.zeros(0), feature_names=features)
     y = table.column(LABEL).to_numpy().astype(np.float32)
-    return xgb.DMatrix(_feature_matrix(table), label=y, feature_names=list(MODEL_FEATURES))
+    return xgb.DMatrix(_feature_matrix(table, features), label=y, feature_names=features)
 
 
 def _train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -286,9 +328,9 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     import xgboost as xgb
 
     started_unix, started = time.time(), time.perf_counter()
-    splits = config["splits"]
-    dtrain = _shard_matrix(splits["train"]["files"], splits["train"]["rows"])
-    dvalid = _shard_matrix(splits["valid"]["files"], splits["valid"]["rows"])
+    splits, features = config["splits"], config["feature_columns"]
+    dtrain = _shard_matrix(splits["train"]["files"], splits["train"]["rows"], features)
+    dvalid = _shard_matrix(splits["valid"]["files"], splits["valid"]["rows"], features)
     loaded = time.perf_counter()
     evals_result: dict[str, Any] = {}
     stopper = xgb.callback.EarlyStopping(
@@ -365,7 +407,7 @@ def _fit(settings: Settings, info: ShardsInfo, config: dict[str, Any], out_dir: 
     }
     trainer = XGBoostTrainer(
         _train_loop_per_worker,
-        train_loop_config={**config, "splits": splits},
+        train_loop_config={**config, "splits": splits, "feature_columns": info.feature_columns},
         scaling_config=ray.train.ScalingConfig(
             num_workers=settings.ray.num_workers,
             resources_per_worker={"CPU": settings.ray.cpus_per_worker},
@@ -474,7 +516,8 @@ def _metrics_record(
     return {
         **reported,
         "rows": {"train": info.rows["train"], "valid": info.rows["valid"]},
-        "feature_columns": list(MODEL_FEATURES),
+        "feature_service": info.metadata.get("feature_service", "ranking_v1"),
+        "feature_columns": info.feature_columns,
         "data_window": info.metadata.get("data_window"),
         "params": config["params"],
         "num_boost_round": config["num_boost_round"],

@@ -1,6 +1,6 @@
 """Synthetic preprocessed shards with a known ground truth, for train/evaluate tests.
 
-The label is drawn from a logistic model over four of the :data:`MODEL_FEATURES` (one
+The label is drawn from a logistic model over four of ranking_v1's model columns (one
 pairwise interaction included, so trees have something to find); the other features are
 pure noise. Because the true click probability of every row is known, a trained model's
 AUC can be compared with the best AUC any model could reach on the same rows (the
@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flywheel.ranking import MODEL_FEATURES
+from flywheel.ranking import model_features
 
 SPLITS = ("train", "valid", "test")
 #: The features that carry signal, and their logistic weights.
@@ -53,10 +53,12 @@ def true_probability(features: pd.DataFrame) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logit))
 
 
-def make_frame(n_rows: int, seed: int, group_size: int = 10) -> tuple[pd.DataFrame, np.ndarray]:
+def make_frame(
+    n_rows: int, seed: int, group_size: int = 10, service: str = "ranking_v1"
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Build ``n_rows`` rows in the shard contract, time-ordered, and their true probability."""
     rng = np.random.default_rng(seed)
-    feats = {c: rng.standard_normal(n_rows).astype(np.float32) for c in MODEL_FEATURES}
+    feats = {c: rng.standard_normal(n_rows).astype(np.float32) for c in model_features(service)}
     frame = pd.DataFrame(feats)
     prob = true_probability(frame)
     frame["label"] = (rng.random(n_rows) < prob).astype(np.int8)
@@ -76,13 +78,16 @@ def write_shards(
     seed: int = 0,
     files_per_split: int = 2,
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    service: str = "ranking_v1",
 ) -> SyntheticShards:
     """Write ``root/{train,valid,test}/part-*.parquet`` and ``root/metadata.json``.
 
     Splits are by time, as the preprocess stage does: the earliest rows train, the latest
     test. Groups never straddle a split because split points are multiples of the group size.
+    ``service``: whose model columns the shards hold (ranking_v1's shards, as written before
+    services were versioned, name none).
     """
-    frame, prob = make_frame(n_rows, seed)
+    frame, prob = make_frame(n_rows, seed, service=service)
     cut1 = int(n_rows * fractions[0]) // 10 * 10
     cut2 = int(n_rows * (fractions[0] + fractions[1])) // 10 * 10
     bounds = {"train": (0, cut1), "valid": (cut1, cut2), "test": (cut2, n_rows)}
@@ -92,7 +97,8 @@ def write_shards(
         frames[split], probs[split] = part, prob[lo:hi]
         write_split(root / split, part, files_per_split)
     meta = {
-        "feature_columns": list(MODEL_FEATURES),
+        **({} if service == "ranking_v1" else {"feature_service": service}),
+        "feature_columns": list(model_features(service)),
         "label": "label",
         "group": "group_id",
         "data_window": {

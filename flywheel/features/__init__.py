@@ -1,4 +1,4 @@
-"""Feature build: the event lake turned into the four feature tables Feast serves.
+"""Feature build: the event lake turned into the feature tables Feast serves.
 
 ``build_features(settings)`` runs the Ray Data pipeline (``build.py``) over the pure math in
 ``aggregate.py``; see those modules for the shape of the build.

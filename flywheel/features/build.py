@@ -1,14 +1,20 @@
 """The feature build: lake scan, the Ray Data pipeline, and the atomic publish.
 
-1. Scan the lake: event count from the Parquet footers, and the distinct user and item
-   ids (read dictionary-encoded) that become the run's dense keys (``features.keys``).
+1. Scan the lake: event count and the last event time from the Parquet footers, and the
+   distinct user and item ids (read dictionary-encoded) that become the run's dense keys
+   (``features.keys``).
 2. Stream the lake through ``map_batches(hourly_partials)``: every batch shrinks at once to
-   per-(entity, hour) partials, joined against the small catalog each task receives.
+   per-(kind, entity, sub, hour) partials, joined against the small catalog each task
+   receives.
 3. ``groupby(bucket).map_groups``: buckets are contiguous user-key and item-key ranges; each
    combines its partials, computes every window with one vectorised numpy pass and writes
-   its sorted part of each table into a staging folder.
-4. Concatenate the parts in bucket (= entity) order into one Parquet file per table,
-   written to a temp file and ``os.replace``d, so readers never see half a table.
+   its sorted part of each table into a staging folder. A user bucket holds all of its
+   users' partials (user and user x item rows), so every per-user table of those
+   users is computed there; the change-point tables stop at the lake's last event hour,
+   which the scan found, so every bucket uses the same horizon.
+4. Concatenate the parts in bucket (= entity) order into one Parquet file per table (the
+   catalog's tables are computed in the driver), written to a temp file and
+   ``os.replace``d, so readers never see half a table.
 
 Each run rebuilds everything from the lake: simple and correct. An incremental build would
 recompute only the snapshots whose 7-day windows reach the new hours (a later optimisation).
@@ -34,18 +40,20 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flywheel.features.aggregate import (
+    DRIVER_TABLES,
     EVENT_COLUMNS,
     KIND_ITEM,
     CatalogIndex,
     Columns,
     FeatureBuildError,
-    bucket_features,
     concat_partials,
+    driver_tables,
     hourly_partials,
-    item_catalog_table,
+    iter_bucket_features,
 )
 from flywheel.features.keys import KeySpace, distinct_sorted
-from flywheel.schemas import FEATURE_TABLES, ITEM_SCHEMA
+from flywheel.features.partials import US_PER_HOUR
+from flywheel.schemas import FEATURE_TABLES, ITEM_SCHEMA, TS_TYPE
 
 if TYPE_CHECKING:
     import ray
@@ -94,8 +102,10 @@ def _range_bucket(entity: np.ndarray, lo: int, hi: int, n: int) -> np.ndarray:
     return np.clip(np.floor(frac * n), 0, n - 1).astype(np.int32)
 
 
-#: Events per user-range bucket: bounds the partials one ``map_groups`` call holds.
-EVENTS_PER_USER_BUCKET = 1_000_000
+#: Events per user-range bucket: bounds the partials one ``map_groups`` call holds and the
+#: tables it computes. A user bucket writes about 2.5x the rows it did before ranking_v2's
+#: tables (user x item, user x category history), so it holds half the events it did.
+EVENTS_PER_USER_BUCKET = 500_000
 #: Item activity is dense (few items, many hours each) and cheap, so fewer item buckets.
 EVENTS_PER_ITEM_BUCKET = 5_000_000
 
@@ -110,6 +120,13 @@ class LakeScan:
     #: Sorted distinct user and item ids of the events.
     user_ids: pa.Array
     item_ids: pa.Array
+    #: Epoch µs of the lake's latest event.
+    last_us: int = 0
+
+    @property
+    def horizon(self) -> int:
+        """The end (epoch hour) of the hour holding the lake's latest event."""
+        return self.last_us // US_PER_HOUR + 1
 
     @property
     def user_range(self) -> tuple[int, int]:
@@ -149,24 +166,39 @@ def _file_ids(path: Path) -> tuple[list[pa.Array], list[pa.Array]]:
     return users, items
 
 
+def _file_last_us(path: Path, md: pq.FileMetaData) -> int:
+    """Epoch µs of a lake file's latest event: its footer statistics, else its ``ts``."""
+    column = md.schema.to_arrow_schema().get_field_index("ts")
+    if column < 0:
+        raise FeatureBuildError(f"lake file {str(path)!r} has no column 'ts'")
+    stats = [md.row_group(rg).column(column).statistics for rg in range(md.num_row_groups)]
+    if all(s is not None and s.has_min_max for s in stats):
+        highs = [pa.scalar(s.max, TS_TYPE) for s in stats if s is not None]
+    else:
+        highs = [pc.max(pq.read_table(path, columns=["ts"])["ts"]).cast(TS_TYPE)]
+    return max(h.value for h in highs if h.is_valid)
+
+
 def scan_lake(files: Sequence[Path]) -> LakeScan:
-    """Count events and collect the distinct user/item ids; raises on an empty lake."""
+    """Count events, find the latest one and collect the distinct user/item ids; raises on
+    an empty lake."""
     units: list[tuple[str, int]] = []
     users: list[pa.Array] = []
     items: list[pa.Array] = []
-    events = 0
+    events, last_us = 0, 0
     for path in files:
         md = pq.read_metadata(path)
         if md.num_rows == 0:
             continue
         events += md.num_rows
         units += [(str(path), rg) for rg in range(md.num_row_groups) if md.row_group(rg).num_rows]
+        last_us = max(last_us, _file_last_us(path, md))
         user, item = _file_ids(path)
         users += user
         items += item
     if events == 0:
         raise FeatureBuildError(f"event lake files under {str(files[0].parent.parent)!r} are empty")
-    return LakeScan(tuple(units), events, distinct_sorted(users), distinct_sorted(items))
+    return LakeScan(tuple(units), events, distinct_sorted(users), distinct_sorted(items), last_us)
 
 
 def plan_buckets(
@@ -218,22 +250,25 @@ def _partials_udf(
 
 def _bucket_udf(
     group: Columns,
-    categories: tuple[str, ...],
+    catalog: CatalogIndex,
     created_us: int,
+    horizon: int,
     staging: str,
     keys: KeySpace | ray.ObjectRef,
 ) -> Columns:
-    """Compute one bucket's tables and write them as part files; return row counts."""
+    """Compute one bucket's tables and write them as part files, one table at a time;
+    return row counts."""
     bucket = int(group["bucket"][0])
     partials = {c: v for c, v in group.items() if c != "bucket"}
-    tables = bucket_features(partials, categories, created_us, _keys(keys))
+    tables = iter_bucket_features(partials, catalog, created_us, _keys(keys), horizon)
     counts = {"bucket": bucket, "partials": len(group["bucket"])}
-    for name, table in tables.items():
+    for name, table in tables:
         counts[name] = table.num_rows
         if table.num_rows:
             part = Path(staging) / name / f"part-{bucket:05d}.parquet"
             part.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, part, compression="none")  # read back once, at publish
+        del table  # before the next table is computed
     return {name: np.array([value]) for name, value in counts.items()}
 
 
@@ -274,8 +309,9 @@ def _run_pipeline(
     ds = ds.groupby("bucket", num_partitions=plan.total).map_groups(
         partial(
             _bucket_udf,
-            categories=catalog.categories,
+            catalog=catalog,
             created_us=created_us,
+            horizon=scan.horizon,
             staging=str(staging),
             keys=keys_ref,
         ),
@@ -306,13 +342,14 @@ def _write_atomic(parts: Sequence[Path | pa.Table], schema: pa.Schema, dest: Pat
         tmp.unlink(missing_ok=True)
 
 
-def _publish(staging: Path, out_dir: Path, catalog_rows: pa.Table) -> dict[str, int]:
-    """Concatenate each table's bucket parts (entity-range order) into its final file."""
+def _publish(staging: Path, out_dir: Path, driver: dict[str, pa.Table]) -> dict[str, int]:
+    """Concatenate each table's bucket parts (entity-range order) into its final file;
+    ``driver`` holds the tables computed in the driver (:data:`DRIVER_TABLES`)."""
     rows = {}
     for name, schema in FEATURE_TABLES.items():
         parts: list[Path | pa.Table] = (
-            [catalog_rows]
-            if name == "item_catalog"
+            [driver[name]]
+            if name in DRIVER_TABLES
             else list(sorted((staging / name).glob("part-*.parquet")))
         )
         _write_atomic(parts or [schema.empty_table()], schema, out_dir / f"{name}.parquet")
@@ -324,7 +361,7 @@ def _publish(staging: Path, out_dir: Path, catalog_rows: pa.Table) -> dict[str, 
 
 
 def build_features(settings: Settings) -> FeatureBuildSummary:
-    """Rebuild the four feature tables from the event lake and the catalog.
+    """Rebuild every feature table (``FEATURE_TABLES``) from the event lake and the catalog.
 
     In: ``settings.events_dir`` (``date=YYYY-MM-DD/*.parquet`` with ``EVENT_SCHEMA``) and
     ``settings.items_path``. Out: ``settings.feature_data_dir / "<table>.parquet"`` for each
@@ -366,7 +403,7 @@ def build_features(settings: Settings) -> FeatureBuildSummary:
         partial_rows = int(pc.sum(buckets["partials"]).as_py())
         log.info("features: %d buckets from %d hourly partials", buckets.num_rows, partial_rows)
         lap("aggregate")
-        rows = _publish(staging, out_dir, item_catalog_table(catalog_table, created_us))
+        rows = _publish(staging, out_dir, driver_tables(catalog_table, created_us))
         lap("publish")
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -39,7 +39,6 @@ def load_model(settings: Settings, tag: str) -> LoadedModel:
     """
     from bentoml.exceptions import NotFound
 
-    from flywheel.feature_store import feature_service_name
     from flywheel.registry import BENTO_MODEL_FILENAME, RegistryError, model_store
     from flywheel.train import load_booster
 
@@ -48,9 +47,22 @@ def load_model(settings: Settings, tag: str) -> LoadedModel:
             model = store.get(tag)
         except NotFound as exc:
             raise RegistryError(f"model {tag!r} is not in the workspace model store") from exc
-        service = model.info.labels.get("feature_service") or feature_service_name(settings)
         booster = load_booster(model.path_of(BENTO_MODEL_FILENAME))
+        service = model.info.labels.get("feature_service") or _service_of(booster, settings)
     return LoadedModel(str(model.tag), booster, service)
+
+
+def _service_of(booster: xgb.Booster, settings: Settings) -> str:
+    """A model registered without a ``feature_service`` label: the service whose model
+    columns are the booster's own, else the configured one."""
+    from flywheel.feature_store import feature_service_name
+    from flywheel.ranking import service_with_columns
+    from flywheel.train import booster_features
+
+    try:
+        return service_with_columns(booster_features(booster))
+    except KeyError:
+        return feature_service_name(settings)
 
 
 def load_serving_model(settings: Settings, tag: str) -> LoadedModel:
@@ -60,17 +72,25 @@ def load_serving_model(settings: Settings, tag: str) -> LoadedModel:
 
     Raises:
         RegistryError: the tag is not in the store. ValueError: the booster was trained
-            on other model inputs than ``ranking.MODEL_FEATURES``.
+            on other model inputs than its feature service's (``ranking.model_features``),
+            or names a service serving cannot build inputs for.
     """
-    from flywheel.ranking import MODEL_FEATURES
+    from flywheel.ranking import model_features
 
     model = load_model(settings, tag)
+    try:
+        expected = list(model_features(model.feature_service))
+    except KeyError as exc:
+        raise ValueError(f"model {tag}: {exc.args[0]}") from None
     names = model.booster.feature_names
-    if names is not None and list(names) != list(MODEL_FEATURES):
-        raise ValueError(f"model {tag}: inputs {names}; expected {list(MODEL_FEATURES)}")
-    if model.booster.num_features() != len(MODEL_FEATURES):
+    if names is not None and list(names) != expected:
         raise ValueError(
-            f"model {tag}: {model.booster.num_features()} inputs; expected {len(MODEL_FEATURES)}"
+            f"model {tag}: inputs {names}; expected {model.feature_service}'s {expected}"
+        )
+    if model.booster.num_features() != len(expected):
+        raise ValueError(
+            f"model {tag}: {model.booster.num_features()} inputs; expected {len(expected)} "
+            f"({model.feature_service})"
         )
     model.booster.set_param({"nthread": 1})
     return model

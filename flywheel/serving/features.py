@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import numpy as np
 
+from flywheel.packed_history import expand, packed_view_of
 from flywheel.serving.item_cache import CachedView, ItemSideViews, is_item_side
 
 if TYPE_CHECKING:
@@ -39,9 +40,8 @@ def _proto_value(proto: Any) -> Any:
 
 
 def _float(value: Any) -> float:
-    if value is None or isinstance(value, str | bytes):
-        return math.nan
-    return float(value)
+    # A number (bool is an int); anything else (null, text, a list) is not one.
+    return float(value) if isinstance(value, int | float) else math.nan
 
 
 class Row(NamedTuple):
@@ -173,6 +173,29 @@ class _ViewPlan:
         return fresh
 
 
+class _PackedPlan:
+    """A view served from its packed per-user online form (``user_item`` from
+    ``user_item_latest``, :mod:`flywheel.packed_history`): one key read per request."""
+
+    def __init__(self, store: FeatureStore, name: str, features: Sequence[str]) -> None:
+        packed = packed_view_of(name)
+        assert packed is not None
+        self.reader = ViewReader(store, store.get_feature_view(packed), ["ui_items", "ui_values"])
+        ttl = store.get_feature_view(name).ttl
+        self.ttl_s = ttl.total_seconds() if ttl and ttl.total_seconds() > 0 else None
+        self.name, self.features = name, tuple(features)
+
+    def fill(self, user: str, items: list[str], as_of: datetime, columns: dict[str, Any]) -> None:
+        found = self.reader.read([(user,)], as_of)[0]
+        packed_items = packed_values = None
+        if found is not None:
+            packed_items = list(found[1]["ui_items"].val)
+            packed_values = np.asarray(found[1]["ui_values"].val, dtype=np.float64)
+        columns.update(
+            expand(packed_items, packed_values, items, as_of.timestamp(), self.ttl_s, self.features)
+        )
+
+
 class OnlineFeatureReader:
     """One user's features against many items through a feature service, fast.
 
@@ -202,12 +225,19 @@ class OnlineFeatureReader:
         extra = [f for f in wanted.get(CATALOG_VIEW, []) if f != "category"]
         catalog_reader, catalog_cache = reader(CATALOG_VIEW, ["category", *extra])
         self.catalog = _ViewPlan(catalog_reader, ["category"], catalog_cache)
-        self.views = []
+        self.views: list[_ViewPlan] = []
+        self.packed: list[_PackedPlan] = []
         for name, features in wanted.items():
+            if packed_view_of(name) is not None:
+                self.packed.append(_PackedPlan(store, name, features))
+                continue
             found = (catalog_reader, catalog_cache) if name == CATALOG_VIEW else None
             view_reader, cache = found or reader(name, features)
             self.views.append(_ViewPlan(view_reader, features, cache))
-        self.columns = [f for view in self.views for f in view.features]
+        order = {name: j for j, name in enumerate(wanted)}
+        plans: list[_ViewPlan | _PackedPlan] = [*self.views, *self.packed]
+        plans.sort(key=lambda plan: order[plan.name])
+        self.columns = [f for plan in plans for f in plan.features]
 
     def read_columns(
         self, user_id: str, item_ids: Sequence[str], as_of: datetime
@@ -232,7 +262,11 @@ class OnlineFeatureReader:
                 continue
             keys = list(zip(*(entity[k] for k in view.reader.join_keys), strict=True))
             view.fill(view.rows(keys), as_of, columns)
-        return columns
+        for plan in self.packed:
+            plan.fill(user, items, as_of, columns)
+        return {"user_id": columns["user_id"], "item_id": items, "category": categories} | {
+            f: columns[f] for f in self.columns
+        }
 
     def read(self, user_id: str, item_ids: Sequence[str], as_of: datetime) -> pd.DataFrame:
         """:meth:`read_columns` as a DataFrame."""

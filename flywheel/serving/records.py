@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,22 +25,22 @@ def _prediction_records(
     features: pd.DataFrame | Mapping[str, Any],
     scores: np.ndarray,
     slate: Slate,
+    raw: Sequence[str] = RAW_FEATURES,
 ) -> list[dict[str, Any]]:
     """One log record per served item; ``features`` holds the raw values the model saw
-    (a DataFrame or a mapping of columns: ``item_id``, ``category`` and RAW_FEATURES).
-    Only the served rows are read."""
+    (a DataFrame or a mapping of columns: ``item_id``, ``category`` and ``raw``, the raw
+    features of the model's feature service). Only the served rows are read."""
     served = np.asarray(slate.indices, dtype=np.int64)
-    raw = np.column_stack([feature_column(features, n)[served] for n in RAW_FEATURES])
+    names = tuple(raw)
+    values_of = np.column_stack([feature_column(features, n)[served] for n in names])
     items, categories = list(features["item_id"]), list(features["category"])
     user, dumps = str(user_id), json.JSONEncoder(separators=(",", ":")).encode
     records = []
     for position, (i, p, row) in enumerate(
-        zip(served.tolist(), slate.propensities.tolist(), raw.tolist(), strict=True)
+        zip(served.tolist(), slate.propensities.tolist(), values_of.tolist(), strict=True)
     ):
         values: dict[str, Any] = {"category": categories[i]}
-        values.update(
-            (n, None if math.isnan(v) else v) for n, v in zip(RAW_FEATURES, row, strict=True)
-        )
+        values.update((n, None if math.isnan(v) else v) for n, v in zip(names, row, strict=True))
         records.append(
             {
                 "request_id": request_id,

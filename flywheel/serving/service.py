@@ -125,7 +125,7 @@ class RankingService:
         Raises:
             NoChampionError, NoCandidatesError: nothing to rank with (a 503).
         """
-        from flywheel.ranking import feature_column, model_inputs
+        from flywheel.ranking import feature_column, feature_set, model_inputs
 
         model = self._model()
         at = self.clock.now()
@@ -138,11 +138,21 @@ class RankingService:
         self.item_views.maybe_refresh()
         reader = self.reader(model.feature_service)
         features = reader.read_columns(request.user_id, candidates, at)
-        scores = _score(model.booster, model_inputs(features, at.timestamp()))
+        x = model_inputs(features, at.timestamp(), model.feature_service)
+        scores = _score(model.booster, x)
         slate = epsilon_greedy(scores, request.k, self.options.epsilon, self.rng)
         request_id = new_request_id(request.user_id)
         self.predictions.append(
-            _prediction_records(request_id, at, request.user_id, model.tag, features, scores, slate)
+            _prediction_records(
+                request_id,
+                at,
+                request.user_id,
+                model.tag,
+                features,
+                scores,
+                slate,
+                raw=feature_set(model.feature_service).raw,
+            )
         )
         cold = bool(np.isnan(feature_column(features, "last_event_unix")).all())
         self._count(len(slate.indices), int(slate.explored.sum()), cold, not request.candidates)

@@ -18,6 +18,7 @@ from flywheel.config import Settings
 from flywheel.cycle import STAGES, CycleError, run_cycle
 from flywheel.evaluate import auc
 from flywheel.lake import read_lake_events
+from flywheel.ranking import model_features
 from flywheel.registry import current_champion, model_store
 from flywheel.simulate import make_world, simulate_events
 
@@ -60,7 +61,8 @@ def test_first_cycle_trains_blesses_registers_and_deploys(
     with model_store(settings):
         model = bentoml.models.get(first.champion_after)
     assert model.info.labels["pipeline_run_id"] == first.run_id
-    assert model.info.labels["feature_service"] == "ranking_v1"
+    assert model.info.labels["feature_service"] == "ranking_v2"  # the default for new models
+    assert model.info.metadata["feature_columns"] == list(model_features("ranking_v2"))
     assert float(model.info.labels["auc"]) > 0.6
 
 

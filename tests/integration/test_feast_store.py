@@ -25,6 +25,7 @@ import pytest
 
 from flywheel import feature_store as fs
 from flywheel.config import Settings
+from flywheel.features.packed import packed_from_user_item
 from flywheel.schemas import FEATURE_TABLES
 from tests.ports import on_free_ports, raise_if_port_taken, refused_port
 
@@ -36,11 +37,19 @@ D = timedelta(days=1)
 PLUS2 = timezone(timedelta(hours=2))
 MINUS5 = timezone(timedelta(hours=-5))
 TTL = {"user_activity": 7 * D, "user_category": 7 * D, "item_activity": 7 * D}
+TTL |= dict.fromkeys(
+    ["user_item", "user_category_history", "user_activity_30d", "item_activity_30d"], 30 * D
+)
 KEYS = {
     "user_activity": ["user_id"],
     "user_category": ["user_id", "category"],
     "item_activity": ["item_id"],
     "item_catalog": ["item_id"],
+    "user_item": ["user_id", "item_id"],
+    "user_category_history": ["user_id", "category"],
+    "user_activity_30d": ["user_id"],
+    "item_activity_30d": ["item_id"],
+    "category_price": ["category"],
 }
 CATEGORY = {10: "shoes", 11: "books", 12: "toys", 13: "shoes"}
 #: The string ids of the users and items the cases below call 1..4 and 10..13 (99: unknown
@@ -81,6 +90,19 @@ def _snapshots() -> dict[str, list[dict[str, Any]]]:
     ]
     ia = [(10, T0 - D), (10, T0 + 2 * H), (11, T0 - 12 * D), (13, T0 - 6 * D)]
     cat = [(10, T0 - 100 * D), (11, T0 - 50 * D), (12, T0 - 20 * D), (13, T0 + D)]
+    # ranking_v2's views (30-day ttl; category_price never expires)
+    ui = [
+        (1, 10, T0 - 20 * D),  # user 1 x item 10: an old row, then a recent one
+        (1, 10, T0 - 2 * H),
+        (1, 11, T0 - 31 * D),  # expired at T0
+        (2, 12, T0 - 30 * D),  # exactly at the ttl boundary at T0: still visible
+        (3, 10, T0 + H),  # only after T0
+        (4, 13, T0 - H),
+    ]
+    uch = [(1, "shoes", T0 - 10 * D), (1, "shoes", T0 + 2 * H), (2, "books", T0 - 40 * D)]
+    ua30 = [(1, T0 - 25 * D), (1, T0 + 2 * H), (3, T0 - 30 * D), (4, T0 - 31 * D)]
+    ia30 = [(10, T0 - 3 * D), (12, T0 - 29 * D), (13, T0 + H)]
+    cp = [("shoes", T0 - 100 * D), ("shoes", T0 + D), ("books", T0 - 5 * D)]  # toys: none
     return {
         "user_activity": _rows([{"user_id": USER[a]} for a, _, _ in u], [(e, c) for _, e, c in u]),
         "user_category": _rows(
@@ -91,11 +113,24 @@ def _snapshots() -> dict[str, list[dict[str, Any]]]:
             [{"item_id": ITEM[a], "category": CATEGORY[a]} for a, _ in cat],
             [(e, e) for _, e in cat],
         ),
+        "user_item": _rows(
+            [{"user_id": USER[a], "item_id": ITEM[b]} for a, b, _ in ui], [(e, e) for *_, e in ui]
+        ),
+        "user_category_history": _rows(
+            [{"user_id": USER[a], "category": b} for a, b, _ in uch], [(e, e) for *_, e in uch]
+        ),
+        "user_activity_30d": _rows(
+            [{"user_id": USER[a]} for a, _ in ua30], [(e, e) for _, e in ua30]
+        ),
+        "item_activity_30d": _rows(
+            [{"item_id": ITEM[a]} for a, _ in ia30], [(e, e) for _, e in ia30]
+        ),
+        "category_price": _rows([{"category": c} for c, _ in cp], [(e, e) for _, e in cp]),
     }
 
 
 def build_tables(data_dir: Path, seed: int = 7) -> dict[str, pd.DataFrame]:
-    """Write the four feature tables (distinct random feature values); return them."""
+    """Write every feature table (distinct random feature values); return them."""
     rng = np.random.default_rng(seed)
     data_dir.mkdir(parents=True, exist_ok=True)
     tables = {}
@@ -110,11 +145,14 @@ def build_tables(data_dir: Path, seed: int = 7) -> dict[str, pd.DataFrame]:
             else:
                 frame[field.name] = rng.random(len(frame)) * 100
         frame = frame[schema.names]
-        pq.write_table(
-            pa.Table.from_pandas(frame, schema=schema, preserve_index=False),
-            data_dir / f"{name}.parquet",
-        )
+        if name == "user_item":  # never carted: a null latest-cart time
+            frame.loc[[1, 5], "ui_last_cart_unix"] = np.nan
+        table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+        pq.write_table(table, data_dir / f"{name}.parquet")
         tables[name] = frame
+        if name == "user_item":  # and its online form, as the build writes it
+            latest = packed_from_user_item(table)
+            pq.write_table(latest, data_dir / "user_item_latest.parquet")
     return tables
 
 
@@ -251,6 +289,20 @@ def test_point_in_time_edge_cases(offline):
     # The catalog never expires; an item created in the future has no price yet.
     assert _one(got, 1, 10, T0)["price"] == tables["item_catalog"].loc[0, "price"]
     assert np.isnan(_one(got, 1, 13, T0)["price"])
+    # ranking_v2's user x item view is keyed by both ids: the latest row of that pair.
+    ui = tables["user_item"]
+    assert _one(got, 1, 10, T0)["ui_views_7d"] == ui.loc[1, "ui_views_7d"]
+    assert np.isnan(_one(got, 1, 10, T0)["ui_last_cart_unix"])  # a null stays null
+    assert np.isnan(_one(got, 1, 11, T0)["ui_views_7d"])  # 31 days old: expired
+    assert _one(got, 2, 12, T0)["ui_views_7d"] == ui.loc[3, "ui_views_7d"]  # exactly 30 days
+    assert np.isnan(_one(got, 2, 10, T0)["ui_views_7d"])  # another user's item
+    assert np.isnan(_one(got, 3, 10, T0)["ui_views_7d"])  # its only row is later
+    # category_price never expires and is keyed by the item's category alone
+    cp = tables["category_price"]
+    assert _one(got, 3, 13, T0)["cat_median_price"] == cp.loc[0, "cat_median_price"]
+    later = (T0 + 5 * D).astimezone(PLUS2)
+    assert _one(got, 4, 10, later)["cat_median_price"] == cp.loc[1, "cat_median_price"]
+    assert np.isnan(_one(got, 1, 12, T0)["cat_median_price"])  # toys: no row
 
 
 def test_entity_df_errors_name_the_column(offline):
@@ -488,7 +540,8 @@ def test_materialize_then_online_lookup_and_push(online):
     # 13 is in the catalog only from T0+1d on; 99 is unknown everywhere.
     items = [ITEM[i] for i in (10, 11, 12, 13, 99)]
     first = fs.materialize(settings, end=T0 + H)
-    assert {v.name for v in first.views} == set(FEATURE_TABLES)
+    # user_item is offline only: its online form is user_item_latest
+    assert {v.name for v in first.views} == set(FEATURE_TABLES) - {"user_item"}
     _assert_online(settings, tables, settings, T0 + H, items)
 
     # Incremental: the next run starts where the first ended and picks up newer rows.
@@ -528,3 +581,126 @@ def test_unreachable_redis_is_a_clear_error(tmp_path):
             fs.online_features(settings, USER[1], [ITEM[10]])
         with pytest.raises(fs.OnlineStoreUnavailableError, match="unreachable"):
             fs.materialize(settings, end=T0)
+
+
+# ---- online = offline on tables the feature build wrote --------------------------------------
+
+
+def _built_tables(data_dir: Path) -> tuple[list[str], list[str], list[datetime]]:
+    """Feature tables of a sparse 60-day lake, computed by the build's own (Ray-free) math
+    and written where Feast reads them; returns the users, items and some hour ends."""
+    from flywheel.features import aggregate as F
+    from flywheel.features.keys import KeySpace, distinct_sorted
+    from flywheel.schemas import EVENT_SCHEMA, ITEM_SCHEMA
+
+    rng = np.random.default_rng(21)
+    n, users, items = 400, [USER[u] for u in (1, 2, 3, 4)], [ITEM[i] for i in (10, 11, 12, 13)]
+    start = T0 - 60 * D
+    events = pa.table(
+        {
+            "event_id": [f"e{i}" for i in range(n)],
+            "user_id": rng.choice(users, n),
+            "item_id": rng.choice([*items, ITEM[99]], n),
+            "event_type": rng.choice(["view", "view", "cart", "purchase", "click"], n),
+            "ts": pa.array(
+                [start + timedelta(minutes=int(m)) for m in rng.integers(0, 60 * 24 * 60, n)],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "session_id": ["s"] * n,
+            "device": ["d"] * n,
+        },
+        schema=EVENT_SCHEMA,
+    )
+    catalog = pa.table(
+        {
+            "item_id": items,
+            "category": [CATEGORY[i] for i in (10, 11, 12, 13)],
+            "price": [10.0, 25.0, 7.5, 40.0],
+            "created_ts": pa.array([start - D, start - D, start + 20 * D, start + 40 * D]),
+        },
+        schema=ITEM_SCHEMA,
+    )
+    keys = KeySpace(
+        distinct_sorted([events["user_id"]]),
+        distinct_sorted([events["item_id"], catalog["item_id"]]),
+    )
+    index = F.CatalogIndex.from_table(catalog, keys)
+    partials = F.hourly_partials(events, index, keys)
+    horizon = max(events["ts"].to_pylist()).timestamp() // 3600 + 1
+    tables = F.bucket_features(partials, index, 0, keys, int(horizon))
+    tables |= F.driver_tables(catalog, 0)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        pq.write_table(table, data_dir / f"{name}.parquet")
+    ends = [T0 - 30 * D, T0 - 9 * D - 7 * H, T0 - D, T0 + H]  # incremental materializations
+    return users, [*items, ITEM[99]], ends
+
+
+def test_online_equals_offline_on_built_tables(tmp_path):
+    """For the same entity and time, the online store after materialize (Feast's reads and
+    serving's batched reader) returns what point-in-time retrieval returns, for every view
+    of ranking_v2, including the (user_id, item_id)-keyed user_item (online from its packed
+    per-user form, user_item_latest, which holds the state at the build's horizon: compared
+    at the materialization past the horizon, as `flywheel features` materializes)."""
+    from flywheel.serving import OnlineFeatureReader
+
+    settings = Settings(workspace=tmp_path)
+    users, items, ends = _built_tables(settings.feature_data_dir)
+    fs.apply(settings)
+    store = fs.get_store(settings)
+    service = fs.feature_service_name(settings)
+    assert service == "ranking_v2"
+    names = [n for ns in service_features(settings).values() for n in ns]
+    reader = OnlineFeatureReader(store, service)
+    nonzero = 0
+    for end in ends:
+        fs.materialize(settings, end=end)
+        at = end - timedelta(seconds=1)  # materialization loads rows before its end
+        compared = names if end == ends[-1] else [n for n in names if not n.startswith("ui_")]
+        for user in users:
+            online = fs.online_features(store, user, items, as_of=at)
+            rows = online[["user_id", "item_id", "category"]].assign(event_timestamp=at)
+            rows["category"] = rows["category"].fillna("")
+            rows.insert(0, "row_id", range(len(rows)))
+            offline = fs.historical_features(settings, rows).set_index("row_id").sort_index()
+            want = offline[compared].astype(float).reset_index(drop=True)
+            pd.testing.assert_frame_equal(online[compared].astype(float), want, check_exact=False)
+            served = reader.read(user, items, at)
+            assert list(served.columns[3:]) == names  # the service's order
+            pd.testing.assert_frame_equal(served[compared].astype(float), want, check_exact=False)
+            nonzero += int((want.filter(like="ui_").fillna(0) > 0).any(axis=None))
+    assert nonzero >= 2  # the user x item history did have rows to compare
+    # a day later, pairs whose window moved on read their later values; a request past a
+    # pair's ttl reads null for it, the same offline and online
+    for later in (ends[-1] + D, ends[-1] + 29 * D):
+        for user in users:
+            rows = pd.DataFrame({"row_id": range(len(items)), "user_id": user, "item_id": items})
+            rows = rows.assign(category="", event_timestamp=later)
+            offline = fs.historical_features(settings, rows).set_index("row_id").sort_index()
+            ui = [n for n in names if n.startswith("ui_")]
+            want = offline[ui].astype(float).reset_index(drop=True)
+            served = reader.read(user, items, later)
+            pd.testing.assert_frame_equal(served[ui].astype(float), want, check_exact=False)
+
+
+def test_the_v1_service_still_resolves(offline):
+    """A ranking_v1 champion keeps serving: its service reads its four views, offline and
+    online, whatever the configured version."""
+    settings, tables = offline
+    entities = entity_rows()
+    got = fs.historical_features(settings, entities, feature_service="ranking_v1")
+    store = fs.get_store(settings)
+    v1 = {p.name: [f.name for f in p.features] for p in
+          store.get_feature_service("ranking_v1").feature_view_projections}  # fmt: skip
+    assert set(v1) == {"user_activity", "user_category", "item_activity", "item_catalog"}
+    names = [n for ns in v1.values() for n in ns]
+    assert "ui_views_7d" not in got.columns
+    expected = reference_pit_join(tables, entities, v1)
+    got = got.set_index("row_id").sort_index()
+    pd.testing.assert_frame_equal(got[names].astype(float), expected[names], check_exact=False)
+    lookups = {v.view: v.join_keys for v in fs.service_lookups(store, "ranking_v2")}
+    assert lookups["user_item"] == ("user_id", "item_id")
+    assert lookups["category_price"] == ("category",)
+    assert [v.view for v in fs.service_lookups(store, "ranking_v1")] == list(v1)
+    with pytest.raises(fs.FeatureServiceNotFoundError, match="ranking_v9"):
+        fs.service_lookups(store, "ranking_v9")

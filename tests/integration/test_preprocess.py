@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +12,16 @@ import pytest
 
 from flywheel.config import Settings
 from flywheel.preprocess import PreprocessError, preprocess
-from flywheel.ranking import MODEL_FEATURES, RAW_FEATURES
+from flywheel.ranking import FEATURE_SETS
 
 pytestmark = pytest.mark.integration
+#: What a training set read through the default service (ranking_v2) holds.
+V2 = FEATURE_SETS["ranking_v2"]
 
 
 def _training_set(path: Path, n: int = 5_000) -> Path:
     rng = np.random.default_rng(0)
-    df = pd.DataFrame({c: rng.random(n) for c in RAW_FEATURES})
+    df = pd.DataFrame({c: rng.random(n) for c in V2.raw})
     df.loc[rng.random(n) < 0.1, "views_7d"] = np.nan  # cold-start gaps
     # string ids (the training set's contract); string order is not numeric order
     df["user_id"] = [f"u-{i}" for i in rng.integers(0, 100, n)]
@@ -48,7 +51,7 @@ def test_engines_agree_and_splits_are_time_ordered(tmp_path: Path) -> None:
     for name in ("train", "valid", "test"):
         a, b = _split(tmp_path / "ray", name), _split(tmp_path / "local", name)
         pd.testing.assert_frame_equal(a[sorted(a.columns)], b[sorted(b.columns)])
-        assert list(MODEL_FEATURES) == [c for c in a.columns if c in MODEL_FEATURES]
+        assert list(V2.model) == [c for c in a.columns if c in V2.model]
         schema = pq.read_schema(next((tmp_path / "ray" / name).glob("*.parquet")))
         assert str(schema.field("user_id").type) in ("string", "large_string"), name
         assert str(schema.field("item_id").type) in ("string", "large_string"), name
@@ -60,6 +63,9 @@ def test_engines_agree_and_splits_are_time_ordered(tmp_path: Path) -> None:
     )
     train, test = _split(tmp_path / "ray", "train"), _split(tmp_path / "ray", "test")
     assert train["event_timestamp"].max() < test["event_timestamp"].min()
+    meta = json.loads((tmp_path / "ray" / "metadata.json").read_text())
+    assert meta["feature_service"] == "ranking_v2"
+    assert meta["feature_columns"] == list(V2.model)
 
 
 def test_too_few_timestamps_for_three_splits_is_a_clear_error(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from starlette.testclient import TestClient
 
 from flywheel import feature_store as fs
 from flywheel.config import Settings
+from flywheel.features.packed import packed_from_user_item
 from flywheel.lake import write_state
 from flywheel.predlog import read_feedback_logs, read_prediction_logs, scan_logs
 from flywheel.ranking import MODEL_FEATURES, RAW_FEATURES, model_inputs
@@ -119,10 +120,24 @@ def build_tables(settings: Settings, now: datetime = NOW, seed: int = 0) -> None
             {"item_id": skus(items), "event_timestamp": created, "created_timestamp": created,
              "category": [f"c{i % 5}" for i in items]}
         ),
+        # ranking_v2's views (the champions here are ranking_v1's; apply registers both)
+        "user_item": pd.DataFrame(
+            {"user_id": users.astype(str), "item_id": skus(users % N_ACTIVE_ITEMS), **stamp}
+        ),
+        "user_category_history": pd.DataFrame(
+            {"user_id": users.astype(str), "category": [f"c{u % 5}" for u in users], **stamp}
+        ),
+        "user_activity_30d": pd.DataFrame({"user_id": users.astype(str), **stamp}),
+        "item_activity_30d": pd.DataFrame({"item_id": skus(items[:N_ACTIVE_ITEMS]), **stamp}),
+        "category_price": pd.DataFrame({"category": [f"c{c}" for c in range(5)], **stamp}),
     }  # fmt: skip
     settings.feature_data_dir.mkdir(parents=True, exist_ok=True)
     for name, frame in frames.items():
-        pq.write_table(_fill(frame, name, rng), settings.feature_data_dir / f"{name}.parquet")
+        table = _fill(frame, name, rng)
+        pq.write_table(table, settings.feature_data_dir / f"{name}.parquet")
+        if name == "user_item":  # and its online form, as the build writes it
+            latest = packed_from_user_item(table)
+            pq.write_table(latest, settings.feature_data_dir / "user_item_latest.parquet")
 
 
 def train_booster(path: Path, seed: int) -> Path:
@@ -152,8 +167,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 def _rank_reference(settings: Settings, user: str, items: list[str], at: datetime) -> np.ndarray:
     booster = load_booster(model_file(settings, current_champion(settings) or ""))
-    feats = fs.online_features(settings, user, items, as_of=at)
-    return predict(booster, model_inputs(feats, at.timestamp()))
+    service = LINEAGE["feature_service"]  # the champion's own service, as serving reads it
+    feats = fs.online_features(settings, user, items, service, as_of=at)
+    return predict(booster, model_inputs(feats, at.timestamp(), service))
 
 
 # ---- in-process through to_asgi() --------------------------------------------------------

@@ -62,9 +62,10 @@ def world(tmp_path: Any) -> Settings:
 def reference(settings: Settings, user: str, items: list[str], at: datetime, k: int) -> Any:
     """The per-request path: (served items, their scores), best first, ties in order."""
     store = fs.get_store(settings)
-    frame = OnlineFeatureReader(store, fs.feature_service_name(settings)).read(user, items, at)
+    champion_service = service_tests.LINEAGE["feature_service"]  # the champion's own
+    frame = OnlineFeatureReader(store, champion_service).read(user, items, at)
     booster = load_booster(model_file(settings, current_champion(settings) or ""))
-    scores = predict(booster, model_inputs(frame, at.timestamp()))
+    scores = predict(booster, model_inputs(frame, at.timestamp(), champion_service))
     best = np.argsort(-scores, kind="stable")[:k]
     return [items[i] for i in best], [float(scores[i]) for i in best]
 

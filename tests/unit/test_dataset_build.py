@@ -154,7 +154,8 @@ def _write_features(settings: Settings) -> None:
         ],
     }
     settings.feature_data_dir.mkdir(parents=True, exist_ok=True)
-    for name, part in rows.items():
+    # ranking_v2's tables empty: the training set then carries their features as nulls
+    for name, part in {**{n: [] for n in FEATURE_TABLES}, **rows}.items():
         table = pa.Table.from_pylist(part, schema=FEATURE_TABLES[name])
         pq.write_table(table, settings.feature_data_dir / f"{name}.parquet")
 

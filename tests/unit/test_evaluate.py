@@ -240,3 +240,29 @@ def test_single_class_test_split_is_refused(world: dict, tmp_path: Path) -> None
     write_split(test_dir, frame, 1)
     with pytest.raises(ShardError, match="one class"):
         evaluate(world["good"], None, tmp_path / "s", tmp_path / "out")
+
+
+def test_a_v1_champion_is_scored_on_its_own_columns_of_v2_shards(tmp_path: Path) -> None:
+    """The first ranking_v2 challenger meets a ranking_v1 champion on the same test rows:
+    each model reads its own columns (v2's start with v1's)."""
+    from flywheel.ranking import model_features
+
+    shards = write_shards(tmp_path / "shards", n_rows=6_000, seed=3, service="ranking_v2")
+    frame, y = shards.frames["train"], shards.frames["train"]["label"].to_numpy()
+    params = {"objective": "binary:logistic", "max_depth": 3, "seed": 0}
+    paths = {}
+    for service in ("ranking_v1", "ranking_v2"):
+        names = list(model_features(service))
+        dtrain = xgb.DMatrix(frame[names].to_numpy(), label=y, feature_names=names)
+        paths[service] = tmp_path / f"{service}.ubj"
+        xgb.train(params, dtrain, num_boost_round=30).save_model(str(paths[service]))
+    summary = evaluate(paths["ranking_v2"], paths["ranking_v1"], shards.root, tmp_path / "out")
+    test, v1 = shards.frames["test"], list(MODEL_FEATURES)
+    champion = xgb.Booster(model_file=str(paths["ranking_v1"]))
+    p = champion.predict(xgb.DMatrix(test[v1].to_numpy(), feature_names=v1))
+    assert summary.champion is not None
+    assert summary.champion.auc == pytest.approx(roc_auc_score(test["label"], p), abs=1e-9)
+    # and v1 shards cannot score a v2 model: the error names the missing columns
+    old = write_shards(tmp_path / "v1", n_rows=2_000, seed=4)
+    with pytest.raises(ShardError, match="ui_views_24h"):
+        evaluate(paths["ranking_v2"], None, old.root, tmp_path / "out2")

@@ -23,7 +23,13 @@ from flywheel.config import Settings
 from flywheel.schemas import FEATURE_TABLES
 
 # Contract arrow types -> the Feast types the definitions must declare.
-FEAST_TYPE = {pa.int64(): "Int64", pa.float64(): "Float64", pa.string(): "String"}
+FEAST_TYPE = {
+    pa.int64(): "Int64",
+    pa.float64(): "Float64",
+    pa.string(): "String",
+    pa.list_(pa.string()): "Array(String)",
+    pa.list_(pa.float64()): "Array(Float64)",
+}
 TIMESTAMPS = {"event_timestamp", "created_timestamp"}
 
 
@@ -73,10 +79,29 @@ def test_feature_service_name_follows_settings(tmp_path):
     assert fs.feature_service_name(settings) == "ranking_v3"
 
 
-def test_feature_views_declare_the_contract_schemas():
+def _views() -> dict[str, Any]:
+    from feast import FeatureView
+
     import feature_repo.definitions as d
 
-    views = {v.name: v for v in (d.user_activity, d.user_category, d.item_activity, d.item_catalog)}
+    return {v.name: v for v in vars(d).values() if isinstance(v, FeatureView)}
+
+
+#: The ttl of each view: snapshot views 7 days, change-point views their longest window.
+TTLS = {
+    "user_activity": timedelta(days=7),
+    "user_category": timedelta(days=7),
+    "item_activity": timedelta(days=7),
+    "user_item": timedelta(days=30),
+    "user_item_latest": timedelta(days=30),
+    "user_category_history": timedelta(days=30),
+    "user_activity_30d": timedelta(days=30),
+    "item_activity_30d": timedelta(days=30),
+}
+
+
+def test_feature_views_declare_the_contract_schemas():
+    views = _views()
     assert set(views) == set(FEATURE_TABLES)
     for name, schema in FEATURE_TABLES.items():
         view = views[name]
@@ -87,19 +112,42 @@ def test_feature_views_declare_the_contract_schemas():
         assert view.batch_source.timestamp_field == "event_timestamp"
         assert view.batch_source.created_timestamp_column == "created_timestamp"
     assert views["user_activity"].stream_source.name == "user_activity_push"
-    assert {v.ttl for n, v in views.items() if n != "item_catalog"} == {timedelta(days=7)}
-    assert not views["item_catalog"].ttl
+    assert {n: v.ttl for n, v in views.items() if v.ttl} == TTLS
+    assert not views["item_catalog"].ttl and not views["category_price"].ttl
+    assert [e for e in views["user_item"].entities] == ["user", "item"]
 
 
-def test_ranking_service_uses_all_four_views_but_not_the_category_key():
+V1_VIEWS = ("user_activity", "user_category", "item_activity", "item_catalog")
+
+
+@pytest.mark.parametrize("service", ["ranking_v1", "ranking_v2"])
+def test_ranking_services_use_whole_views_but_not_the_category_key(service):
     import feature_repo.definitions as d
+    from flywheel.ranking import FEATURE_SETS
 
-    used = {p.name: {f.name for f in p.features} for p in d.ranking_v1.feature_view_projections}
-    assert set(used) == set(FEATURE_TABLES)
-    assert used["item_catalog"] == {"price"}
-    assert used["user_activity"] == set(FEATURE_TABLES["user_activity"].names) - TIMESTAMPS - {
-        "user_id"
-    }
+    projections = getattr(d, service).feature_view_projections
+    used = {p.name: [f.name for f in p.features] for p in projections}
+    online_form = {"user_item_latest"}  # read for user_item by serving, not in a service
+    assert set(used) == (
+        set(V1_VIEWS) if service == "ranking_v1" else set(FEATURE_TABLES) - online_form
+    )
+    assert used["item_catalog"] == ["price"]
+    for name in set(used) - {"item_catalog"}:
+        keys = {f.name for f in _views()[name].entity_columns}
+        assert used[name] == [n for n in FEATURE_TABLES[name].names if n not in TIMESTAMPS | keys]
+    # what the service returns is what ranking.model_inputs expects of it, in order
+    assert [n for names in used.values() for n in names] == list(FEATURE_SETS[service].raw)
+
+
+def test_ranking_v2_starts_with_ranking_v1():
+    """A v1 champion can be scored on v2 rows: v2's raw features and model columns
+    begin with v1's."""
+    from flywheel.ranking import FEATURE_SETS
+
+    v1, v2 = FEATURE_SETS["ranking_v1"], FEATURE_SETS["ranking_v2"]
+    assert v2.raw[: len(v1.raw)] == v1.raw
+    assert v2.model[: len(v1.model)] == v1.model
+    assert len(set(v2.model)) == len(v2.model) == 49
 
 
 def test_definitions_are_anchored_to_the_data_dir_without_touching_the_module(tmp_path):
@@ -119,7 +167,7 @@ def test_definitions_are_anchored_to_the_data_dir_without_touching_the_module(tm
 
 def test_apply_refuses_an_undefined_service_version(tmp_path):
     settings = Settings(workspace=tmp_path, feast={"feature_service_version": 9})
-    with pytest.raises(fs.FeatureServiceNotFoundError, match=r"'ranking_v9'.*ranking_v1"):
+    with pytest.raises(fs.FeatureServiceNotFoundError, match=r"v9'.*ranking_v1, ranking_v2"):
         fs.apply(settings)
     assert not (tmp_path / "feast").exists()
 

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
-from test_features_reference import assert_tables_match, brute_force
+from test_features_reference import assert_tables_match, brute_force, latest_pairs, unpacked
 
 from flywheel.features import aggregate as F
 from flywheel.features.build import BucketPlan, lake_files, read_catalog
@@ -68,6 +69,21 @@ def _random_events(n: int, seed: int) -> pd.DataFrame:
     )
 
 
+def _sparse_events(n: int, seed: int) -> pd.DataFrame:
+    """Few events over 90 days: windows empty and refill, 7- and 30-day windows close."""
+    rng = np.random.default_rng(seed)
+    seconds = rng.integers(0, 90 * 86_400, n) // 1800 * 1800
+    seconds[: n // 4] = seconds[: n // 4] // 86_400 * 86_400  # whole days: exits at entries
+    return pd.DataFrame(
+        {
+            "user_id": rng.choice(["7", "10", "u-9", "u-10", "sku 3", "Ω-1", "a", "b"], n),
+            "item_id": rng.choice(["10", "11", "12", "13", "500", "9"], n),
+            "event_type": rng.choice(["view", "view", "cart", "purchase", "click"], n),
+            "ts": [T0 + timedelta(seconds=int(s)) for s in seconds],
+        }
+    )
+
+
 def _to_arrow(events: pd.DataFrame) -> pa.Table:
     full = events.assign(event_id="e", session_id="s", device="d")
     full = full.astype({"user_id": str, "item_id": str})
@@ -95,23 +111,36 @@ def _build(events: pd.DataFrame, n_batches: int = 3, n_buckets: int = 2) -> dict
     partials = F.concat_partials(parts)
     plan = BucketPlan(0, len(keys.users) - 1, n_buckets, 0, len(keys.items) - 1, n_buckets)
     bucket = plan.assign(partials["kind"], partials["entity"])
+    horizon = _horizon(table)
     out: dict[str, list[pa.Table]] = {}
     for b in sorted(set(bucket.tolist())):
         mine = {c: v[bucket == b] for c, v in partials.items()}
-        for name, t in F.bucket_features(mine, catalog.categories, CREATED_US, keys).items():
+        tables = F.bucket_features(mine, catalog, CREATED_US, keys, horizon)
+        for name, t in tables.items():
             out.setdefault(name, []).append(t)
-    out["item_catalog"] = [F.item_catalog_table(items, CREATED_US)]
+    for name, t in F.driver_tables(items, CREATED_US).items():
+        out[name] = [t]
     return {k: pa.concat_tables(v).to_pandas() for k, v in out.items()}
 
 
+def _horizon(events: pa.Table) -> int:
+    """The end (epoch hour) of the hour of the latest event, as the build's scan finds it."""
+    return int(pc.max(events["ts"]).value) // F.US_PER_HOUR + 1
+
+
 @pytest.mark.parametrize(
-    "events", [_edge_events(), _random_events(400, 1)], ids=["edges", "random"]
+    "events",
+    [_edge_events(), _random_events(400, 1), _sparse_events(300, 2)],
+    ids=["edges", "random", "sparse"],
 )
 def test_tables_equal_brute_force(events: pd.DataFrame) -> None:
     built = _build(events)
     expected = brute_force(events, _items())
     for name in FEATURE_TABLES:
-        assert_tables_match(built[name], expected[name])
+        if name != "user_item_latest":
+            assert_tables_match(built[name], expected[name])
+    horizon = _horizon(_to_arrow(events))
+    assert unpacked(built["user_item_latest"]) == latest_pairs(expected["user_item"], horizon)
 
 
 def test_edge_snapshot_values_by_hand() -> None:
@@ -132,8 +161,8 @@ def test_written_schemas_equal_contract() -> None:
     keys = _keys(events, items)
     catalog = F.CatalogIndex.from_table(items, keys)
     partials = F.hourly_partials(events, catalog, keys)
-    tables = F.bucket_features(partials, catalog.categories, CREATED_US, keys)
-    tables["item_catalog"] = F.item_catalog_table(items, CREATED_US)
+    tables = F.bucket_features(partials, catalog, CREATED_US, keys, _horizon(events))
+    tables |= F.driver_tables(items, CREATED_US)
     for name, schema in FEATURE_TABLES.items():
         assert tables[name].schema.equals(schema), name
 

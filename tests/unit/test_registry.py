@@ -150,6 +150,18 @@ def test_refusals_name_the_problem(settings: Settings, tmp_path: Path) -> None:
             {"auc": 0.7},
             {"run_id": "r", "data_window": "w"},
         )
+    # the lineage's feature service must be the one the booster's columns come from
+    v2 = {**LINEAGE, "feature_service": "ranking_v2"}
+    with pytest.raises(RegistryError, match=r"21 input columns, not the 49 of .* ranking_v2"):
+        register_model(settings, _booster_file(tmp_path / "a.ubj", 1), {"auc": 0.7}, v2)
+    with pytest.raises(RegistryError, match="'ranking_v7' is unknown"):
+        register_model(
+            settings,
+            _booster_file(tmp_path / "a.ubj", 1),
+            {"auc": 0.7},
+            {**LINEAGE, "feature_service": "ranking_v7"},
+        )
+    assert current_champion(settings) is None
     register_model(settings, _booster_file(tmp_path / "b.ubj", 1), {"auc": 0.7}, LINEAGE)
     with pytest.raises(RegistryError, match="cannot roll back"):
         rollback(settings)

@@ -1,0 +1,135 @@
+"""Registering the definitions, and loading feature rows into the online store."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flywheel.config import Settings
+
+from flywheel.feature_store.base import (
+    _EPOCH,
+    ApplySummary,
+    FeatureServiceNotFoundError,
+    MaterializedView,
+    MaterializeSummary,
+    _as_utc,
+    _online_store_errors,
+    check_feature_tables,
+    feature_service_name,
+    get_store,
+)
+
+log = logging.getLogger(__name__)
+
+
+# ---- registration ----------------------------------------------------------------------
+
+
+def _definitions(data_dir: Path) -> list[Any]:
+    """The objects of ``feature_repo.definitions``, file paths anchored to ``data_dir``.
+
+    The DuckDB offline store reads a FileSource path as given (relative to the process's
+    working directory), unlike the dask store which resolves it against ``repo_path``; an
+    absolute path in the registry makes both read the same file.
+    """
+    from feast import Entity, FeatureService, FeatureView, FileSource
+    from feast.data_source import DataSource
+
+    import feature_repo.definitions as definitions
+
+    kinds = (Entity, DataSource, FeatureView, FeatureService)
+    objects = copy.deepcopy([v for v in vars(definitions).values() if isinstance(v, kinds)])
+    for obj in objects:
+        sources: list[DataSource | None] = [obj] if isinstance(obj, DataSource) else []
+        if isinstance(obj, FeatureView):
+            sources += [obj.batch_source, obj.stream_source]
+        for source in sources:
+            if isinstance(source, FileSource) and not Path(source.path).is_absolute():
+                source.file_options.uri = str(data_dir.absolute() / source.path)
+    return objects
+
+
+def apply(settings: Settings) -> ApplySummary:
+    """Register the ``feature_repo`` definitions in the registry and create online tables.
+
+    Args:
+        settings: where the registry, online store and feature tables live.
+
+    Returns:
+        Counts of what was registered and the seconds it took.
+
+    Raises:
+        FeatureServiceNotFoundError: ``feast.feature_service_version`` names a service that
+            ``feature_repo/definitions.py`` does not define.
+    """
+    from feast import Entity, FeatureService, FeatureView
+
+    start = time.perf_counter()
+    objects = _definitions(settings.feature_data_dir)
+    services = [o.name for o in objects if isinstance(o, FeatureService)]
+    wanted = feature_service_name(settings)
+    if wanted not in services:
+        raise FeatureServiceNotFoundError(
+            f"feast.feature_service_version={settings.feast.feature_service_version}: feature "
+            f"service {wanted!r} is not defined in feature_repo/definitions.py "
+            f"(defined: {', '.join(sorted(services))})"
+        )
+    store = get_store(settings)
+    log.info("registering %d Feast objects in %s", len(objects), store.config.registry.path)
+    with _online_store_errors(store.config):
+        store.apply(objects)
+    return ApplySummary(
+        project=settings.feast.project,
+        registry=str(store.config.registry.path),
+        entities=sum(isinstance(o, Entity) and o.name != "__dummy" for o in objects),
+        feature_views=sum(isinstance(o, FeatureView) for o in objects),
+        feature_services=len(services),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def materialize(settings: Settings, end: datetime | None = None) -> MaterializeSummary:
+    """Load feature rows up to ``end`` into the online store, incrementally.
+
+    A view continues from where its last materialization ended. The first run of a view
+    covers its ttl back from ``end`` (7 days for activity), or everything for a view that
+    never expires (the catalog). Unlike Feast's ``materialize_incremental``, whose first run
+    starts at *now* - ttl, this also works for data stamped in the past (replays, tests).
+
+    Args:
+        settings: the store to materialize.
+        end: tz-aware upper bound of event timestamps to load (default: now).
+
+    Raises:
+        FeatureTablesMissingError: a feature table file does not exist.
+        OnlineStoreUnavailableError: the Redis online store cannot be reached.
+    """
+    began = time.perf_counter()
+    end = _as_utc(end, "end") if end is not None else datetime.now(UTC)
+    check_feature_tables(settings)
+    store = get_store(settings)
+    done: list[MaterializedView] = []
+    for view in store.list_feature_views():
+        if not view.online:  # offline only (user_item: online as user_item_latest)
+            continue
+        if view.most_recent_end_time is not None:
+            start = _as_utc(view.most_recent_end_time.replace(tzinfo=UTC), "start")
+        else:
+            start = end - view.ttl if view.ttl else _EPOCH
+        if start >= end:
+            continue
+        log.info("materializing %s from %s to %s", view.name, start, end)
+        with _online_store_errors(store.config):
+            store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+        done.append(MaterializedView(view.name, start, end))
+    return MaterializeSummary(
+        online_store=settings.feast.online_store,
+        views=tuple(done),
+        seconds=time.perf_counter() - began,
+    )
