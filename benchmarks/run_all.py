@@ -30,6 +30,7 @@ FULL = (
     ("cycle_bench", "cycle_bench", ["--events", "1000000", "3000000", "10000000"]),
     ("serving_bench", "serving_bench", ["--duration", "15"]),
     ("shop_quality", "shop_quality", ["--world", "both"]),
+    ("objectives", "objectives", ["--world", "both", "--fresh"]),
 )
 QUICK = (
     ("feature_build", "feature_build", ["--events", "1000000"]),

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Profile = Literal["local", "kind", "prod"]
 PROFILES: tuple[Profile, ...] = ("local", "kind", "prod")
@@ -74,6 +81,38 @@ class IngestSettings(BaseModel):
     max_future_skew_s: int = Field(default=3600, ge=0)
 
 
+class TrainSettings(BaseModel):
+    """What the train stage optimises (:mod:`flywheel.objective` says what scores mean)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: ``binary:logistic``: scores are click probabilities; ``rank:ndcg`` /
+    #: ``rank:pairwise``: LambdaMART on the shards' query groups, scores are unnormalised
+    #: ranking scores. binary:logistic stays the default: no rank variant beat its NDCG@10
+    #: beyond seed noise on both worlds, all lost AUC (benchmarks/objectives.py, RESULTS.md).
+    objective: Literal["binary:logistic", "rank:ndcg", "rank:pairwise"] = "binary:logistic"
+    #: rank:* only. ``topk``: pairs with the top documents of the model's current ranking;
+    #: ``mean``: random pairs per document.
+    lambdarank_pair_method: Literal["topk", "mean"] = "topk"
+    #: rank:* only. ``topk``: how many top documents (10, the NDCG cut-off, by default);
+    #: ``mean``: pairs sampled per document.
+    lambdarank_num_pair_per_sample: int = Field(default=10, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _rank_options_need_rank(self) -> TrainSettings:
+        if self.objective.startswith("rank:"):
+            return self
+        # A non-default value, not any value set: a dumped-and-reloaded Settings sets all.
+        for name in ("lambdarank_pair_method", "lambdarank_num_pair_per_sample"):
+            value, default = getattr(self, name), type(self).model_fields[name].default
+            if value != default:
+                raise ValueError(
+                    f"train.{name}={value!r} applies to the rank:* objectives only; "
+                    f"train.objective is {self.objective!r}"
+                )
+        return self
+
+
 class KubernetesSettings(BaseModel):
     """Where Flywheel's objects live in a cluster (kind/prod); unused by the local profile.
 
@@ -114,6 +153,7 @@ class Settings(BaseModel):
     ray: RaySettings = Field(default_factory=RaySettings)
     feast: FeastSettings = Field(default_factory=FeastSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
     k8s: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
     @field_validator("workspace")

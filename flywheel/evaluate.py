@@ -12,6 +12,13 @@ Metrics (all in plain numpy except AUC, which uses scikit-learn):
   Ties in score are broken pessimistically (negatives first), so a constant scorer cannot
   look good by the accident of row order.
 
+A model trained with a rank:* objective (:func:`flywheel.objective.score_kind`) gives
+unnormalised ranking scores, not probabilities: its ``auc`` and ``ndcg_at_10`` are computed
+as for any scorer (both use only the order of the scores), its ``logloss`` and ``ece`` are
+NaN (not defined), it is left out of the calibration plot, and the blessing rule's log-loss
+check and a ``logloss``/``ece`` blessing metric apply only when both models give
+probabilities (:func:`decide`).
+
 The item-popularity baseline (:mod:`flywheel.popularity`: the item's purchases in the 7
 days before the impression, ties broken by its views) is scored on the same rows for
 ``auc`` and ``ndcg_at_10`` only (it ranks; it gives no probabilities). A first model must
@@ -35,6 +42,7 @@ from typing import Final, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from flywheel.objective import ScoreKind, score_kind
 from flywheel.popularity import POPULARITY_FEATURES, popularity_scores
 from flywheel.train import (
     booster_features,
@@ -148,13 +156,17 @@ class BaselineMetrics:
     ndcg_at_10: float
 
 
-def score_metrics(y: np.ndarray, p: np.ndarray, groups: np.ndarray) -> ModelMetrics:
-    """All test metrics of predictions ``p`` for labels ``y`` and ``groups``."""
+def score_metrics(
+    y: np.ndarray, p: np.ndarray, groups: np.ndarray, kind: ScoreKind = "probability"
+) -> ModelMetrics:
+    """All test metrics of scores ``p`` for labels ``y`` and ``groups``; ``kind``
+    ``ranking`` (scores that are no probabilities) makes ``logloss`` and ``ece`` NaN."""
     _, gid = np.unique(groups, return_inverse=True)
+    probabilities = kind == "probability"
     return ModelMetrics(
         auc=auc(y, p),
-        logloss=log_loss(y, p),
-        ece=expected_calibration_error(y, p),
+        logloss=log_loss(y, p) if probabilities else math.nan,
+        ece=expected_calibration_error(y, p) if probabilities else math.nan,
         ndcg_at_10=ndcg_at_k(y, p, groups),
         rows=len(y),
         groups_with_positive=int(np.count_nonzero(np.bincount(gid, weights=y) > 0)),
@@ -214,6 +226,12 @@ def decide(
     if champion is None:
         return decide_first_model(rule, challenger.auc, popularity_auc)
     ours, theirs = getattr(challenger, rule.metric), getattr(champion, rule.metric)
+    if rule.metric in ("logloss", "ece") and not (math.isfinite(ours) and math.isfinite(theirs)):
+        return Decision(
+            False,
+            f"blessing metric {rule.metric} needs probabilities from both models; challenger "
+            f"{ours:.4f}, champion {theirs:.4f} (a rank:* model's scores are no probabilities)",
+        )
     gain = ours - theirs if rule.metric in HIGHER_IS_BETTER else theirs - ours
     if not gain > rule.min_improvement:
         return Decision(
@@ -223,6 +241,13 @@ def decide(
         )
     regression = challenger.logloss - champion.logloss
     limit = rule.max_logloss_regression
+    if not math.isfinite(regression):  # a rank:* model on either side: no log loss to compare
+        return Decision(
+            True,
+            f"challenger {rule.metric} {ours:.4f} beats champion {theirs:.4f} by {gain:+.4f} "
+            f"(> {rule.min_improvement:.4f}); logloss check skipped (a rank:* model's scores "
+            "are no probabilities)",
+        )
     if limit is not None and regression > limit:
         return Decision(
             False,
@@ -309,13 +334,15 @@ def evaluate(
     challenger = load_booster(challenger_path)
     x, y, groups = read_split(info, "test", booster_features(challenger))
     scores = {"challenger": predict(challenger, x)}
+    kinds = {"challenger": score_kind(challenger)}
     if champion_path is not None:
         # A champion of an older feature service reads its own columns of the same rows
         # (every service's model columns start with the ones before it).
         champion = load_booster(champion_path)
         x_champion, _, _ = read_split(info, "test", booster_features(champion))
         scores["champion"] = predict(champion, x_champion)
-    metrics = {name: score_metrics(y, p, groups) for name, p in scores.items()}
+        kinds["champion"] = score_kind(champion)
+    metrics = {name: score_metrics(y, p, groups, kinds[name]) for name, p in scores.items()}
     baseline = popularity_scores(x, booster_features(challenger))
     popularity = BaselineMetrics(auc(y, baseline), ndcg_at_k(y, baseline, groups))
     decision = decide(rule, metrics["challenger"], metrics.get("champion"), popularity.auc)
@@ -323,7 +350,11 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     plots = {
         "roc": plot_roc(y, {**scores, "popularity": baseline}, out / "roc.png"),
-        "calibration": plot_calibration(y, scores, out / "calibration.png"),
+        "calibration": plot_calibration(
+            y,
+            {n: p for n, p in scores.items() if kinds[n] == "probability"},
+            out / "calibration.png",
+        ),
     }
     record = {
         "blessed": decision.blessed,
@@ -331,6 +362,7 @@ def evaluate(
         "rule": rule.model_dump(),
         "challenger": asdict(metrics["challenger"]),
         "champion": asdict(metrics["champion"]) if "champion" in metrics else None,
+        "score_kinds": kinds,
         "popularity": {
             **asdict(popularity),
             "ranked_by": list(POPULARITY_FEATURES),
@@ -341,7 +373,7 @@ def evaluate(
         "champion_path": None if champion_path is None else str(champion_path),
         "test_rows": len(y),
         "data_window": info.metadata.get("data_window"),
-        "roc_curve": roc_points(y, scores["challenger"]),
+        "roc_curve": roc_points(y, scores["challenger"], kinds["challenger"]),
     }
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps(record, indent=2, allow_nan=True))
@@ -360,14 +392,18 @@ def evaluate(
     )
 
 
-def roc_points(y: np.ndarray, p: np.ndarray, max_points: int = 200) -> dict[str, list[float]]:
+def roc_points(
+    y: np.ndarray, p: np.ndarray, kind: ScoreKind = "probability", max_points: int = 200
+) -> dict[str, list[float]]:
     """The challenger's ROC curve thinned to at most ``max_points`` (for the KFP UI)."""
     from sklearn.metrics import roc_curve
 
     fpr, tpr, thresholds = roc_curve(y, p)
     keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), max_points)).astype(int))
-    # sklearn's first threshold is +inf; JSON and KFP want a finite number.
-    thr = np.clip(thresholds[keep], 0.0, 1.0)
+    # sklearn's first threshold is +inf; JSON and KFP want a finite number (a probability
+    # at most 1; a ranking score's own largest value).
+    top = 1.0 if kind == "probability" else float(np.max(p))
+    thr = np.clip(thresholds[keep], 0.0 if kind == "probability" else -np.inf, top)
     return {
         "fpr": fpr[keep].tolist(),
         "tpr": tpr[keep].tolist(),

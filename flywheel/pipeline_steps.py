@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from datetime import timedelta
@@ -66,7 +67,9 @@ def _log_numbers(metrics: Any, prefix: str, data: dict[str, Any]) -> None:
     for key, value in data.items():
         if isinstance(value, bool):
             continue
-        if isinstance(value, int | float):
+        # NaN (a rank:* model's logloss and ECE: its scores are no probabilities) is not a
+        # number KFP's metrics can hold.
+        if isinstance(value, int | float) and math.isfinite(value):
             metrics.log_metric(f"{prefix}{key}", float(value))
 
 

@@ -17,7 +17,12 @@ any cycle has ingested them, and summarises per ``model_version``:
   explored slots whenever ``eps <= 0.5`` (the default is 0.1). ``explored_share`` is the
   share of impressions below that threshold.
 - **Calibration** of served scores against engagement: 10 equal-width bins
-  (:func:`flywheel.evaluate.calibration_bins`) and the expected calibration error.
+  (:func:`flywheel.evaluate.calibration_bins`) and the expected calibration error. Only a
+  version whose scores all lie in ``[0, 1]`` has one: a rank:* model's scores are
+  unnormalised ranking scores (:mod:`flywheel.objective`), so its ``ece`` is NaN and its
+  table empty. The report reads logs only, so it judges by the scores' range, not the
+  model file (a ranking model whose scores all happened to fall in [0, 1] would get a
+  calibration that means nothing).
 - ``first_ts`` / ``last_ts``: the earliest and latest serving time of the version.
 """
 
@@ -133,6 +138,7 @@ def version_report(version: str, rows: pd.DataFrame) -> VersionReport:
     engaged = rows["engaged"].to_numpy(dtype=np.float64)
     scores = rows["score"].to_numpy(dtype=np.float64)
     n = len(rows)
+    probabilities = bool(n) and bool(np.all((scores >= 0.0) & (scores <= 1.0)))
     return VersionReport(
         model_version=version,
         requests=int(rows["request_id"].nunique()),
@@ -141,8 +147,8 @@ def version_report(version: str, rows: pd.DataFrame) -> VersionReport:
         ctr=float(engaged.mean()) if n else math.nan,
         explored_share=float(rows["explored"].mean()) if n else math.nan,
         mean_score=float(scores.mean()) if n else math.nan,
-        ece=expected_calibration_error(engaged, scores) if n else math.nan,
-        calibration=calibration_table(engaged, scores),
+        ece=expected_calibration_error(engaged, scores) if probabilities else math.nan,
+        calibration=calibration_table(engaged, scores) if probabilities else (),
         first_ts=rows["ts"].min().to_pydatetime(),
         last_ts=rows["ts"].max().to_pydatetime(),
     )

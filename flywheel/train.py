@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import xgboost as xgb
 
-    from flywheel.config import Settings
+    from flywheel.config import Settings, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ METRICS_FILENAME: Final = "train_metrics.json"
 
 #: Booster parameters; anything here can be overridden through ``params``. Chosen for
 #: 100k-1M rows of ~20 dense features: moderate depth, row/column subsampling against
-#: overfitting, and a learning rate that converges in a few hundred rounds.
+#: overfitting, and a learning rate that converges in a few hundred rounds. The objective
+#: and its eval metrics come from ``Settings.train`` (:func:`flywheel.objective.booster_params`);
+#: the two here are that default's.
 DEFAULT_PARAMS: Final[dict[str, Any]] = {
     "objective": "binary:logistic",
     # Early stopping watches the last metric listed, so logloss (smoother than AUC) is last.
@@ -262,8 +265,10 @@ def booster_features(booster: xgb.Booster) -> list[str]:
 
 
 def predict(booster: xgb.Booster, x: np.ndarray) -> np.ndarray:
-    """Click probabilities (float64, shape ``[n]``) for a ``[n, n_features]`` matrix whose
-    columns are the booster's own (:func:`booster_features`)."""
+    """The booster's scores (float64, shape ``[n]``) for a ``[n, n_features]`` matrix whose
+    columns are the booster's own (:func:`booster_features`): click probabilities for a
+    binary:logistic model, unnormalised ranking scores for a rank:* one
+    (:func:`flywheel.objective.score_kind`)."""
     import xgboost as xgb
 
     names = booster_features(booster)
@@ -301,13 +306,17 @@ def row_range(files: list[str], start: int, stop: int, columns: list[str]) -> pa
     return pa.concat_tables(pieces)
 
 
-def _shard_matrix(files: list[str], total_rows: int, features: list[str]) -> xgb.DMatrix:
+def _shard_matrix(
+    files: list[str], total_rows: int, features: list[str], grouped: bool = False
+) -> xgb.DMatrix:
     """This worker's contiguous share of a split as a DMatrix (runs on a Ray Train worker).
 
     Rank ``r`` of ``w`` workers reads rows ``[n*r/w, n*(r+1)/w)`` straight from the split's
     Parquet files (a path every worker sees, as Ray Data's readers would need). Streaming
     the split through Ray Data instead cost a fixed 6-8 s per run on the 2-core machine
     (read tasks in fresh worker processes, a split coordinator) for 130 MB of shards.
+    ``grouped`` (rank objectives): the groups starting in that range instead, whole and
+    contiguous, with their ``qid`` (:func:`flywheel.objective.worker_rows`).
     """
     import ray.train
     import xgboost as xgb
@@ -315,6 +324,8 @@ def _shard_matrix(files: list[str], total_rows: int, features: list[str]) -> xgb
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     start, stop = total_rows * rank // world, total_rows * (rank + 1) // world
+    if grouped:
+        return _grouped_matrix(files, total_rows, features, start, stop)
     table = row_range(files, start, stop, [*features, LABEL])
     if table.num_rows == 0:
         empty = np.zeros((0, len(features)), dtype=np.float32)
@@ -323,20 +334,45 @@ def _shard_matrix(files: list[str], total_rows: int, features: list[str]) -> xgb
     return xgb.DMatrix(_feature_matrix(table, features), label=y, feature_names=features)
 
 
+def _grouped_matrix(
+    files: list[str], total_rows: int, features: list[str], start: int, stop: int
+) -> xgb.DMatrix:
+    """The whole query groups that start in rows ``[start, stop)``, with their ``qid``."""
+    import xgboost as xgb
+
+    from flywheel.objective import group_codes, worker_rows
+
+    groups = row_range(files, 0, total_rows, [GROUP]).column(GROUP)
+    plan = worker_rows(group_codes(groups.to_numpy(zero_copy_only=False)), start, stop)
+    if len(plan.order) == 0:
+        empty = np.zeros((0, len(features)), dtype=np.float32)
+        return xgb.DMatrix(empty, label=np.zeros(0), feature_names=features)
+    table = row_range(files, start, plan.read_stop, [*features, LABEL]).take(plan.order)
+    y = table.column(LABEL).to_numpy().astype(np.float32)
+    x = _feature_matrix(table, features)
+    return xgb.DMatrix(x, label=y, qid=plan.qid, feature_names=features)
+
+
 def _train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker body: load shards, boost with early stopping, report once."""
     import xgboost as xgb
 
+    from flywheel.objective import is_ranking, stop_metric
+
     started_unix, started = time.time(), time.perf_counter()
     splits, features = config["splits"], config["feature_columns"]
-    dtrain = _shard_matrix(splits["train"]["files"], splits["train"]["rows"], features)
-    dvalid = _shard_matrix(splits["valid"]["files"], splits["valid"]["rows"], features)
+    objective = config["params"]["objective"]
+    grouped = is_ranking(objective)
+    dtrain = _shard_matrix(splits["train"]["files"], splits["train"]["rows"], features, grouped)
+    dvalid = _shard_matrix(splits["valid"]["files"], splits["valid"]["rows"], features, grouped)
     loaded = time.perf_counter()
     evals_result: dict[str, Any] = {}
+    metric, maximize = stop_metric(objective)
     stopper = xgb.callback.EarlyStopping(
         rounds=config["early_stopping_rounds"],
-        metric_name="logloss",
+        metric_name=metric,
         data_name="valid",
+        maximize=maximize,
         save_best=True,
     )
     booster = xgb.train(
@@ -348,26 +384,37 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
         callbacks=[stopper],
         verbose_eval=False,
     )
-    metrics = _best_metrics(evals_result)
+    metrics = _best_metrics(evals_result, metric, maximize)
     metrics.update(
         load_seconds=loaded - started,
         boost_seconds=time.perf_counter() - loaded,
         # Wall-clock stamps (same host clock locally) let the driver split the fit time.
         worker_started_unix=started_unix,
         worker_done_unix=time.time(),
-        num_boosted_rounds=len(evals_result["valid"]["logloss"]),
+        num_boosted_rounds=len(evals_result["valid"][metric]),
         worker_train_rows=dtrain.num_row(),
     )
     _report_once(booster, metrics)
 
 
-def _best_metrics(evals_result: dict[str, Any]) -> dict[str, Any]:
-    """Metrics at the iteration with the lowest valid logloss (what early stopping kept)."""
-    best = int(np.argmin(evals_result["valid"]["logloss"]))
-    out: dict[str, Any] = {"best_iteration": best}
+def _best_metrics(
+    evals_result: dict[str, Any], metric: str = "logloss", maximize: bool = False
+) -> dict[str, Any]:
+    """Metrics at the iteration early stopping kept (best valid ``metric``).
+
+    ``*_logloss`` is NaN for a ranking objective (its scores are no probabilities) and
+    ``*_ndcg_at_10`` is there for ranking objectives only; XGBoost's ``auc`` on a DMatrix
+    with query groups is the mean AUC within the groups, not the AUC over all rows.
+    """
+    history = np.asarray(evals_result["valid"][metric])
+    best = int(np.argmax(history) if maximize else np.argmin(history))
+    out: dict[str, Any] = {"best_iteration": best, "stopped_on": f"valid {metric}"}
     for data in ("train", "valid"):
-        for metric in ("logloss", "auc"):
-            out[f"{data}_{metric}"] = float(evals_result[data][metric][best])
+        for name, key in (("logloss", "logloss"), ("auc", "auc"), ("ndcg@10", "ndcg_at_10")):
+            if name in evals_result[data]:
+                out[f"{data}_{key}"] = float(evals_result[data][name][best])
+            elif name == "logloss":
+                out[f"{data}_{key}"] = math.nan
     return out
 
 
@@ -383,9 +430,21 @@ def _report_once(booster: xgb.Booster, metrics: dict[str, Any]) -> None:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def _split_params(params: dict[str, Any] | None, seed: int) -> dict[str, Any]:
-    """Merge overrides into the defaults and pull out the training-loop knobs."""
-    merged = {**DEFAULT_PARAMS, "seed": seed, **(params or {})}
+def _split_params(
+    params: dict[str, Any] | None, seed: int, train: TrainSettings | None = None
+) -> dict[str, Any]:
+    """Merge the objective of ``train`` (default: binary:logistic) and the overrides into
+    the defaults, and pull out the training-loop knobs.
+
+    Raises:
+        ValueError: an objective override that is not one :mod:`flywheel.objective` knows.
+    """
+    from flywheel.config import TrainSettings
+    from flywheel.objective import booster_params, check_objective
+
+    objective = booster_params(train or TrainSettings())
+    merged = {**DEFAULT_PARAMS, **objective, "seed": seed, **(params or {})}
+    check_objective(merged["objective"])
     return {
         "num_boost_round": int(merged.pop("num_boost_round", DEFAULT_NUM_BOOST_ROUND)),
         "early_stopping_rounds": int(
@@ -429,10 +488,12 @@ def train_model(
     params: dict[str, Any] | None = None,
     seed: int = 0,
 ) -> TrainSummary:
-    """Train a binary click model on the train split, early-stopped on the valid split.
+    """Train the ranking model on the train split, early-stopped on the valid split.
 
     Args:
-        settings: Ray address and worker sizing (``settings.ray``).
+        settings: Ray address and worker sizing (``settings.ray``); the objective
+            (``settings.train``, :mod:`flywheel.objective`: binary click probabilities by
+            default, or a rank:* objective on the shards' query groups).
         shards_dir: preprocessed shards (see the module docstring).
         out_dir: created if needed; receives ``model.ubj``, ``train_metrics.json`` and
             ``ray_results/`` (the Ray Train run with its checkpoint).
@@ -451,7 +512,7 @@ def train_model(
     info = inspect_shards(shards_dir, splits=("train", "valid"))
     for split in ("train", "valid"):
         check_labels(info, split)
-    config = _split_params(params, seed)
+    config = _split_params(params, seed, settings.train)
     log.info("training on %s train / %s valid rows", f"{info.rows['train']:,}", info.rows["valid"])
     out.mkdir(parents=True, exist_ok=True)
     marks["validated"] = time.time()
@@ -520,6 +581,7 @@ def _metrics_record(
         "feature_columns": info.feature_columns,
         "data_window": info.metadata.get("data_window"),
         "params": config["params"],
+        "objective": config["params"]["objective"],
         "num_boost_round": config["num_boost_round"],
         "early_stopping_rounds": config["early_stopping_rounds"],
         "seed": seed,
