@@ -635,10 +635,3 @@ def main(argv: list[str] | None = None) -> int:
     (Path(args.out) / SUMMARY_FILENAME).write_text(summary_to_json(summary))
     return 0
 
-
-if __name__ == "__main__":
-    # Run the imported module's main, not this __main__ copy: Ray workers must unpickle the
-    # training loop as ``flywheel.train._train_loop_per_worker``.
-    from flywheel.train import main as _main
-
-    raise SystemExit(_main())
