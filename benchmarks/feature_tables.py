@@ -38,23 +38,10 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from harness import Check, PeakPss, Target, dump, machine, report_verdicts  # noqa: E402
-from string_ids import _wait_for_ray_exit  # noqa: E402
+from string_ids import _CHILD, _wait_for_exit  # noqa: E402
 
 PEAK_TARGET_MIB = 4096.0
 SHARED = ("user_activity", "item_activity", "item_catalog")
-
-_CHILD = """
-import json, sys, time
-from pathlib import Path
-from flywheel.config import Settings
-from flywheel.features import build_features
-from flywheel.ray_runtime import shutdown_ray
-start = time.perf_counter()
-summary = build_features(Settings(workspace=Path(sys.argv[1])))
-seconds = time.perf_counter() - start
-shutdown_ray()
-print(json.dumps({"seconds": seconds, "rows": summary.rows, "phases": summary.seconds}))
-"""
 
 
 class PeakBreakdown(PeakPss):
@@ -109,7 +96,7 @@ def _short_name(proc: psutil.Process) -> str:
 
 def run_build(code_root: Path, workspace: Path) -> dict[str, Any]:
     """Build the features of ``workspace`` with the package under ``code_root``."""
-    _wait_for_ray_exit()
+    _wait_for_exit()
     env = {**os.environ, "PYTHONPATH": str(code_root), "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(workspace)],
