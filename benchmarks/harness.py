@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -223,6 +224,28 @@ def report_verdicts(
     for line in verdicts.lines:
         echo(line)
     return verdicts
+
+
+def finish(
+    out: Path,
+    args: Any,
+    started: float,
+    targets: Sequence[Target],
+    checks: Sequence[Check],
+    **sections: Any,
+) -> int:
+    """End a benchmark's ``main``: print the verdicts, write ``out`` (machine, arguments,
+    seconds since ``started``, ``sections``, targets, checks, verdicts), print where, and
+    return the exit code."""
+    print()
+    verdicts = report_verdicts(targets, checks)
+    payload = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
+               "seconds": round(time.perf_counter() - started, 1), **sections,
+               "targets": targets, "checks": checks, "verdicts": verdicts}  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    dump(str(out), payload)
+    print(f"\nmachine: {payload['machine']}\nwrote {out} in {payload['seconds']} s")
+    return verdicts.exit_code
 
 
 def dump(path: str, payload: dict[str, Any]) -> None:

@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Check, Target, dump, machine, report_verdicts
+from harness import Check, Target, finish
 from objective_shards import shards_of
 
 #: name -> Settings.train of each variant (everything else is the pipeline's default).
@@ -247,16 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     checks = [c for w, r in worlds.items() for c in checks_of(w, r, args.seed)]
     goals = [t for w, r in worlds.items() for t in targets_of(w, r)]
-    print()
-    verdicts = report_verdicts(goals, checks)
-    payload = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
-               "seconds": round(time.perf_counter() - started, 1), "worlds": worlds,
-               "decision": decision, "targets": goals, "checks": checks,
-               "verdicts": verdicts}  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    dump(str(args.out), payload)
-    print(f"\nmachine: {payload['machine']}\nwrote {args.out} in {payload['seconds']} s")
-    return verdicts.exit_code
+    return finish(args.out, args, started, goals, checks, worlds=worlds, decision=decision)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Check, Target, dump, machine, report_verdicts
+from harness import Check, Target, finish
 from quality_metrics import calibration_gap, expected_auc, graded_ndcg_at_k, lift_share
 from quality_worlds import Prepared, prepare_shop, prepare_simulator, ts_us
 
@@ -335,15 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     table(results)
     checks = [c for r in results for c in checks_of(r)]
     goals = [t for r in results for t in targets_of(r)]
-    print()
-    verdicts = report_verdicts(goals, checks)
-    payload = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
-               "seconds": round(time.perf_counter() - started, 1), "results": results,
-               "targets": goals, "checks": checks, "verdicts": verdicts}  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    dump(str(args.out), payload)
-    print(f"\nmachine: {payload['machine']}\nwrote {args.out} in {payload['seconds']} s")
-    return verdicts.exit_code
+    return finish(args.out, args, started, goals, checks, results=results)
 
 
 if __name__ == "__main__":

@@ -233,3 +233,20 @@ def test_cycle_fails_on_a_stage_that_did_not_run_or_a_different_auc() -> None:
     assert set(good.targets.values()) == {"met", "missed"}  # 150 s overhead: missed
     for bad in (size(10_000_000, 0.69, stages), size(10_000_000, 0.719, ["ran", "cached"])):
         assert judge([], cycle_bench.checks([bad], overhead)).exit_code == 1
+
+
+def test_finish_writes_the_report_and_returns_the_exit_code(tmp_path: Path) -> None:
+    import argparse
+    import json
+    import time
+
+    from benchmarks.harness import finish
+
+    args = argparse.Namespace(out=tmp_path / "sub" / "r.json", seed=3)
+    started = time.perf_counter()
+    assert finish(args.out, args, started, [FAST], [OK], worlds={"shop": 1}) == 0
+    payload = json.loads(args.out.read_text())
+    assert payload["args"] == {"out": str(args.out), "seed": "3"}
+    assert payload["worlds"] == {"shop": 1} and payload["seconds"] >= 0
+    assert payload["verdicts"]["targets"] == {FAST.name: "met"}
+    assert finish(args.out, args, started, [FAST], [Check("tables equal", False)]) == 1
