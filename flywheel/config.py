@@ -70,6 +70,9 @@ class FeastSettings(BaseModel):
     #: ``None``: DuckDB's default of 80% of RAM). Over it the join spills to the workspace's
     #: ``tmp/duckdb``: a 1M-row training set at 10M events peaks at ~1.7 GB instead of ~2.5.
     offline_memory_limit: str | None = "1GB"
+    #: Proto memory (MiB) one online write batch of a materialization may take; each view's
+    #: batch rows are sized from it (``flywheel.feature_store.write_batches``), 10k-200k rows.
+    online_write_batch_mib: int = Field(default=384, ge=16)
 
 
 class IngestSettings(BaseModel):

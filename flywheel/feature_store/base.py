@@ -85,6 +85,8 @@ class MaterializedView:
     name: str
     start: datetime
     end: datetime
+    #: Rows per online write batch (sized from ``feast.online_write_batch_mib``).
+    batch_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -168,9 +170,10 @@ def repo_config(settings: Settings) -> RepoConfig:
         repo_path=settings.feature_data_dir.absolute(),
         # Feast's defaults pull every row of the range into pandas to deduplicate it, then
         # convert the whole table to protos in one batch: user_category of a 10M-event lake
-        # peaks at 4.1 GB (59 s). The offline store's "latest per key" query and 200k-row
-        # writes give the same online values at 1.7 GB (62 s; 100k: 1.3 GB, 68 s; 10k:
-        # 0.8 GB, 109 s: Feast pays a fixed cost per batch).
+        # peaks at 4.1 GB (59 s). The offline store's "latest per key" query and bounded
+        # writes give the same online values at 1.7 GB (200k rows, 62 s; 100k: 1.3 GB, 68 s;
+        # 10k: 0.8 GB, 109 s: Feast pays a fixed cost per batch). ``materialize`` sizes the
+        # batch per view from a memory budget (write_batches.py); this is the ceiling.
         materialization_config={"pull_latest_features": True, "online_write_batch_size": 200_000},
     )
 

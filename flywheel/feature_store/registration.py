@@ -24,6 +24,7 @@ from flywheel.feature_store.base import (
     feature_service_name,
     get_store,
 )
+from flywheel.feature_store.write_batches import view_batch_rows
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ def materialize(settings: Settings, end: datetime | None = None) -> MaterializeS
     check_feature_tables(settings)
     store = get_store(settings)
     done: list[MaterializedView] = []
+    budget = settings.feast.online_write_batch_mib * 2**20
     for view in store.list_feature_views():
         if not view.online:  # offline only (user_item: online as user_item_latest)
             continue
@@ -124,10 +126,15 @@ def materialize(settings: Settings, end: datetime | None = None) -> MaterializeS
             start = end - view.ttl if view.ttl else _EPOCH
         if start >= end:
             continue
-        log.info("materializing %s from %s to %s", view.name, start, end)
+        rows = view_batch_rows(view, budget)
+        # Feast's local engine reads the batch size from the config at every view it writes.
+        store.config.materialization_config.online_write_batch_size = rows
+        log.info(
+            "materializing %s from %s to %s (%d-row write batches)", view.name, start, end, rows
+        )
         with _online_store_errors(store.config):
             store.materialize(start_date=start, end_date=end, feature_views=[view.name])
-        done.append(MaterializedView(view.name, start, end))
+        done.append(MaterializedView(view.name, start, end, rows))
     return MaterializeSummary(
         online_store=settings.feast.online_store,
         views=tuple(done),

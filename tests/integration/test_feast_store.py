@@ -704,3 +704,27 @@ def test_the_v1_service_still_resolves(offline):
     assert [v.view for v in fs.service_lookups(store, "ranking_v1")] == list(v1)
     with pytest.raises(fs.FeatureServiceNotFoundError, match="ranking_v9"):
         fs.service_lookups(store, "ranking_v9")
+
+
+def test_materialize_writes_in_batches_sized_per_view(online, monkeypatch):
+    """Every write batch Feast hands the online store has at most the rows sized for its
+    view, and values written in many small batches equal the offline join."""
+    from flywheel.feature_store import write_batches as wb
+
+    settings, tables = online
+    monkeypatch.setattr(wb, "MIN_ROWS", 1)
+    monkeypatch.setattr(wb, "MAX_ROWS", 3)
+    store_cls = type(fs.get_store(settings)._get_provider().online_store)
+    seen: dict[str, list[int]] = {}
+    write = store_cls.online_write_batch
+
+    def counting(self, config, table, data, progress):
+        seen.setdefault(table.name, []).append(len(data))
+        return write(self, config, table, data, progress)
+
+    monkeypatch.setattr(store_cls, "online_write_batch", counting)
+    summary = fs.materialize(settings, end=T0 + 2 * D)
+    assert {v.batch_rows for v in summary.views} == {3}
+    assert seen and all(max(sizes) <= 3 for sizes in seen.values())
+    assert any(len(sizes) > 1 for sizes in seen.values())
+    _assert_online(settings, tables, settings, T0 + 2 * D, [ITEM[i] for i in (10, 11, 12, 13)])
