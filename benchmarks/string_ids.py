@@ -1,6 +1,7 @@
 """Benchmark: what string ids cost, against the integer-id code, in the same run.
 
     python benchmarks/string_ids.py --events 1000000 10000000 --base /work/base
+    python benchmarks/string_ids.py --events --cycle-events 10000000 --cycle-repeats 2 --base /work/base
 
 Three contenders build the features of the same synthetic lake (``synth.py``, same seed,
 so the same events, users and items), each in a fresh process with peak PSS sampled for
@@ -12,7 +13,7 @@ the whole process tree (Ray included):
 * ``shop``: this code on shop-like string ids (``u1000042``, ``sku-00017``).
 
 With ``--cycle-events N`` it also runs one whole ``flywheel cycle`` (kfp.local, all eight
-stages, caching off) per contender on a simulated shop of ~N events (the simulator with
+stages, caching off) per contender on a simulated shop of ~N events, ``--cycle-repeats`` times (the simulator with
 ``plain``/``shop`` naming; the old code's simulator writes int64 ids), once each.
 
 Contenders run interleaved, in an order rotated every round (int, text, shop; text, shop,
@@ -213,21 +214,30 @@ def run_size(n: int, root: Path, base: Path, repeats: int) -> dict[str, Any]:
     return {"events": n, "runs": runs, "median": median, "equal": equal, "equal_text": equal_text}
 
 
-def cycle_size(n: int, root: Path, base: Path) -> dict[str, Any]:
-    """One cycle per contender on a simulated shop of ~``n`` events."""
+def cycle_size(n: int, root: Path, base: Path, repeats: int = 1) -> dict[str, Any]:
+    """``repeats`` cycles per contender on a simulated shop of ~``n`` events, the order
+    rotated every round as for the builds; medians per contender."""
     import shutil
 
-    runs = {}
-    for style in STYLES:
-        raw, ws = root / f"cycle-{n}-{style}" / "raw", root / f"cycle-{n}-{style}" / "ws"
-        shutil.rmtree(ws, ignore_errors=True)
-        naming = {"int": "int", "text": "plain", "shop": "shop"}[style]
-        m = run_cycle(base if style == "int" else ROOT, raw, ws, naming, n)
-        runs[style] = m
-        print(f"  cycle {n:>11,} {style:>4}: {m['seconds']:7.1f} s {m['cpu_s']:7.1f} CPU-s "
-              f"{m['peak_mib']:7.0f} MiB "
-              f"{m['statuses']}", flush=True)  # fmt: skip
-    return {"events": n, "cycle": runs}
+    rounds: dict[str, list[dict[str, Any]]] = {style: [] for style in STYLES}
+    for r in range(repeats):
+        for style in STYLES[r % len(STYLES) :] + STYLES[: r % len(STYLES)]:
+            raw, ws = root / f"cycle-{n}-{style}" / "raw", root / f"cycle-{n}-{style}" / "ws"
+            shutil.rmtree(ws, ignore_errors=True)
+            naming = {"int": "int", "text": "plain", "shop": "shop"}[style]
+            m = run_cycle(base if style == "int" else ROOT, raw, ws, naming, n)
+            rounds[style].append(m)
+            print(f"  cycle {n:>11,} {style:>4} round {r + 1}: {m['seconds']:7.1f} s "
+                  f"{m['cpu_s']:7.1f} CPU-s {m['peak_mib']:7.0f} MiB "
+                  f"{m['statuses']}", flush=True)  # fmt: skip
+    runs = {
+        style: {
+            **{k: statistics.median(m[k] for m in ms) for k in ("seconds", "cpu_s", "peak_mib")},
+            "statuses": sorted({s for m in ms for s in m["statuses"]}),
+        }
+        for style, ms in rounds.items()
+    }
+    return {"events": n, "repeats": repeats, "cycle": runs, "rounds": rounds}
 
 
 def cycle_verdicts(result: dict[str, Any]) -> list[str]:
@@ -269,11 +279,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench-out/string_ids.json"))
     parser.add_argument("--cycle-events", type=int, nargs="*", default=[])
+    parser.add_argument("--cycle-repeats", type=int, default=1)
     args = parser.parse_args()
     if not (args.base / "flywheel" / "features").is_dir():
         parser.error(f"--base {args.base} is not a checkout of flywheel")
     results = [run_size(n, args.root, args.base, args.repeats) for n in args.events]
-    cycles = [cycle_size(n, args.root, args.base) for n in args.cycle_events]
+    cycles = [cycle_size(n, args.root, args.base, args.cycle_repeats) for n in args.cycle_events]
     print()
     failed = False
     for c in cycles:
