@@ -130,10 +130,14 @@ def ingest(
 ) -> None:
     """Validate raw events into the date-partitioned event lake (idempotent)."""
     from flywheel.ingest import ingest_events
+    from flywheel.workspace_lock import workspace_lock
 
     s = settings_of(ctx)
     paths, items = expand_event_inputs(events, items)
-    with logged(ctx, s, "ingest", "ingest: validating events with Ray Data") as run:
+    with (
+        logged(ctx, s, "ingest", "ingest: validating events with Ray Data") as run,
+        workspace_lock(s, "ingest"),
+    ):
         summary = ingest_events(s, paths, items=items, mapping=mapping)
     print_summary("ingest", summary)
     if summary.quarantined:
@@ -154,9 +158,13 @@ def features(
     """Build feature tables from the lake (Ray Data), `feast apply`, materialize online."""
     from flywheel import feature_store
     from flywheel.features import build_features
+    from flywheel.workspace_lock import workspace_lock
 
     s = settings_of(ctx)
-    with logged(ctx, s, "features", "features: building tables with Ray Data") as run:
+    with (
+        logged(ctx, s, "features", "features: building tables with Ray Data") as run,
+        workspace_lock(s, "features"),
+    ):
         built = build_features(s)
         progress.phase(log, "features: feast apply")
         applied = feature_store.apply(s)

@@ -84,6 +84,17 @@ class IngestSettings(BaseModel):
     max_future_skew_s: int = Field(default=3600, ge=0)
 
 
+class LockSettings(BaseModel):
+    """What a run does when another run holds the workspace (:mod:`flywheel.workspace_lock`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: ``fail``: exit at once naming the holder; ``wait``: queue behind it.
+    on_busy: Literal["fail", "wait"] = "fail"
+    #: With ``wait``: give up (and fail) after this many seconds.
+    wait_timeout_s: float = Field(default=6 * 3600, gt=0)
+
+
 class TrainSettings(BaseModel):
     """What the train stage optimises (:mod:`flywheel.objective` says what scores mean)."""
 
@@ -157,6 +168,7 @@ class Settings(BaseModel):
     feast: FeastSettings = Field(default_factory=FeastSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    lock: LockSettings = Field(default_factory=LockSettings)
     k8s: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
     @field_validator("workspace")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from flywheel import progress
 from flywheel.pipeline_steps import RUN_ID_ENV
+from flywheel.workspace_lock import locked
 
 if TYPE_CHECKING:
     from flywheel.config import Settings
@@ -100,6 +101,7 @@ def collect_report(settings: Settings, run_id: str) -> list[StageReport]:
     return reports
 
 
+@locked("cycle")
 def run_cycle(
     settings: Settings,
     events_uri: str = "",
@@ -122,7 +124,10 @@ def run_cycle(
     before any stage runs and reaches ingest as :func:`~flywheel.ingest.mapping_argument`
     makes it, the same argument a cluster run gets.
 
+    Holds the workspace's lock while it runs (:mod:`flywheel.workspace_lock`).
+
     Raises:
+        WorkspaceBusyError: another run holds the workspace (``lock.on_busy``).
         ValueError: a mapping without ``events_uri``; MappingError: a bad mapping.
         CycleError: naming the failed stage; stages before it keep their outputs, the
             champion pointer is untouched (register/deploy never ran or rolled back).
