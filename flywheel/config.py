@@ -127,6 +127,34 @@ class TrainSettings(BaseModel):
         return self
 
 
+class RetrainPolicy(BaseModel):
+    """When the live model is retrained (:mod:`flywheel.policy`; ``flywheel watch``).
+
+    A rule fires on its own; a run then still needs ``min_interval_h`` since the last one and
+    fewer than ``max_runs_per_day`` runs in the past 24 h. ``None`` switches a rule off.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Schedule: retrain when the champion is older than this (hours).
+    max_champion_age_h: float | None = Field(default=7 * 24.0, gt=0)
+    #: Drift: retrain when at least this many model inputs are over their PSI threshold ...
+    drift_min_inputs: int | None = Field(default=3, ge=1)
+    #: ... or when the served score distribution's PSI is over this.
+    score_psi: float | None = Field(default=0.25, gt=0)
+    #: Performance: retrain when served CTR falls below the champion's own baseline CTR
+    #: (its first ``baseline_hours`` of traffic) by this share (0.2 = 20% lower) ...
+    ctr_drop: float | None = Field(default=0.2, gt=0, lt=1)
+    #: ... or its delayed-label AUC below its baseline AUC by this much.
+    auc_drop: float | None = Field(default=0.03, gt=0, lt=0.5)
+    #: Impressions both the window and the baseline need before a performance rule counts.
+    min_impressions: int = Field(default=1000, ge=1)
+    #: Hours of a champion's first traffic that make its baseline.
+    baseline_hours: float = Field(default=24.0, gt=0)
+    min_interval_h: float = Field(default=6.0, ge=0)
+    max_runs_per_day: int = Field(default=4, ge=1)
+
+
 class KubernetesSettings(BaseModel):
     """Where Flywheel's objects live in a cluster (kind/prod); unused by the local profile.
 
@@ -169,6 +197,7 @@ class Settings(BaseModel):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     lock: LockSettings = Field(default_factory=LockSettings)
+    retrain: RetrainPolicy = Field(default_factory=RetrainPolicy)
     k8s: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
     @field_validator("workspace")
