@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 
@@ -131,7 +131,7 @@ def served_quality(
         rows = impressions.loc[impressions["model_version"] == v]
         versions.append(quality_row(str(v), rows, _dt(rows["ts"].min()), _dt(rows["ts"].max())))
     floor = impressions["ts"].dt.floor(PERIOD_FREQ[period])
-    step = pd.Timedelta(1, PERIOD_FREQ[period])
+    step = pd.Timedelta(hours=1) if period == "hour" else pd.Timedelta(days=1)
     periods = []
     for start in sorted(floor.unique()):
         in_period = impressions.loc[floor == start]
@@ -142,7 +142,7 @@ def served_quality(
     return versions, periods
 
 
-def _dt(ts: object) -> datetime:
+def _dt(ts: Any) -> datetime:
     import pandas as pd
 
     return pd.Timestamp(ts).to_pydatetime()

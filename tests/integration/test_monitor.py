@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,7 +76,8 @@ def _log(settings: Settings, world: Any, rng: np.random.Generator, day_start: An
             records.append(
                 {
                     "request_id": f"req-{n}", "ts": row["event_timestamp"].to_pydatetime(),
-                    "user_id": row["user_id"], "item_id": row["item_id"], "position": int(row["pos"]),
+                    "user_id": row["user_id"], "item_id": row["item_id"],
+                    "position": int(row["pos"]),
                     "score": float(rng.uniform(0, 1)), "model_version": "flywheel-ranker:sim",
                     "propensity": 0.9, "features": json.dumps(features),
                 }

@@ -50,7 +50,8 @@ def test_position_baseline_is_the_mean_reward_per_position() -> None:
 
 def test_on_policy_weights_give_the_logged_value() -> None:
     slots = _tiny()
-    same = LoggedSlots(slots.slate, slots.position, slots.propensity, slots.reward, slots.propensity)
+    p = slots.propensity
+    same = LoggedSlots(slots.slate, slots.position, p, slots.reward, target=p)
     got = off_policy_estimates(same, n_boot=20)
     assert got["ips"].value == pytest.approx(logged_value(same)) == pytest.approx(1.0)
     assert got["snips"].value == pytest.approx(1.0)
