@@ -85,11 +85,12 @@ def _drift_section(
 ) -> dict[str, Any]:
     from flywheel.monitor.drift import compare, feature_drift, label_drift, served_model_inputs
     from flywheel.monitor.reference import ReferenceError, load_reference
+    from flywheel.registry import RegistryError
     from flywheel.train import ShardError
 
     try:
         ref = load_reference(settings, reference_dir)
-    except (ReferenceError, ShardError, FileNotFoundError) as exc:
+    except (ReferenceError, RegistryError, ShardError, FileNotFoundError) as exc:
         log.warning("monitor: no drift section: %s", exc)
         return {"error": str(exc)}
     rows = impressions
