@@ -25,7 +25,13 @@ from flywheel.cli_support import (
     mapping_option,
     settings_of,
 )
-from flywheel.cli_views import loop_table, quick_demo_table, report_table, stage_table
+from flywheel.cli_views import (
+    loop_table,
+    monitor_table,
+    quick_demo_table,
+    report_table,
+    stage_table,
+)
 from flywheel.console import console, print_summary, setup_logging
 
 log = logging.getLogger("flywheel.cli")
@@ -373,6 +379,33 @@ def report(
     s = settings_of(ctx)
     start = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
     report_table(model_report(s, out or s.workspace / "reports" / "model_report.png", since=start))
+
+
+@app.command()
+@clear_errors
+def monitor(
+    ctx: typer.Context,
+    since: datetime | None = typer.Option(None, help="Only what was served from this UTC time."),
+    until: datetime | None = typer.Option(None, help="Only what was served before this UTC time."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Folder for monitor.json and monitor.html (default <workspace>/monitor).",
+    ),
+    reference: Path | None = typer.Option(
+        None, help="The champion's shards directory (default: found from its lineage)."
+    ),
+    skew: bool = typer.Option(True, help="Compare logged features with the offline store."),
+) -> None:
+    """Served quality, feature/prediction/label drift and training/serving skew."""
+    from flywheel.monitor import run_monitor
+
+    s = settings_of(ctx)
+    start, end = (t.replace(tzinfo=UTC) if t and t.tzinfo is None else t for t in (since, until))
+    result = run_monitor(
+        s, out or s.workspace / "monitor", since=start, until=end, reference=reference, skew=skew
+    )
+    monitor_table(result)
 
 
 @app.command()

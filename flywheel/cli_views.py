@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from flywheel.cycle import CycleSummary
     from flywheel.demo import DemoSummary
     from flywheel.loop import LoopSummary
+    from flywheel.monitor import MonitorResult
     from flywheel.report import ModelReport
 
 
@@ -94,3 +95,46 @@ def report_table(result: ModelReport) -> None:
         f"{result.impressions:,} impressions, {result.feedback_events:,} feedback events "
         f"({result.unmatched_feedback:,} unmatched); figure: {result.png}"
     )
+
+
+def monitor_table(result: MonitorResult) -> None:
+    """``flywheel monitor``: served quality per version, drift and skew counts, alerts."""
+    record = result.record
+    table = Table(title="served quality per model version", header_style="bold")
+    for col in ("model version", "impressions", "CTR [95% CI]", "purchase rate", "explored"):
+        table.add_column(col, justify="left" if col == "model version" else "right")
+    for col in ("closed", "ECE", "AUC"):
+        table.add_column(col, justify="right")
+
+    def rate(p: dict[str, float | None]) -> str:
+        if p["rate"] is None:
+            return "-"
+        return f"{p['rate']:.4f} [{p['low']:.4f}, {p['high']:.4f}]"
+
+    def num(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    for v in record["quality"]["versions"]:
+        table.add_row(
+            v["model_version"], f"{v['impressions']:,}", rate(v["ctr"]), rate(v["purchase_rate"]),
+            f"{num(v['explored_share'])}", f"{v['closed']:,}", num(v["ece"]), num(v["auc"]),
+        )  # fmt: skip
+    console.print(table)
+    drift, skew = record["drift"], record["skew"]
+    if "error" in drift:
+        console.print(f"drift: not measured ({drift['error']})")
+    else:
+        statuses = [f["status"] for f in drift["features"]]
+        console.print(
+            f"drift: {len(statuses)} inputs, {statuses.count('alert')} alert, "
+            f"{statuses.count('warn')} warn; scores "
+            f"{(drift['prediction'] or {}).get('status', '-')}; label {drift['label']['status']}"
+        )
+    if "error" in skew:
+        console.print(f"skew: not checked ({skew['error']})")
+    else:
+        bad = [f["feature"] for f in skew["features"] if f["status"] == "skewed"]
+        console.print(f"skew: {skew['rows']} rows, {len(bad)} skewed features {bad or ''}")
+    for alert in record["alerts"]:
+        console.print(f"[bold red]{alert}[/bold red]")
+    console.print(f"report: {result.json_path} and {result.html_path}; {result.seconds:.1f}s")

@@ -155,6 +155,50 @@ class RetrainPolicy(BaseModel):
     max_runs_per_day: int = Field(default=4, ge=1)
 
 
+class MonitorSettings(BaseModel):
+    """Thresholds of ``flywheel monitor`` (README, "Watching the live model")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Minutes after an impression in which feedback counts (as the dataset stage labels);
+    #: ECE and delayed-label AUC use only impressions whose window has closed.
+    attribution_minutes: int = Field(default=60, ge=1)
+    #: Quantile bins of the training distribution that PSI and Jensen-Shannon compare.
+    drift_bins: int = Field(default=10, ge=2, le=100)
+    #: PSI at or above this is a warning, at or above ``psi_alert`` an alert (the usual
+    #: 0.1 / 0.25 rule of thumb).
+    psi_warn: float = Field(default=0.1, gt=0)
+    psi_alert: float = Field(default=0.25, gt=0)
+    #: Jensen-Shannon distance (base 2, in [0, 1]) at or above this is an alert.
+    js_alert: float = Field(default=0.1, gt=0, le=1)
+    #: KS statistic (largest gap between the two CDFs) at or above this is an alert
+    #: (continuous inputs only). The statistic, not the p-value: with a training set of a
+    #: million rows every negligible difference has a tiny p-value.
+    ks_alert: float = Field(default=0.1, gt=0, le=1)
+    #: A model input is continuous (KS applies) when the training set holds more than
+    #: this many distinct values of it.
+    ks_min_distinct: int = Field(default=20, ge=2)
+    #: Fewer served values than this: no drift verdict (the figures are still given).
+    min_samples: int = Field(default=100, ge=1)
+    #: Served rows whose logged features are compared with the offline store (a seeded
+    #: sample when there are more).
+    skew_max_rows: int = Field(default=2_000, ge=1)
+    #: A logged value equals the offline one when ``|a - b| <= atol + rtol * |b|``.
+    skew_rtol: float = Field(default=1e-4, ge=0)
+    skew_atol: float = Field(default=1e-6, ge=0)
+    #: A feature whose equal share falls below this is flagged as skewed.
+    skew_min_equal_share: float = Field(default=0.99, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _warn_below_alert(self) -> MonitorSettings:
+        if self.psi_warn > self.psi_alert:
+            raise ValueError(
+                f"monitor.psi_warn={self.psi_warn} exceeds monitor.psi_alert={self.psi_alert}; "
+                "the warning level must not be above the alert level"
+            )
+        return self
+
+
 class KubernetesSettings(BaseModel):
     """Where Flywheel's objects live in a cluster (kind/prod); unused by the local profile.
 
@@ -199,6 +243,7 @@ class Settings(BaseModel):
     lock: LockSettings = Field(default_factory=LockSettings)
     retrain: RetrainPolicy = Field(default_factory=RetrainPolicy)
     k8s: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
 
     @field_validator("workspace")
     @classmethod

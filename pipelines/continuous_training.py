@@ -36,8 +36,9 @@ def make_pipeline(settings: "Settings") -> Any:
     ops = components.build(settings.image)
     cluster = settings.profile != "local"
     # The local pipeline never reads the Kubernetes section: leaving it out keeps the local
-    # IR (and its golden file) independent of cluster names.
-    settings_json = settings.model_dump_json(exclude=None if cluster else {"k8s"})
+    # IR (and its golden file) independent of cluster names. No stage reads the monitor
+    # thresholds (``flywheel monitor`` does), so they stay out of every IR.
+    settings_json = settings.model_dump_json(exclude={"monitor"} if cluster else {"k8s", "monitor"})
     default_rule = BlessingRule().model_dump_json()
 
     @dsl.pipeline(
