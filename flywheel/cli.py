@@ -32,6 +32,7 @@ from flywheel.cli_views import (
     report_table,
     stage_table,
 )
+from flywheel.cli_watch import watch_command
 from flywheel.console import console, print_summary, setup_logging
 
 log = logging.getLogger("flywheel.cli")
@@ -396,6 +397,11 @@ def monitor(
         None, help="The champion's shards directory (default: found from its lineage)."
     ),
     skew: bool = typer.Option(True, help="Compare logged features with the offline store."),
+    decide: bool = typer.Option(
+        False,
+        "--decide",
+        help="Also apply the retrain policy (trigger in the JSON).",
+    ),
 ) -> None:
     """Served quality, feature/prediction/label drift and training/serving skew."""
     from flywheel.monitor import run_monitor
@@ -406,6 +412,16 @@ def monitor(
         s, out or s.workspace / "monitor", since=start, until=end, reference=reference, skew=skew
     )
     monitor_table(result)
+    if decide:
+        from flywheel.monitor.signals import add_trigger
+
+        trigger = add_trigger(s, result, end or datetime.now(UTC))
+        verdict = "[bold]retrain[/bold]" if trigger["fire"] else "no retrain"
+        why = "; ".join(trigger["reasons"] + trigger["held"]) or "no rule fired"
+        console.print(f"trigger: {verdict}: {why}")
+
+
+app.command("watch")(clear_errors(watch_command))
 
 
 @app.command()
