@@ -83,8 +83,11 @@ class Ranker:
     def __init__(self) -> None:
         from flywheel.config import load_settings
 
-        self.core = RankingService(load_settings(), options_from_env())
+        settings = load_settings()
+        self.core = RankingService(settings, options_from_env())
         self.metrics = _metrics()
+        #: What `flywheel monitor` last wrote, exported on /metrics as gauges.
+        self.monitor_json = settings.workspace / "monitor" / "monitor.json"
         import gc
 
         # Everything loaded so far (Feast, BentoML, the model) lives as long as the worker:
@@ -97,12 +100,16 @@ class Ranker:
         return self.core.ready()
 
     def __metrics__(self, content: str) -> str:
-        """Add our counters when BentoML's multiprocess collection did not include them."""
+        """Add our counters when BentoML's multiprocess collection did not include them,
+        and the latest ``monitor.json`` as gauges (``flywheel.monitor.gauges``)."""
+        from flywheel.monitor.gauges import monitor_gauges
+
+        gauges = monitor_gauges(self.monitor_json)
         if _FIRST_METRIC in content:
-            return content
+            return content + gauges
         from prometheus_client import generate_latest
 
-        return content + generate_latest(self.metrics["registry"]).decode()
+        return content + generate_latest(self.metrics["registry"]).decode() + gauges
 
     @bentoml.api(route="/rank", input_spec=RankRequest, output_spec=RankResponse)
     async def rank(

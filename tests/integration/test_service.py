@@ -665,3 +665,31 @@ def test_kill_9_loses_no_acknowledged_prediction(
     assert scan.torn_lines <= scan.files
     unacknowledged = set(logged) - set(acked)
     assert all(len(logged[r]) == 10 for r in unacknowledged)  # complete or absent, never half
+
+
+def test_metrics_export_the_latest_monitor_record_as_gauges(
+    world: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `flywheel monitor` last wrote shows on /metrics, and a new record replaces it."""
+    path = world.workspace / "monitor" / "monitor.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "generated_at": "2026-12-01T00:00:00+00:00",
+        "drift": {"features": [{"name": "views_7d", "psi": 0.42, "js": 0.2, "status": "alert"}]},
+        "quality": {"versions": [{"model_version": "m:1", "impressions": 10,
+                                  "ctr": {"rate": 0.3}, "auc": None}]},
+    }  # fmt: skip
+    try:
+        path.write_text(json.dumps(record))
+        with asgi_client(world, monkeypatch) as client:
+            text = client.get("/metrics").text
+            assert 'flywheel_feature_psi{feature="views_7d"} 0.42' in text
+            assert 'flywheel_served_ctr{model_version="m:1"} 0.3' in text
+            assert "flywheel_served_auc" not in text  # null: left out, not 0
+            assert _metric(client, "flywheel_rank_requests_total") >= 0  # counters still there
+            record["drift"]["features"][0]["psi"] = 0.05
+            path.write_text(json.dumps(record))
+            os.utime(path, (time.time() + 5, time.time() + 5))
+            assert 'flywheel_feature_psi{feature="views_7d"} 0.05' in client.get("/metrics").text
+    finally:
+        path.unlink(missing_ok=True)
