@@ -169,12 +169,17 @@ class MonitorSettings(BaseModel):
     #: 0.1 / 0.25 rule of thumb).
     psi_warn: float = Field(default=0.1, gt=0)
     psi_alert: float = Field(default=0.25, gt=0)
-    #: Jensen-Shannon distance (base 2, in [0, 1]) at or above this is an alert.
-    js_alert: float = Field(default=0.1, gt=0, le=1)
+    #: Jensen-Shannon distance (base 2, in [0, 1]) at or above this is an alert. For small
+    #: shifts the distance is about sqrt(PSI / (8 ln 2)): 0.2 matches ``psi_alert`` 0.25
+    #: (0.1 matched PSI 0.06, which two samples of 400 from one distribution reach).
+    js_alert: float = Field(default=0.2, gt=0, le=1)
     #: KS statistic (largest gap between the two CDFs) at or above this is an alert
-    #: (continuous inputs only). The statistic, not the p-value: with a training set of a
-    #: million rows every negligible difference has a tiny p-value.
+    #: (continuous inputs only), when its p-value is also below ``ks_max_pvalue``. The
+    #: statistic decides for large samples (with a million training rows every negligible
+    #: difference has a tiny p-value); the p-value keeps small ones from alarming on noise
+    #: (two samples of 400 from one distribution differ by up to ~0.1).
     ks_alert: float = Field(default=0.1, gt=0, le=1)
+    ks_max_pvalue: float = Field(default=0.001, gt=0, le=1)
     #: A model input is continuous (KS applies) when the training set holds more than
     #: this many distinct values of it.
     ks_min_distinct: int = Field(default=20, ge=2)

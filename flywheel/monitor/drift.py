@@ -13,7 +13,8 @@ served. **Label drift**: the training set's positive rate against the served del
 rate (closed impressions), PSI over the two outcomes.
 
 A verdict per row: ``alert`` (PSI >= ``psi_alert``, JS >= ``js_alert`` or, continuous
-only, KS >= ``ks_alert``), ``warn`` (PSI >= ``psi_warn``), ``ok``, or ``insufficient``
+only, KS >= ``ks_alert`` with a p-value under ``ks_max_pvalue``), ``warn`` (PSI >=
+``psi_warn``), ``ok``, or ``insufficient``
 (fewer than ``monitor.min_samples`` served values: figures given, no verdict).
 """
 
@@ -56,7 +57,10 @@ def _verdict(row: DriftRow, t: MonitorSettings) -> Status:
     if row.n_served < t.min_samples:
         return "insufficient"
     ks_alert = (
-        row.continuous and not math.isnan(row.ks_statistic) and row.ks_statistic >= t.ks_alert
+        row.continuous
+        and not math.isnan(row.ks_statistic)
+        and row.ks_statistic >= t.ks_alert
+        and row.ks_pvalue < t.ks_max_pvalue
     )
     if row.psi >= t.psi_alert or row.js >= t.js_alert or ks_alert:
         return "alert"

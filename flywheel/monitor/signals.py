@@ -1,11 +1,20 @@
 """From a ``monitor.json`` record to the retraining policy's :class:`~flywheel.policy.Signals`.
 
 * champion age: hours since the champion pointer last changed (``updated_at``);
-* drifted inputs: the model inputs whose drift verdict is ``alert``; score PSI: the
-  prediction-drift row's PSI (none when it has too few samples);
 * window CTR and delayed AUC: the champion's row of the record's per-version quality;
-* baseline: the same figures over the champion's first ``retrain.baseline_hours`` of
-  traffic, read from the prediction and feedback logs (labels judged at ``now``).
+* baseline: the champion's first ``retrain.baseline_hours`` of served traffic, read from
+  the prediction and feedback logs (labels judged at ``now``): its CTR and AUC, and its
+  logged model inputs and scores;
+* drifted inputs and score PSI: the window's served model inputs and scores against the
+  baseline's, with the monitor's thresholds (``alert`` counts).
+
+Why the trigger's drift is served-against-served while ``monitor.json`` reports
+training-against-served: served candidates are not training rows (a default candidate set
+of popular and new items, every user, any hour), so the training distribution differs from
+what any champion serves on its first day. Measured on the simulator
+(``benchmarks/trigger_delay.py``): against the training set, 33 of 49 inputs and the score
+PSI were in ``alert`` on the first served day of a world that had not drifted. Against the
+champion's own first day only a change in who comes and what they do moves them.
 """
 
 from __future__ import annotations
@@ -35,43 +44,83 @@ def champion_age_h(settings: Settings, now: datetime) -> float | None:
     return (now - datetime.fromisoformat(state.updated_at)).total_seconds() / 3600
 
 
-def baseline(settings: Settings, tag: str, now: datetime) -> tuple[int, float | None, float | None]:
-    """Impressions, CTR and delayed AUC of ``tag``'s first ``baseline_hours`` of traffic."""
-    from flywheel.monitor.quality import labelled_impressions, quality_row
+def _served(settings: Settings, tag: str, now: datetime) -> Any:
+    """``tag``'s labelled impressions served before ``now`` (labels judged at ``now``)."""
+    from flywheel.monitor.quality import labelled_impressions
     from flywheel.monitor.report import read_window
-    from flywheel.registry import champion_state
 
-    updated = champion_state(settings).updated_at
-    since = datetime.fromisoformat(updated) - timedelta(days=1) if updated else None
-    predictions, feedback = read_window(settings, since, now)
+    predictions, feedback = read_window(settings, None, now)
     if predictions.empty:
-        return 0, None, None
+        return None
     predictions = predictions.loc[predictions["model_version"] == tag]
     if predictions.empty:
-        return 0, None, None
-    first = predictions["ts"].min()
-    predictions = predictions.loc[
-        predictions["ts"] < first + timedelta(hours=settings.retrain.baseline_hours)
-    ]
+        return None
     attribution = timedelta(minutes=settings.monitor.attribution_minutes)
-    rows = labelled_impressions(predictions, feedback, attribution, now)
-    row = quality_row(tag, rows, first.to_pydatetime(), rows["ts"].max().to_pydatetime())
+    return labelled_impressions(predictions, feedback, attribution, now)
+
+
+def baseline_rows(settings: Settings, served: Any) -> Any:
+    """The first ``retrain.baseline_hours`` of ``served`` (the champion's baseline)."""
+    first = served["ts"].min()
+    return served.loc[served["ts"] < first + timedelta(hours=settings.retrain.baseline_hours)]
+
+
+def baseline(settings: Settings, tag: str, now: datetime) -> tuple[int, float | None, float | None]:
+    """Impressions, CTR and delayed AUC of ``tag``'s first ``baseline_hours`` of traffic."""
+    from flywheel.monitor.quality import quality_row
+
+    served = _served(settings, tag, now)
+    if served is None:
+        return 0, None, None
+    rows = baseline_rows(settings, served)
+    row = quality_row(tag, rows, rows["ts"].min(), rows["ts"].max())
     return row.impressions, _finite(row.ctr.rate), _finite(row.auc)
 
 
-def signals_from_record(settings: Settings, record: dict[str, Any], now: datetime) -> Signals:
-    """The policy's inputs at ``now`` from a monitor record of the recent window."""
+def served_drift(
+    settings: Settings, tag: str, service: str, since: datetime, now: datetime
+) -> tuple[tuple[str, ...], float | None]:
+    """Inputs in drift ``alert`` and the score PSI of ``tag``'s traffic in ``[since, now)``
+    against its baseline (nothing when the window is the baseline or too small)."""
+    from flywheel.monitor.drift import compare, feature_drift, served_model_inputs
+
+    served = _served(settings, tag, now)
+    if served is None:
+        return (), None
+    base = baseline_rows(settings, served)
+    window = served.loc[(served["ts"] >= since) & (served["ts"] >= base["ts"].max())]
+    window = window.loc[~window.index.isin(base.index)]
+    if window.empty:
+        return (), None
+    t = settings.monitor
+    rows = feature_drift(
+        served_model_inputs(base, service), served_model_inputs(window, service), t
+    )
+    score = compare("score", base["score"].to_numpy(), window["score"].to_numpy(), t)
+    drifted = tuple(r.name for r in rows if r.status == "alert")
+    return drifted, (_finite(score.psi) if score.status != "insufficient" else None)
+
+
+def signals_from_record(
+    settings: Settings, record: dict[str, Any], now: datetime, since: datetime | None = None
+) -> Signals:
+    """The policy's inputs at ``now`` from a monitor record of the window ``[since, now)``
+    (default: the record's own ``window.since``, else everything)."""
+    from flywheel.feature_store import feature_service_name
     from flywheel.registry import current_champion
 
     tag = current_champion(settings)
     drift = record.get("drift") or {}
-    drifted = tuple(
-        row["name"] for row in drift.get("features", []) if row.get("status") == "alert"
-    )
-    prediction = drift.get("prediction") or {}
-    score_psi = (
-        _finite(prediction.get("psi")) if prediction.get("status") != "insufficient" else None
-    )
+    service = drift.get("feature_service") or feature_service_name(settings)
+    window = record.get("window") or {}
+    if since is None and window.get("since"):
+        since = datetime.fromisoformat(window["since"])
+    drifted: tuple[str, ...] = ()
+    score_psi = None
+    if tag:
+        drifted, score_psi = served_drift(
+            settings, tag, service, since or datetime.min.replace(tzinfo=now.tzinfo), now
+        )
     mine = [
         v for v in (record.get("quality") or {}).get("versions", []) if v["model_version"] == tag
     ]
