@@ -27,6 +27,15 @@ def watch_command(
         "--out",
         help="Folder for each tick's monitor.json/html (default <workspace>/monitor).",
     ),
+    submit_host: str | None = typer.Option(
+        None,
+        "--submit-host",
+        help="KFP API server: when the policy fires, create a KFP run there (the cluster "
+        "CronJob) instead of running a cycle here.",
+    ),
+    param: list[str] = typer.Option(
+        [], "--param", help="With --submit-host: pipeline argument name=value; repeatable."
+    ),
 ) -> None:
     """Monitor every --interval seconds; run a cycle when the retrain policy fires."""
     from flywheel.cycle import run_cycle
@@ -52,12 +61,21 @@ def watch_command(
         what = "retrain" if fire else ("held" if held else "no action")
         console.print(f"{when} {what}: {'; '.join(reasons + held) or 'no rule fired'}")
 
+    def cycle() -> object:
+        if submit_host is None:
+            return run_cycle(s)
+        from flywheel.submit import submit
+
+        result = submit(s, submit_host, params=param)
+        console.print(f"watch: created KFP {result.kind} {result.id}: {result.url}")
+        return result
+
     with logged(ctx, s, "watch", "watch: monitoring the live model"):
         summary = watch(
             s,
             interval,
             signals,
-            lambda: run_cycle(s),
+            cycle,
             max_ticks=max_ticks,
             max_cycles=max_cycles,
             on_decision=on_decision,

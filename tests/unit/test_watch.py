@@ -146,3 +146,33 @@ def test_two_watchers_on_one_workspace_never_run_two_cycles_at_once(tmp_path):
     assert len(spans) >= 2
     assert all(nxt[0] >= prev[1] for prev, nxt in itertools.pairwise(spans))
     assert sum(int(o[3]) for o in outs) >= 1  # one of them found the workspace busy
+
+
+def test_cli_watch_once_creates_a_kfp_run_when_the_policy_fires(tmp_path, monkeypatch):
+    """The cluster CronJob's command. The KFP API server cannot run here: the client is the
+    recording fake of test_submit (the boundary); the decision and the package are real."""
+    from typer.testing import CliRunner
+
+    from flywheel import submit as submit_module
+    from flywheel.cli import app
+    from tests.unit.test_submit import FakeKfpClient
+
+    clients: list[FakeKfpClient] = []
+    monkeypatch.setattr(
+        submit_module,
+        "default_client",
+        lambda host: clients.append(FakeKfpClient(host)) or clients[-1],
+    )
+    args = ["--profile", "kind", "--workspace", str(tmp_path), "watch", "--max-ticks", "1",
+            "--submit-host", "http://ml-pipeline.kubeflow:8888", "--param", "seed=3"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "schedule: no champion yet" in result.output
+    ((kind, call),) = clients[0].calls
+    assert kind == "run"
+    assert clients[0].host == "http://ml-pipeline.kubeflow:8888" and call["arguments"]["seed"] == 3
+    (decision,) = [
+        json.loads(x) for x in (tmp_path / "watch" / "decisions.jsonl").read_text().splitlines()
+    ]
+    assert decision["fire"] and decision["cycle"] == "ok"
+    assert len(load_runs(Settings(workspace=tmp_path))) == 1
