@@ -29,9 +29,10 @@ PROFILE = {"base": "kind", "kind": "kind", "prod": "prod"}
 
 
 @pytest.fixture(autouse=True)
-def _no_flywheel_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_bentoml_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FLYWHEEL_* and AWS_* are cleared by tests/conftest.py; BentoML reads its own."""
     for name in list(os.environ):
-        if name.startswith(("FLYWHEEL_", "BENTOML_")):
+        if name.startswith("BENTOML_"):
             monkeypatch.delenv(name)
 
 
