@@ -120,6 +120,6 @@ base-image:  ## flywheel/base:bookworm for the images (debootstrap + docker impo
 images: wheelhouse base-image  ## build flywheel-platform:0.1.0 and flywheel-serving:0.1.0 (offline)
 	images/build.sh
 
-test-containers: images  ## run a component in the platform image (kfp.local DockerRunner), /rank in serving
+test-containers: images  ## a component in the platform image (kfp.local DockerRunner), Ray nodes vs KubeRay's httpGet :52365/api/healthz probes, /rank in serving
 	@$(PY) -c 'import docker' 2>/dev/null || $(PY) -m pip install --quiet -c constraints.txt $(DOCKER_SDK)
 	FLYWHEEL_CONTAINER_TESTS=1 $(PY) -m pytest -v -s tests/containers

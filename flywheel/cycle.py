@@ -53,11 +53,18 @@ class CycleSummary:
 
 
 def compile_pipeline(settings: Settings, out: Path) -> Path:
-    """Write the pipeline's KFP IR YAML for ``settings`` (its image, its Settings)."""
+    """Write the pipeline's KFP IR YAML for ``settings`` (its image, its Settings).
+
+    Raises:
+        ConfigError: the prod profile with an image not pinned to a registry and digest
+            (:func:`flywheel.image_ref.check_pipeline_image`); nothing is written.
+    """
     from kfp import compiler
 
+    from flywheel.image_ref import check_pipeline_image
     from pipelines.continuous_training import make_pipeline
 
+    check_pipeline_image(settings)
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(make_pipeline(settings), str(out))
     log.info("compiled pipeline for profile %s -> %s", settings.profile, out)

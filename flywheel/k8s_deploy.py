@@ -57,25 +57,35 @@ class RolloutState:
 
 
 def rollout_state(deployment: Any) -> RolloutState:
-    """Where a Deployment's rollout stands (a ``V1Deployment``), as ``kubectl rollout
-    status`` judges it: the controller has seen the latest spec and every replica is
-    updated and available, with no old replica left."""
+    """Where a Deployment's rollout stands (a ``V1Deployment``), judged as ``kubectl rollout
+    status`` judges it (``DeploymentStatusViewer``).
+
+    Nothing in ``status`` counts until the controller has seen the latest spec
+    (``status.observedGeneration >= metadata.generation``): right after a patch, the
+    conditions and counts are still the previous rollout's, and a ``ProgressDeadlineExceeded``
+    left by it would fail the new rollout before its ReplicaSet exists. Once seen: that
+    condition means the controller gave up (stalled); otherwise the rollout is complete when
+    every wanted replica is updated, no old replica is left and every updated one is
+    available.
+    """
     meta, spec, status = deployment.metadata, deployment.spec, deployment.status
     want = spec.replicas if spec.replicas is not None else 1
     observed = (status.observed_generation or 0) if status else 0
     updated = (status.updated_replicas or 0) if status else 0
     total = (status.replicas or 0) if status else 0
     available = (status.available_replicas or 0) if status else 0
-    stalled = any(
-        c.type == "Progressing" and c.reason == "ProgressDeadlineExceeded"
-        for c in ((status.conditions or []) if status else [])
-    )
     detail = (
         f"generation {meta.generation} (observed {observed}), {updated}/{want} updated, "
         f"{available} available, {total} total"
     )
-    complete = observed >= (meta.generation or 0) and updated == total == available == want
-    return RolloutState(complete, stalled and not complete, detail)
+    if observed < (meta.generation or 0):
+        return RolloutState(False, False, detail)
+    stalled = any(
+        c.type == "Progressing" and c.reason == "ProgressDeadlineExceeded"
+        for c in ((status.conditions or []) if status else [])
+    )
+    complete = not stalled and updated >= want and total <= updated and available >= updated
+    return RolloutState(complete, stalled, detail)
 
 
 def env_patch(container: str, tag: str | None, previous: str | None) -> dict[str, Any]:

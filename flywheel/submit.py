@@ -217,9 +217,12 @@ def submit(
     Raises:
         SubmitError: a bad parameter, schedule or a schedule without a name.
         MappingError: a bad mapping (naming the key).
+        ConfigError: the prod profile with an image not pinned to a registry and digest.
     """
     from flywheel.cycle import compile_pipeline
+    from flywheel.image_ref import check_pipeline_image
 
+    check_pipeline_image(settings)  # before anything is compiled, written or sent
     cron = kfp_cron(schedule) if schedule is not None else None
     if cron is not None and not name:
         raise SubmitError("a schedule needs a name for the recurring run (--name)")

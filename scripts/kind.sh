@@ -4,17 +4,21 @@
 #           KubeRay operator at the pinned versions below, wait until they are ready
 #   deploy  load the Flywheel images into the node, apply k8s/overlays/kind, wait, print URLs
 #   down    delete the cluster
-# Needs docker, kind (v0.27.0 or newer) and network access to GitHub and the image
-# registries the KFP/KubeRay manifests name. Versions are pinned here and in k8s/README.md.
+# Needs docker, kind v0.27.0 exactly (KIND=/path/to/kind picks the binary) and network
+# access to GitHub and the image registries the KFP/KubeRay manifests name. Versions are
+# pinned here and in k8s/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CLUSTER=flywheel                  # `name:` in k8s/kind-cluster.yaml
 NODE="${CLUSTER}-control-plane"   # kind's name for the single node's container
-KIND_MIN_VERSION=0.27.0
+KIND_VERSION=0.27.0               # kind itself: k8s/kind-cluster.yaml's node image is its release's
 KFP_VERSION=2.14.3                # Kubeflow Pipelines standalone manifests (git tag)
 KUBERAY_VERSION=v1.7.0            # KubeRay operator (git tag); CRDs match k8s/crds/
 WORKSPACE_DIR=/var/local/flywheel # hostPath of both workspace PVs (overlays/kind)
+# Serving's per-pod emptyDir for BentoML's Prometheus files is mounted inside the workspace
+# (k8s/base/serving.yaml); made here so the runtime does not create it (and bentoml/) as root.
+METRICS_MOUNTPOINT=bentoml/prometheus_multiproc_dir
 IMAGE_UID=1000                    # the images' user (platform and serving)
 IMAGES=(flywheel-platform:0.1.0 flywheel-serving:0.1.0)
 KFP_REPO=github.com/kubeflow/pipelines/manifests/kustomize
@@ -23,7 +27,9 @@ KUBERAY_REPO=github.com/ray-project/kuberay/ray-operator/config/default
 # Prefer the host's kubectl (match it to the cluster's v1.32 within one minor version);
 # fall back to the tool venv's (make k8s-tools), a newer client outside the skew policy.
 KUBECTL="${KUBECTL:-$(command -v kubectl || echo .venv-k8s/bin/kubectl)}"
+KIND="${KIND:-kind}"
 kc() { "$KUBECTL" --context "kind-${CLUSTER}" "$@"; }
+kind() { "$KIND" "$@"; }
 say() { printf '\n==> %s\n' "$*"; }
 die() { printf 'kind.sh: %s\n' "$*" >&2; exit 1; }
 
@@ -31,11 +37,13 @@ need() {
   command -v "$1" >/dev/null 2>&1 || die "$1 not found on PATH: $2"
 }
 
+# kind pins its node images per release: k8s/kind-cluster.yaml names the v1.32.2 image that
+# kind v0.27.0 published, so another kind is refused rather than trusted to run it.
 check_kind_version() {
   local have
   have="$(kind version | sed -E 's/^kind v([0-9.]+).*/\1/')"
-  if [ "$(printf '%s\n%s\n' "$KIND_MIN_VERSION" "$have" | sort -V | head -n1)" != "$KIND_MIN_VERSION" ]; then
-    die "kind v${have} is older than v${KIND_MIN_VERSION} (its node image in k8s/kind-cluster.yaml needs it)"
+  if [ "$have" != "$KIND_VERSION" ]; then
+    die "kind v${have} found; k8s/kind-cluster.yaml is pinned to kind v${KIND_VERSION}: install it (go install sigs.k8s.io/kind@v${KIND_VERSION}, or https://kind.sigs.k8s.io/dl/v${KIND_VERSION}/kind-linux-amd64) and put it on PATH or in KIND"
   fi
 }
 
@@ -44,8 +52,30 @@ check_kind_version() {
 # could chown it, so the node's directory is given to the images' user from outside, as
 # root in the node container. Idempotent (`up` and `deploy` both run it); not recursive,
 # since the pods create everything below it as ${IMAGE_UID}; setgid keeps the group on it.
+# The one exception is serving's nested mountpoint, which the container runtime would make
+# as root: it and its parent are made here, owned by ${IMAGE_UID}, first.
 workspace_owned_by_image_user() {
-  docker exec "$NODE" sh -c "mkdir -p ${WORKSPACE_DIR} && chown ${IMAGE_UID}:${IMAGE_UID} ${WORKSPACE_DIR} && chmod 2775 ${WORKSPACE_DIR}"
+  local mnt="${WORKSPACE_DIR}/${METRICS_MOUNTPOINT}"
+  docker exec "$NODE" sh -c "mkdir -p ${WORKSPACE_DIR} ${mnt} && chown ${IMAGE_UID}:${IMAGE_UID} ${WORKSPACE_DIR} ${mnt%/*} ${mnt} && chmod 2775 ${WORKSPACE_DIR} ${mnt%/*} ${mnt}"
+}
+
+# `kind load docker-image` fails ("ctr: content digest ... not found", kind#3795) when
+# Docker keeps images in its containerd image store (the default from Docker 29): then
+# each image goes through `docker save` (this platform only) + `kind load image-archive`.
+load_images() {
+  if kind load docker-image --name "$CLUSTER" "${IMAGES[@]}"; then
+    return
+  fi
+  echo "kind load docker-image failed: falling back to docker save + kind load image-archive"
+  local dir platform image
+  dir="$(mktemp -d)"
+  platform="linux/$(docker version -f '{{.Server.Arch}}')"
+  for image in "${IMAGES[@]}"; do
+    docker image save --platform "$platform" -o "${dir}/image.tar" "$image" 2>/dev/null \
+      || docker image save -o "${dir}/image.tar" "$image"
+    kind load image-archive --name "$CLUSTER" "${dir}/image.tar"
+  done
+  rm -rf "$dir"
 }
 
 cluster_exists() {
@@ -54,7 +84,7 @@ cluster_exists() {
 
 up() {
   need docker "install Docker (kind runs the node as a container)"
-  need kind "install kind v${KIND_MIN_VERSION}+ (https://kind.sigs.k8s.io)"
+  need "$KIND" "install kind v${KIND_VERSION} (https://kind.sigs.k8s.io)"
   [ -x "$(command -v "$KUBECTL")" ] || die "kubectl not found: install it or run make k8s-tools"
   check_kind_version
 
@@ -96,14 +126,15 @@ EOF
 
 deploy() {
   need docker "install Docker"
-  need kind "install kind v${KIND_MIN_VERSION}+"
+  need "$KIND" "install kind v${KIND_VERSION}"
+  check_kind_version
   cluster_exists || die "no kind cluster '${CLUSTER}': run make kind-up first"
   for image in "${IMAGES[@]}"; do
     docker image inspect "$image" >/dev/null 2>&1 || die "image ${image} not built: run make images"
   done
 
   say "1/4 loading ${IMAGES[*]} into the node (no registry involved)"
-  kind load docker-image --name "$CLUSTER" "${IMAGES[@]}"
+  load_images
 
   say "2/4 workspace ${WORKSPACE_DIR} on the node owned by uid ${IMAGE_UID} (hostPath ignores fsGroup)"
   workspace_owned_by_image_user
@@ -131,7 +162,7 @@ EOF
 }
 
 down() {
-  need kind "install kind v${KIND_MIN_VERSION}+"
+  need "$KIND" "install kind v${KIND_VERSION}"
   if cluster_exists; then
     kind delete cluster --name "$CLUSTER"
   else

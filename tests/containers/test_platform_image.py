@@ -13,14 +13,18 @@ import json
 import os
 import re
 import time
+import urllib.error
+import urllib.request
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from flywheel.config import RaySettings, Settings
+from tests import kuberay_pods
 from tests.containers._support import (
     IMAGE_UID,
     PLATFORM_IMAGE,
@@ -59,8 +63,9 @@ def test_platform_image_holds_exactly_the_lock_as_a_non_root_user(docker_client:
     assert _run(docker_client, "id -u") == str(IMAGE_UID)
     assert _run(docker_client, "pwd") == "/app"
     assert _run(docker_client, "command -v python") == "/opt/venv/bin/python"
-    # KubeRay runs `bash -lc "... ray start ..."`: Debian's /etc/profile resets PATH for a
-    # login shell of a non-root user, so the image must put the venv back.
+    # KubeRay v1.7.0 runs `bash -c -- "... ray start ..."`; an operator with
+    # ENABLE_LOGIN_SHELL=true runs `bash -lc`, and Debian's /etc/profile resets PATH for a
+    # login shell of a non-root user, so the image puts the venv back (profile.d) for that.
     login = docker_client.containers.run(
         PLATFORM_IMAGE, ["bash", "-lc", "command -v ray"], remove=True
     )
@@ -169,34 +174,83 @@ def test_ingest_component_runs_in_the_platform_image(docker_client: Any, tmp_pat
     assert _lake_rows(workspace / "lake" / "events")[0] == valid
 
 
-@pytest.mark.timeout(300)
-def test_platform_image_runs_a_ray_head_that_answers_kuberay_probes(docker_client: Any) -> None:
-    step("platform image as a KubeRay head: ray start --head, the probes' wget, a Ray job")
-    container = docker_client.containers.run(
+def _kuberay_node(client: Any, group: dict[str, Any], head: bool, head_ip: str = "") -> Any:
+    """A platform container started as KubeRay v1.7.0 starts a group's Ray container: its
+    ``/bin/bash -c --`` command, the generated ``ray start`` and the manifest's env."""
+    container = group["template"]["spec"]["containers"][0]
+    params = kuberay_pods.start_params(group, head, head_address=head_ip)
+    return client.containers.run(
         PLATFORM_IMAGE,
-        ["ray", "start", "--head", "--block", "--dashboard-host=0.0.0.0", "--num-cpus=1"],
+        [kuberay_pods.ray_start(params, head)],
+        entrypoint=list(kuberay_pods.CONTAINER_COMMAND),
+        environment={e["name"]: e["value"] for e in container.get("env") or []},
         detach=True,
-        shm_size="512m",
+        shm_size="1g",  # the manifests' /dev/shm emptyDir (base/kind)
     )
+
+
+def _ip(container: Any) -> str:
+    container.reload()
+    settings = container.attrs["NetworkSettings"]
+    return str(settings.get("IPAddress") or settings["Networks"]["bridge"]["IPAddress"])
+
+
+def _kubelet_get(ip: str, probe: kuberay_pods.Probe) -> tuple[int | None, str]:
+    """What the kubelet's ``httpGet`` probe sees: a GET to the pod IP (here the container's,
+    from the host), 1 s timeout (KubeRay's); success is a status of 200-399."""
     try:
-        with Timer("ray head start until the dashboard's GCS health answers"):
-            probe = "wget -T 2 -q -O- http://localhost:8265/api/gcs_healthz"
-            for _ in range(120):
-                if container.exec_run(["bash", "-c", probe]).output.strip() == b"success":
-                    break
-                time.sleep(0.5)
-            else:
-                pytest.fail(f"no GCS health in 60 s:\n{container.logs().decode()[-3000:]}")
-        # KubeRay's default readiness/liveness probes run exactly this kind of command.
-        raylet = "wget -T 2 -q -O- http://localhost:52365/api/local_raylet_healthz"
-        assert container.exec_run(["bash", "-c", raylet]).output.strip() == b"success"
+        with urllib.request.urlopen(f"http://{ip}:{probe.port}{probe.path}", timeout=1) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:  # refused, timed out: no answer yet
+        return None, str(exc)
+
+
+def _wait_healthy(container: Any, probe: kuberay_pods.Probe, what: str) -> str:
+    ip, answer = _ip(container), (None, "")
+    with Timer(f"{what}: start until GET :{probe.port}{probe.path} answers 200"):
+        for _ in range(120):
+            answer = _kubelet_get(ip, probe)
+            if answer[0] is not None and 200 <= answer[0] < 400:
+                return answer[1]
+            time.sleep(0.5)
+    pytest.fail(
+        f"{what}: probe {probe} got {answer} for 60 s:\n{container.logs().decode()[-3000:]}"
+    )
+
+
+@pytest.mark.timeout(300)
+def test_platform_image_runs_ray_nodes_that_pass_kuberays_probes(docker_client: Any) -> None:
+    """Head and worker as KubeRay v1.7.0 runs them for k8s/base's RayCluster (Ray 2.60 >=
+    2.53: kubelet ``httpGet :52365/api/healthz`` probes), then a job on both."""
+    ray = yaml.safe_load((REPO / "k8s" / "base" / "raycluster.yaml").read_text())
+    (_, _, head_group), (_, _, worker_group) = kuberay_pods.groups(ray)
+    head_probe = kuberay_pods.probes(ray, head_group)["readinessProbe"]
+    worker_probe = kuberay_pods.probes(ray, worker_group)["readinessProbe"]
+    assert head_probe == worker_probe == kuberay_pods.Probe("httpGet", 52365, "/api/healthz")
+    step("platform image as a KubeRay head and worker: `/bin/bash -c -- ray start ...`")
+    head = _kuberay_node(docker_client, head_group, head=True)
+    worker = None
+    try:
+        body = _wait_healthy(head, head_probe, "ray head")
+        assert "raylet: success" in body and "gcs: success" in body, body
+        worker = _kuberay_node(docker_client, worker_group, head=False, head_ip=_ip(head))
+        body = _wait_healthy(worker, worker_probe, "ray worker")
+        assert "raylet: success" in body and "gcs: success (no local gcs)" in body, body
         job = (
             "ray job submit --address http://localhost:8265 -- python -c "
             '\'import flywheel, ray; ray.init(); print("cpus", ray.cluster_resources()["CPU"])\''
         )
         with Timer("ray job submit through the Jobs API (flywheel importable in the job)"):
-            result = container.exec_run(["bash", "-c", job])
+            for _ in range(30):  # the worker's CPU shows once the GCS has its heartbeat
+                result = head.exec_run(["bash", "-c", job])
+                if result.exit_code != 0 or "cpus 2.0" in result.output.decode():
+                    break
+                time.sleep(1)
         assert result.exit_code == 0, result.output.decode()[-3000:]
-        assert "cpus 1.0" in result.output.decode()
+        assert "cpus 2.0" in result.output.decode()  # head 1 + worker 1 (num-cpus from limits)
     finally:
-        container.remove(force=True)
+        for container in (worker, head):
+            if container is not None:
+                container.remove(force=True)

@@ -23,6 +23,16 @@ from flywheel.cycle import compile_pipeline
 GOLDEN_DIR = Path(__file__).parent.parent / "golden"
 _VERSION_LINES = re.compile(r"^\s*sdkVersion:.*$", re.MULTILINE)
 STAGES = {"ingest", "features", "dataset", "preprocess", "train", "evaluate", "register", "deploy"}
+#: The pipeline image per cluster profile: kind runs the tag ``kind load`` put on the node;
+#: prod refuses anything but a registry and a digest (test_prod_image.py), so it gets one.
+IMAGE = {
+    "kind": "flywheel-platform:0.1.0",
+    "prod": "registry.acme.test/ml/flywheel-platform@sha256:" + "a1" * 32,
+}
+
+
+def _settings(profile: str) -> Settings:
+    return load_settings(profile=profile, image=IMAGE[profile] if profile == "prod" else None)
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +51,7 @@ def _compile(settings: Settings, tmp_path: Path) -> tuple[str, dict[str, Any], d
 
 @pytest.mark.parametrize("profile", ["kind", "prod"])
 def test_matches_golden_file(tmp_path: Path, profile: str) -> None:
-    text, _, _ = _compile(load_settings(profile=profile), tmp_path)
+    text, _, _ = _compile(_settings(profile), tmp_path)
     golden = GOLDEN_DIR / f"continuous_training_{profile}.yaml"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(text)
@@ -55,7 +65,7 @@ def test_every_executor_mounts_the_workspace_and_knows_its_profile(
 ) -> None:
     from kfp import components
 
-    settings = load_settings(profile=profile)
+    settings = _settings(profile)
     text, spec, platform = _compile(settings, tmp_path)
     loaded = components.load_component_from_text(text)  # kfp's own loader, both documents
     assert loaded.name == "flywheel-continuous-training"
@@ -65,7 +75,7 @@ def test_every_executor_mounts_the_workspace_and_knows_its_profile(
     assert set(k8s_execs) == set(executors)
     for name, executor in executors.items():
         container = executor["container"]
-        assert container["image"] == "flywheel-platform:0.1.0"
+        assert container["image"] == IMAGE[profile]
         assert {"name": "FLYWHEEL_PROFILE", "value": profile} in container["env"]
         (mount,) = k8s_execs[name]["pvcMount"]
         assert mount["mountPath"] == "/mnt/flywheel" == str(settings.workspace)

@@ -449,6 +449,59 @@ def test_rollout_state_follows_kubectl_rollout_status() -> None:
     assert not state(4, 4, 2, 2, 2, 1).complete  # not all available
     deadline = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]
     assert state(4, 4, 2, 3, 1, 2, deadline).stalled
+    # The condition counts first once the spec is seen, even with the counts all there.
+    assert (
+        state(4, 4, 2, 2, 2, 2, deadline).stalled and not state(4, 4, 2, 2, 2, 2, deadline).complete
+    )
+    # Not seen yet: the condition (and the counts) are the previous rollout's, stale.
+    stale = state(5, 4, 2, 3, 1, 2, deadline)
+    assert not stale.stalled and not stale.complete
+    assert not state(5, 4, 2, 2, 2, 2).complete
+    # The HPA scaled down during the rollout: 3 updated pods for 2 wanted is done (kubectl
+    # too: no old pod left, every updated one available); the surplus goes by scale-down.
+    assert state(4, 4, 2, 3, 3, 3).complete
+    assert not state(4, 4, 3, 3, 2, 3).complete  # one wanted replica is not updated yet
+
+
+def _deadline_exceeded(api: FakeAppsV1Api) -> None:
+    """What an earlier rollout that the controller gave up on leaves in the status."""
+    api.dep["status"]["conditions"] = [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+    ]
+
+
+def test_a_deploy_over_an_old_deadline_condition_waits_for_its_own_rollout() -> None:
+    """Right after the patch the controller has not seen generation 4: the status still
+    carries the earlier rollout's ProgressDeadlineExceeded. Judged before
+    observedGeneration catches up, that stale condition failed the deploy at once."""
+    api = FakeAppsV1Api("m:1")
+    _deadline_exceeded(api)
+    seen: list[tuple[int, int, bool]] = []
+    read = api.read_namespaced_deployment
+
+    def read_and_note(name: str, namespace: str) -> Any:
+        dep = read(name, namespace)
+        stale = any(c.reason == "ProgressDeadlineExceeded" for c in dep.status.conditions or [])
+        seen.append((dep.metadata.generation, dep.status.observed_generation, stale))
+        return dep
+
+    api.read_namespaced_deployment = read_and_note  # type: ignore[method-assign]
+    result = rollout(_target(api, FakeService(api)), "m:2")
+    assert result.status == "deployed" and api._tag() == "m:2"
+    assert (4, 3, True) in seen  # the wait did start on the stale condition
+    assert rollout_state(_to_model(api.dep)).complete
+
+
+def test_the_revert_after_a_stalled_rollout_waits_for_its_own_rollout() -> None:
+    """m:2 stalls (ProgressDeadlineExceeded); the revert patches m:1 back while that
+    condition is still in the status, and must wait for the controller, not fail on it."""
+    api = FakeAppsV1Api("m:1", stalls={"m:2"})
+    with pytest.raises(DeployError) as info:
+        rollout(_target(api, FakeService(api)), "m:2")
+    message = str(info.value)
+    assert "exceeded its progress deadline" in message and "reverted to 'm:1'" in message
+    assert "reverting failed" not in message
+    assert api._tag() == "m:1" and rollout_state(_to_model(api.dep)).complete
 
 
 # ---- the watch: what it asks the server, which events it follows, when it stops -------------
