@@ -153,8 +153,8 @@ def watch(
                 break
             stop.wait(interval_s)
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        for number, old in previous.items():
+            signal.signal(number, old)
     if stop.is_set() and stopped_by[0] == "limit":
         stopped_by[0] = "stop"
     return WatchSummary(
