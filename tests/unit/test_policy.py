@@ -23,12 +23,16 @@ QUIET = Signals(
 )
 
 
+#: The defaults with the input-drift rule on (off by default; see RetrainPolicy).
+POLICY = RetrainPolicy(drift_min_inputs=3)
+
+
 def _with(**kw):
     return Signals(**{**QUIET.__dict__, **kw})
 
 
 def test_quiet_signals_fire_nothing():
-    d = decide(RetrainPolicy(), QUIET, [], NOW)
+    d = decide(POLICY, QUIET, [], NOW)
     assert not d.fire and d.reasons == () and d.held == ()
 
 
@@ -44,7 +48,7 @@ def test_quiet_signals_fire_nothing():
     ],
 )
 def test_each_rule_fires_alone(signals, fragment):
-    d = decide(RetrainPolicy(), signals, [], NOW)
+    d = decide(POLICY, signals, [], NOW)
     assert d.fire
     assert len(d.reasons) == 1 and d.reasons[0].startswith(fragment), d.reasons
 
@@ -60,13 +64,13 @@ def test_each_rule_fires_alone(signals, fragment):
     ],
 )
 def test_just_inside_each_threshold_does_not_fire(signals):
-    assert not decide(RetrainPolicy(), signals, [], NOW).fire
+    assert not decide(POLICY, signals, [], NOW).fire
 
 
 def test_performance_rules_need_the_minimum_sample_on_both_sides():
     low = _with(served_ctr=0.01, delayed_auc=0.5)
-    assert decide(RetrainPolicy(), low, [], NOW).fire
-    assert not decide(RetrainPolicy(), _with(served_ctr=0.01, impressions=999), [], NOW).fire
+    assert decide(POLICY, low, [], NOW).fire
+    assert not decide(POLICY, _with(served_ctr=0.01, impressions=999), [], NOW).fire
     assert not decide(
         RetrainPolicy(), _with(served_ctr=0.01, baseline_impressions=10), [], NOW
     ).fire
@@ -81,9 +85,9 @@ def test_a_rule_set_to_none_is_off():
 def test_guards_hold_a_fired_rule():
     drifted = _with(score_psi=1.0)
     recent = [NOW - timedelta(hours=2)]
-    d = decide(RetrainPolicy(), drifted, recent, NOW)
+    d = decide(POLICY, drifted, recent, NOW)
     assert not d.fire and d.reasons and d.held[0].startswith("min_interval_h 6")
-    assert decide(RetrainPolicy(), drifted, [NOW - timedelta(hours=6, seconds=1)], NOW).fire
+    assert decide(POLICY, drifted, [NOW - timedelta(hours=6, seconds=1)], NOW).fire
     four = [NOW - timedelta(hours=h) for h in (1, 2, 3, 4)]
     d = decide(RetrainPolicy(min_interval_h=0), drifted, four, NOW)
     assert not d.fire and d.held == ("max_runs_per_day 4: 4 runs in 24 h",)
@@ -92,6 +96,12 @@ def test_guards_hold_a_fired_rule():
 
 
 def test_the_decision_is_json_with_its_signals():
-    d = decide(RetrainPolicy(), _with(score_psi=1.0), [], NOW).as_json()
+    d = decide(POLICY, _with(score_psi=1.0), [], NOW).as_json()
     assert d["fire"] is True and d["signals"]["score_psi"] == 1.0
     assert d["signals"]["drifted_inputs"] == ["views_7d"] and d["at"] == NOW.isoformat()
+
+
+def test_input_drift_is_off_by_default():
+    many = _with(drifted_inputs=tuple(f"x{i}" for i in range(40)))
+    assert not decide(RetrainPolicy(), many, [], NOW).fire
+    assert decide(POLICY, many, [], NOW).fire
