@@ -1,7 +1,8 @@
 """Benchmark: what string ids cost, against the integer-id code, in the same run.
 
     python benchmarks/string_ids.py --events 1000000 10000000 --base /work/base
-    python benchmarks/string_ids.py --events --cycle-events 10000000 --cycle-repeats 2 --base /work/base
+    python benchmarks/string_ids.py --events --cycle-events 10000000 --cycle-repeats 2 \
+        --base /work/base
 
 Three contenders build the features of the same synthetic lake (``synth.py``, same seed,
 so the same events, users and items), each in a fresh process with peak PSS sampled for
@@ -13,8 +14,9 @@ the whole process tree (Ray included):
 * ``shop``: this code on shop-like string ids (``u1000042``, ``sku-00017``).
 
 With ``--cycle-events N`` it also runs one whole ``flywheel cycle`` (kfp.local, all eight
-stages, caching off) per contender on a simulated shop of ~N events, ``--cycle-repeats`` times (the simulator with
-``plain``/``shop`` naming; the old code's simulator writes int64 ids), once each.
+stages, caching off) per contender on a simulated shop of ~N events (the simulator with
+``plain``/``shop`` naming; the old code's simulator writes int64 ids), ``--cycle-repeats``
+times.
 
 Contenders run interleaved, in an order rotated every round (int, text, shop; text, shop,
 int; ...), ``--repeats`` times and the median is compared, so a load change on a shared

@@ -16,6 +16,7 @@ from flywheel.config import Settings
 from flywheel.workspace_lock import WorkspaceBusyError, holder, workspace_lock
 
 ROOT = Path(__file__).resolve().parents[2]
+FLYWHEEL = str(Path(sys.executable).parent / "flywheel")
 
 #: A process that takes the lock as ``cycle``, says so, and holds it until ``release`` exists.
 HOLDER = """
@@ -66,8 +67,7 @@ def held(tmp_path: Path):
 def test_a_second_cli_run_exits_naming_the_holder(held):
     ws, proc = held
     run = subprocess.run(
-        [str(Path(sys.executable).parent / "flywheel"), "--workspace", str(ws), "ingest", "--events",
-         str(ws / "none.jsonl")],
+        [FLYWHEEL, "--workspace", str(ws), "ingest", "--events", str(ws / "none.jsonl")],
         capture_output=True, text=True, env=_env(), timeout=120, cwd=ROOT,
     )  # fmt: skip
     assert run.returncode == 1, run.stdout + run.stderr
@@ -97,9 +97,11 @@ def test_waiting_gives_up_after_the_timeout(held):
     ws, _ = held
     settings = Settings(workspace=ws, lock={"on_busy": "wait", "wait_timeout_s": 0.5})
     started = time.monotonic()
-    with pytest.raises(WorkspaceBusyError, match=r"still in use .* after waiting 0.5 s"):
-        with workspace_lock(settings, "cycle"):
-            pass
+    with (
+        pytest.raises(WorkspaceBusyError, match=r"still in use .* after waiting 0.5 s"),
+        workspace_lock(settings, "cycle"),
+    ):
+        pass
     assert time.monotonic() - started >= 0.5
 
 
@@ -137,7 +139,9 @@ def test_the_holders_children_and_nested_blocks_run_under_its_lock(tmp_path: Pat
 def test_a_second_run_in_fail_mode_fails_at_once(held):
     ws, _ = held
     started = time.monotonic()
-    with pytest.raises(WorkspaceBusyError, match="in use by `flywheel cycle`"):
-        with workspace_lock(Settings(workspace=ws), "cycle"):
-            pass
+    with (
+        pytest.raises(WorkspaceBusyError, match="in use by `flywheel cycle`"),
+        workspace_lock(Settings(workspace=ws), "cycle"),
+    ):
+        pass
     assert time.monotonic() - started < 2

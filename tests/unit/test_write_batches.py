@@ -47,8 +47,9 @@ def test_a_wide_view_gets_fewer_rows_than_a_narrow_one_and_lists_cost_by_length(
     import feature_repo.definitions as d
 
     budget = 384 * 2**20
-    wide, narrow = wb.view_batch_rows(d.user_activity, budget), wb.view_batch_rows(
-        d.user_category, budget
+    wide, narrow = (
+        wb.view_batch_rows(d.user_activity, budget),
+        wb.view_batch_rows(d.user_category, budget),
     )
     assert wb.MIN_ROWS <= wide < narrow <= wb.MAX_ROWS
 
