@@ -11,6 +11,8 @@ from flywheel.cli_support import settings_of
 from flywheel.console import console
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from flywheel.housekeeping import CompactResult, GcResult
 
 
@@ -23,15 +25,20 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def gc_table(result: GcResult) -> None:
-    """What gc deletes (or would): path, kind, size, reason; then totals per kind."""
+def _short(path: Path, workspace: Path) -> str:
+    """``path`` relative to the workspace when it lies inside it."""
+    return str(path.relative_to(workspace)) if path.is_relative_to(workspace) else str(path)
+
+
+def gc_table(result: GcResult, workspace: Path) -> None:
+    """What gc deletes (or would): path (in the workspace), kind, size, reason; totals."""
     verb = "would go" if result.dry_run else "went"
-    table = Table(title=f"gc: what {verb}", header_style="bold")
+    table = Table(title=f"gc: what {verb} (paths in {workspace})", header_style="bold")
     for col in ("path", "kind", "size", "reason"):
         table.add_column(col, overflow="fold", justify="right" if col == "size" else "left")
     totals: dict[str, list[int]] = {}
     for c in result.candidates:
-        table.add_row(c.tag or str(c.path), c.kind, _size(c.size), c.reason)
+        table.add_row(c.tag or _short(c.path, workspace), c.kind, _size(c.size), c.reason)
         count = totals.setdefault(c.kind, [0, 0])
         count[0], count[1] = count[0] + 1, count[1] + c.size
     console.print(table)
@@ -47,7 +54,7 @@ def gc_table(result: GcResult) -> None:
     )
 
 
-def compact_table(result: CompactResult) -> None:
+def compact_table(result: CompactResult, workspace: Path) -> None:
     """The partitions compaction merged (or would), files before/after, and the skips."""
     verb = "would merge" if result.dry_run else "merged"
     table = Table(title=f"compact: partitions {verb}", header_style="bold")
@@ -58,7 +65,7 @@ def compact_table(result: CompactResult) -> None:
     for c in result.compactions:
         records = f"{c.records:,}" if c.records >= 0 else "-"
         files = f"{c.files_before} -> {c.files_after}"
-        table.add_row(str(c.path), c.kind, files, _size(c.bytes_before), records)
+        table.add_row(_short(c.path, workspace), c.kind, files, _size(c.bytes_before), records)
     console.print(table)
     before = sum(c.files_before for c in result.compactions)
     after = sum(c.files_after for c in result.compactions)
@@ -67,7 +74,7 @@ def compact_table(result: CompactResult) -> None:
         f"{' (dry run: nothing changed)' if result.dry_run else ''}"
     )
     for path, why in result.skipped:
-        console.print(f"  skipped {path}: {why}")
+        console.print(f"  skipped {_short(path, workspace)}: {why}")
     if result.recovered:
         console.print(f"  finished {result.recovered} interrupted compaction(s) first")
 
@@ -86,7 +93,8 @@ def gc_command(
     """Apply retention: old lake days, serving logs, quarantine, KFP runs, models, logs."""
     from flywheel.housekeeping import run_gc
 
-    gc_table(run_gc(settings_of(ctx), dry_run=dry_run, keep_days=keep_days))
+    s = settings_of(ctx)
+    gc_table(run_gc(s, dry_run=dry_run, keep_days=keep_days), s.workspace)
 
 
 def compact_command(
@@ -96,4 +104,5 @@ def compact_command(
     """Merge each lake partition's part files, and closed serving logs, into one file."""
     from flywheel.housekeeping import run_compact
 
-    compact_table(run_compact(settings_of(ctx), dry_run=dry_run))
+    s = settings_of(ctx)
+    compact_table(run_compact(s, dry_run=dry_run), s.workspace)
