@@ -217,3 +217,15 @@ def test_cli_gc_dry_run_prints_the_table(tmp_path: Path, restore_logging: None) 
     assert "run-1.parquet" in result.output and "quarantine" in result.output
     assert "dry run: nothing deleted" in result.output
     assert q.exists() and q.stat().st_mtime == q_mtime
+
+
+def test_retention_settings_come_from_the_environment_and_name_bad_fields(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flywheel.config import ConfigError, load_settings
+
+    monkeypatch.setenv("FLYWHEEL_RETENTION__LAKE_DAYS", "90")
+    assert load_settings().retention.lake_days == 90
+    monkeypatch.setenv("FLYWHEEL_RETENTION__MODELS_KEEP", "-1")
+    with pytest.raises(ConfigError, match="retention.models_keep"):
+        load_settings()
