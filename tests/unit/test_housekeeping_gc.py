@@ -227,5 +227,35 @@ def test_retention_settings_come_from_the_environment_and_name_bad_fields(
     monkeypatch.setenv("FLYWHEEL_RETENTION__LAKE_DAYS", "90")
     assert load_settings().retention.lake_days == 90
     monkeypatch.setenv("FLYWHEEL_RETENTION__MODELS_KEEP", "-1")
-    with pytest.raises(ConfigError, match="retention.models_keep"):
+    with pytest.raises(ConfigError, match=r"retention\.models_keep"):
         load_settings()
+
+
+def test_serving_logs_go_only_when_ingested_closed_and_out_of_the_window(tmp_path: Path) -> None:
+    from flywheel.predlog import encode_records, log_dir
+    from flywheel.served import ingest_served
+
+    s = _settings(tmp_path, serving_log_days=1)
+    _lake_days(s, 1)
+    root = log_dir(s, "feedback")
+
+    def log(day: datetime, name: str) -> Path:
+        rec = {"request_id": name, "item_id": "i", "event_type": "click", "ts": day}
+        path = root / lake.partition_name(day.date()) / f"{name}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode_records([rec]))
+        return _age(path, 3)
+
+    old = log(NOW - timedelta(days=60), "old")
+    in_window = log(NOW - timedelta(days=40), "window")
+    newest = log(NOW - timedelta(days=2), "newest")
+    assert not [c for c in plan_gc(s, now=NOW).candidates if c.kind.startswith("serving")]
+
+    ingest_served(s, now=NOW)  # now read to their end
+    run_gc(s, now=NOW)
+
+    assert not old.exists() and in_window.exists() and newest.exists()
+    state = json.loads((s.state_dir / "served_state.json").read_text())
+    assert sorted(state["feedback"]["files"]) == sorted(
+        p.relative_to(root).as_posix() for p in (in_window, newest)
+    )
