@@ -16,6 +16,7 @@ from pathlib import Path
 import typer
 
 from flywheel import progress
+from flywheel.cli_housekeeping import compact_command, gc_command
 from flywheel.cli_support import (
     GlobalOptions,
     clear_errors,
@@ -422,6 +423,10 @@ def monitor(
 
 
 app.command("watch")(clear_errors(watch_command))
+
+# ---- housekeeping (flywheel.cli_housekeeping) --------------------------------------------
+app.command("gc")(clear_errors(gc_command))
+app.command("compact")(clear_errors(compact_command))
 
 
 @app.command()

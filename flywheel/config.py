@@ -208,6 +208,45 @@ class MonitorSettings(BaseModel):
         return self
 
 
+class RetentionSettings(BaseModel):
+    """What ``flywheel gc`` deletes and ``flywheel compact`` merges (README, "Housekeeping").
+
+    Day counts of data (lake partitions, serving logs) run back from the lake's latest
+    event (or today, if earlier); the others from the file's modification time. ``None``
+    keeps everything of that kind. Data in the protected window (``training_window_days``
+    plus the longest feature window before it) is never deleted, whatever is set here.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Days of training data the cycle reads (``flywheel cycle --window-days``); gc keeps
+    #: them and the feature lookback before them (``flywheel gc --keep-days`` overrides).
+    training_window_days: float = Field(default=14.0, ge=0)
+    #: Days of lake partitions (events, served predictions and feedback) to keep. The lake
+    #: is the source of truth: ``None`` (the default) keeps all of it.
+    lake_days: int | None = Field(default=None, ge=1)
+    #: Days of raw serving logs (``serving/*/date=*/*.jsonl``) to keep once ingested.
+    serving_log_days: int | None = Field(default=30, ge=1)
+    #: Days of quarantine files to keep.
+    quarantine_days: int | None = Field(default=30, ge=1)
+    #: KFP run folders (``kfp/outputs``) and run records (``runs``): the newest this many
+    #: are kept, and any younger than ``kfp_run_days`` (``None``: age keeps none).
+    kfp_runs_keep: int = Field(default=10, ge=0)
+    kfp_run_days: int | None = Field(default=14, ge=1)
+    #: Registered models that are neither the champion nor in its rollback history: the
+    #: newest this many are kept.
+    models_keep: int = Field(default=5, ge=0)
+    #: Days of command logs (``logs/*.log``) to keep.
+    log_days: int | None = Field(default=30, ge=1)
+    #: Compaction: a lake partition with at least this many part files is merged.
+    compact_min_files: int = Field(default=2, ge=2)
+    #: Compaction: rows per row group of a merged part (feature build tasks split on them).
+    compact_row_group_rows: int = Field(default=250_000, ge=1_000)
+    #: A serving log file counts as closed once unmodified for this many hours (and not in
+    #: its log's newest partition): only closed files are merged or deleted.
+    closed_log_hours: float = Field(default=24.0, gt=0)
+
+
 class KubernetesSettings(BaseModel):
     """Where Flywheel's objects live in a cluster (kind/prod); unused by the local profile.
 
@@ -253,6 +292,7 @@ class Settings(BaseModel):
     retrain: RetrainPolicy = Field(default_factory=RetrainPolicy)
     k8s: KubernetesSettings = Field(default_factory=KubernetesSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @field_validator("workspace")
     @classmethod
