@@ -40,7 +40,8 @@ The package, by concern: :mod:`~flywheel.serving.api` (contract, options, reques
 (model loading and hot swap), :mod:`~flywheel.serving.clock`,
 :mod:`~flywheel.serving.exploration` (epsilon-greedy slates),
 :mod:`~flywheel.serving.records` (prediction-log records), :mod:`~flywheel.serving.feedback`
-(activity rows), :mod:`~flywheel.serving.service` (:class:`RankingService`),
+(activity rows), :mod:`~flywheel.serving.store_health` (online store outages and lost
+rows), :mod:`~flywheel.serving.service` (:class:`RankingService`),
 :mod:`~flywheel.serving.asgi` (request guards) and :mod:`~flywheel.serving.commands`
 (``bentoml serve``). Every public name is importable from ``flywheel.serving``.
 """
@@ -58,6 +59,7 @@ from flywheel.serving.api import (
     FeedbackType,
     NoCandidatesError,
     NoChampionError,
+    OnlineStoreDownError,
     RankedItem,
     RankRequest,
     RankResponse,
@@ -91,6 +93,7 @@ from flywheel.serving.feedback import ACTIVITY_VIEW, activity_after_feedback
 from flywheel.serving.item_cache import ItemSideViews, is_item_side
 from flywheel.serving.records import _prediction_records
 from flywheel.serving.service import RankingService, RankOutcome, ServingStats, _score
+from flywheel.serving.store_health import LostRowsWatch, StoreHealth
 
 __all__ = [
     "ACTIVITY_VIEW",
@@ -114,9 +117,11 @@ __all__ = [
     "FeedbackType",
     "ItemSideViews",
     "LoadedModel",
+    "LostRowsWatch",
     "NoCandidatesError",
     "NoChampionError",
     "OnlineFeatureReader",
+    "OnlineStoreDownError",
     "RankOutcome",
     "RankRequest",
     "RankResponse",
@@ -128,6 +133,7 @@ __all__ = [
     "ServingOptions",
     "ServingStats",
     "Slate",
+    "StoreHealth",
     "ViewReader",
     "_prediction_records",
     "_score",

@@ -82,6 +82,12 @@ class CachedView:
             rows.update(zip(missing, fetched, strict=True))
         return [rows[k] for k in keys]
 
+    def held(self, keys: Sequence[Key]) -> list[Row | None]:
+        """The rows held for ``keys`` (``None`` where none is held); reads nothing (the
+        online store is down: :mod:`~flywheel.serving.store_health`)."""
+        rows = self._rows
+        return [rows.get(k) for k in keys]
+
     def clear(self) -> None:
         self._rows = {}
 
