@@ -17,6 +17,11 @@ One request to :meth:`RankingService.rank`:
 5. an epsilon-greedy slate (:func:`epsilon_greedy`) with each slot's propensity;
 6. one log record per served item written (one ``write()``) before the answer returns.
 
+When the online store cannot be reached, a circuit breaker
+(:mod:`~flywheel.serving.store_health`) stops reading it and the request is refused (503
+naming the store) or, with ``serving.degraded_mode``, ranked from memory and marked
+``degraded``; readiness follows the store, and a store that lost its rows is flagged.
+
 Feedback is logged the same way, then the user's ``user_activity`` row is read from the
 online store, incremented (:func:`activity_after_feedback`) and pushed back, so user
 features move between two feature builds. The request id carries the user id

@@ -18,7 +18,9 @@ When a cached row is re-read (the staleness bound, per worker):
 
 A dropped view is re-read lazily: the next request reads its candidates' keys in one
 ``online_read``, as every request did before. ``max_rows`` bounds a view's memory (it is
-dropped when full). ``max_age_s = 0`` turns caching off.
+dropped when full). ``max_age_s = 0`` turns caching off. While the online store is down
+the service does not refresh (nothing could be re-read): degraded rankings use what is held
+(:meth:`CachedView.held`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ Two watches, both per worker and both free on the fast path (no extra online rea
 
 :func:`serving_online_store` builds the online store instance serving reads through,
 failing fast: Feast's Redis client retries a refused connection three times with
-exponential backoff (seconds per request, on the event loop); serving's does not retry and
+exponential backoff (seconds per request, on the event loop); serving's retries once at once and
 gives up after ``timeout_s``.
 """
 
@@ -75,7 +75,9 @@ def serving_online_store(config: RepoConfig, timeout_s: float) -> Any:
         # Feast makes its client on first use from the connection string (which cannot
         # carry a Retry); making it now lets us change it before any connection exists.
         client = online._get_client(config.online_store)
-        client.set_retry(Retry(NoBackoff(), 0))
+        # One immediate retry: a connection left from before a Redis restart is reopened
+        # at once; a store that is down costs two refused connects, not seconds.
+        client.set_retry(Retry(NoBackoff(), 1))
         client.connection_pool.connection_kwargs.update(
             socket_connect_timeout=timeout_s, socket_timeout=timeout_s
         )
@@ -187,7 +189,8 @@ class LostRowsWatch:
         self.lost = False
         #: Called with the new state on every change (the service's gauge).
         self.on_change: Callable[[bool], None] | None = None
-        #: Called with the share each time the window has turned over (a gauge).
+        #: Called with the share each time the window has turned over and at every change
+        #: of ``lost`` (a gauge: it lags the requests by at most one window).
         self.on_share: Callable[[float], None] | None = None
 
     @property
@@ -221,8 +224,8 @@ class LostRowsWatch:
         if lost:
             log.error(
                 "online store lost its rows? %.0f%% of the last %d requests found no row for "
-                "their user (it had been at most %.0f%%); materialize the features again "
-                "(`flywheel features`) or restore the online store",
+                "their user (it had been at most %.0f%%); reload the online store "
+                "(`flywheel features --full-reload`) or restore it",
                 100 * share, self.window, 100 * self.normal_share,
             )  # fmt: skip
         else:
@@ -230,5 +233,7 @@ class LostRowsWatch:
                 "online store rows are back: %.0f%% of the last %d requests were cold users",
                 100 * share, self.window,
             )  # fmt: skip
+        if self.on_share is not None:
+            self.on_share(share)
         if self.on_change is not None:
             self.on_change(lost)

@@ -119,7 +119,7 @@ def test_lost_rows_fire_when_every_user_turns_cold_and_clear_when_rows_return(
     assert not watch.lost  # 18 of 20: below 95%
     with caplog.at_level(logging.ERROR, "flywheel.serving.store_health"):
         _feed(watch, 1, 0)
-    assert watch.lost and changes == [True] and watch.share == 0.95
+    assert watch.lost and changes == [True] and watch.share == 0.95 and shares[-1] == 0.95
     assert "online store lost its rows?" in caplog.text and "95%" in caplog.text
     _feed(watch, 20, 0)
     assert changes == [True]  # still on, said once
