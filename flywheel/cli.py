@@ -162,6 +162,12 @@ def features(
     materialize: bool = typer.Option(
         True, help="Also load the latest values into the online store (incremental)."
     ),
+    full_reload: bool = typer.Option(
+        False,
+        "--full-reload",
+        help="Materialize every view from the start of its ttl, not incrementally: for an "
+        "online store that lost its rows (a Redis restarted empty).",
+    ),
 ) -> None:
     """Build feature tables from the lake (Ray Data), `feast apply`, materialize online."""
     from flywheel import feature_store
@@ -181,7 +187,7 @@ def features(
             from flywheel.lake import feature_time
 
             progress.phase(log, "features: feast materialize")
-            materialized = feature_store.materialize(s, end=feature_time(s))
+            materialized = feature_store.materialize(s, end=feature_time(s), full=full_reload)
     print_summary("features", built)
     print_summary("feast apply", applied)
     if materialized is not None:

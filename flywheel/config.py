@@ -247,6 +247,43 @@ class RetentionSettings(BaseModel):
     closed_log_hours: float = Field(default=24.0, gt=0)
 
 
+class ServingSettings(BaseModel):
+    """How the ranking service behaves when its online store fails (``serving/README.md``,
+    "When the online store fails"; :mod:`flywheel.serving.store_health`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Store unreachable: ``True`` answers ``/rank`` from what the worker still holds
+    #: (item-side rows in memory, the default candidates' popularity order), marked
+    #: ``"degraded": true`` in the answer and the prediction log; ``False`` answers 503.
+    #: On in the prod profile.
+    degraded_mode: bool = False
+    #: Seconds a serving read (and the readiness ping) waits to connect to, or hear from,
+    #: Redis before the store counts as unreachable.
+    store_timeout_s: float = Field(default=0.5, gt=0, le=30)
+    #: While the store is down, how often (at most) a request or the readiness probe tries
+    #: it again; every other request skips it.
+    store_retry_s: float = Field(default=1.0, gt=0)
+    #: While it is up, how often (at most) the readiness probe pings it.
+    store_check_s: float = Field(default=5.0, gt=0)
+    #: Rows lost: the share of cold users (no fresh ``user_activity`` row) over the last
+    #: ``lost_rows_window`` requests that read the store reaches ``lost_rows_share``, after
+    #: a full window has been at or below ``normal_cold_share``; it clears back at or below
+    #: ``normal_cold_share``.
+    lost_rows_window: int = Field(default=200, ge=10)
+    lost_rows_share: float = Field(default=0.98, gt=0, le=1)
+    normal_cold_share: float = Field(default=0.9, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _normal_below_lost(self) -> ServingSettings:
+        if self.normal_cold_share >= self.lost_rows_share:
+            raise ValueError(
+                f"serving.normal_cold_share={self.normal_cold_share} must be below "
+                f"serving.lost_rows_share={self.lost_rows_share}"
+            )
+        return self
+
+
 class KubernetesSettings(BaseModel):
     """Where Flywheel's objects live in a cluster (kind/prod); unused by the local profile.
 
@@ -293,6 +330,7 @@ class Settings(BaseModel):
     k8s: KubernetesSettings = Field(default_factory=KubernetesSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
 
     @field_validator("workspace")
     @classmethod
@@ -351,6 +389,7 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "workspace": "/mnt/flywheel",
         "ray": {"num_workers": 4, "cpus_per_worker": 2.0},
         "feast": {"online_store": "redis", "redis_connection_string": _CLUSTER_REDIS},
+        "serving": {"degraded_mode": True},
     },
 }
 

@@ -269,6 +269,19 @@ def scan_logs(settings: Settings, kind: LogKind, since: datetime | None = None) 
     return LogScan(table, len(files), torn)
 
 
+def normal_traffic(predictions: pa.Table) -> pa.Table:
+    """The rows of a prediction table (with its ``degraded`` column) that serving did not
+    rank degraded, i.e. with the online store answering: what training and the monitor
+    may treat as the model's traffic."""
+    import pyarrow.compute as pc
+
+    degraded = pc.fill_null(predictions["degraded"], False)
+    if not pc.any(degraded).as_py():
+        return predictions
+    log.info("prediction log: %d degraded row(s) left out", pc.sum(degraded).as_py())
+    return predictions.filter(pc.invert(degraded))
+
+
 def read_prediction_logs(settings: Settings, since: datetime | None = None) -> pa.Table:
     """Every prediction record (``PREDICTION_LOG_SCHEMA``) with ``ts >= since``."""
     return scan_logs(settings, "predictions", since).table

@@ -45,6 +45,9 @@ ITEM_SCHEMA: Final = pa.schema(
 
 #: One record per (request, candidate served). ``features`` holds the feature values the
 #: model saw, JSON-encoded, so a later cycle can audit or replay exactly what was scored.
+#: ``degraded`` is true when the request was ranked without the online store (it was
+#: unreachable; serving's degraded mode), absent (null) otherwise: training and the
+#: monitor leave such impressions out, as they are not the model's normal traffic.
 PREDICTION_LOG_SCHEMA: Final = pa.schema(
     [
         pa.field("request_id", pa.string(), nullable=False),
@@ -56,6 +59,7 @@ PREDICTION_LOG_SCHEMA: Final = pa.schema(
         pa.field("model_version", pa.string(), nullable=False),
         pa.field("propensity", pa.float64(), nullable=False),
         pa.field("features", pa.string(), nullable=True),
+        pa.field("degraded", pa.bool_(), nullable=True),
     ]
 )
 

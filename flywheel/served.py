@@ -66,7 +66,7 @@ from flywheel.ingest import (
     reason_key,
     validate_table,
 )
-from flywheel.predlog import log_dir, log_files
+from flywheel.predlog import log_dir, log_files, normal_traffic
 from flywheel.schemas import (
     EVENT_SCHEMA,
     FEEDBACK_SCHEMA,
@@ -166,6 +166,18 @@ def check_optional_json(col: pa.ChunkedArray, ctx: CheckContext) -> Coerced:
     return Coerced(values, [])
 
 
+def check_optional_flag(col: pa.ChunkedArray, ctx: CheckContext) -> Coerced:
+    """An optional boolean (``degraded``): ``true``/``false``, null stays null."""
+    arr = col.combine_chunks()
+    if pa.types.is_boolean(arr.type):
+        return Coerced(arr, [])
+    text = pc.utf8_lower(pc.utf8_trim_whitespace(pc.cast(arr, pa.string())))
+    present = ~_mask(pc.is_null(text))
+    true, false = _mask(pc.equal(text, "true")), _mask(pc.equal(text, "false"))
+    values = pa.array(true, pa.bool_(), mask=~(present & (true | false)))
+    return Coerced(values, [("is not true or false", present & ~true & ~false)])
+
+
 PREDICTIONS: Final = InputKind(
     name="predictions",
     schema=PREDICTION_LOG_SCHEMA,
@@ -179,6 +191,7 @@ PREDICTIONS: Final = InputKind(
         "model_version": check_string,
         "propensity": check_propensity,
         "features": check_optional_json,
+        "degraded": check_optional_flag,
     },
     partition_by="ts",
 )
@@ -452,14 +465,16 @@ def read_served(
     """Predictions with ``start <= ts < end`` and feedback with ``start <= ts < feedback_end``
     (default ``end``), as ``label_served_impressions`` takes them: ``(request_id, ts,
     user_id, item_id)`` and ``(request_id, item_id, event_type, ts)``; both empty when
-    nothing was served."""
+    nothing was served. Degraded predictions (ranked without the online store) are left
+    out: they are not the model's normal traffic, so nothing trains on them."""
     predictions = read_served_table(
         predictions_dir(settings),
         PREDICTION_LOG_SCHEMA,
-        ["request_id", "ts", "user_id", "item_id"],
+        ["request_id", "ts", "user_id", "item_id", "degraded"],
         start,
         end,
     )
+    predictions = normal_traffic(predictions).drop(["degraded"])
     feedback = read_served_table(
         feedback_dir(settings), FEEDBACK_SCHEMA, None, start, feedback_end or end
     )

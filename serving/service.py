@@ -8,12 +8,13 @@ BentoML's ``/healthz``, ``/livez``, ``/readyz`` (ready once a champion is loaded
 
 Status codes: 200; 400 for a body that is not valid JSON or breaks the request model
 (``detail[].loc`` names the field); 413 for a body over 64 KiB; 503 while there is no
-champion, no candidate set or no online store.
+champion, no candidate set, or (``serving.degraded_mode`` off) no reachable online store.
+``/readyz`` follows the online store too (``flywheel.serving.store_health``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import bentoml
 
@@ -26,6 +27,7 @@ with bentoml.importing():
         BodySizeLimit,
         FeedbackRequest,
         FeedbackResponse,
+        OnlineStoreDownError,
         RankingService,
         RankRequest,
         RankResponse,
@@ -48,13 +50,17 @@ def _metrics() -> dict[str, Any]:
     are rendered from this registry by ``Ranker.__metrics__``.
     """
     if not _METRICS:
-        from prometheus_client import CollectorRegistry, Counter
+        from prometheus_client import CollectorRegistry, Counter, Gauge
 
         registry = CollectorRegistry()
         _METRICS["registry"] = registry
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Any:
             return Counter(name, doc, labels, registry=registry)
+
+        def gauge(name: str, doc: str, mode: Literal["min", "max"]) -> Any:
+            # ``mode``: how bentoml serve's workers combine (min: any worker's outage shows).
+            return Gauge(name, doc, registry=registry, multiprocess_mode=mode)
 
         _METRICS.update(
             requests=counter("flywheel_rank_requests", "Rank requests answered"),
@@ -67,6 +73,27 @@ def _metrics() -> dict[str, Any]:
             feedback=counter("flywheel_feedback", "Feedback events recorded", ("event_type",)),
             unknown=counter(
                 "flywheel_feedback_unknown_request", "Feedback naming an unknown request_id"
+            ),
+            degraded=counter(
+                "flywheel_degraded_requests", "Rank requests answered without the online store"
+            ),
+            unavailable=counter(
+                "flywheel_online_store_unavailable_requests",
+                "Rank requests refused (503) because the online store is unreachable",
+            ),
+            store_errors=counter(
+                "flywheel_online_store_errors", "Online store reads or pings that failed"
+            ),
+            store_up=gauge("flywheel_online_store_up", "1 while the online store answers", "min"),
+            rows_lost=gauge(
+                "flywheel_online_store_rows_lost",
+                "1 while nearly every user reads as cold after they did not (rows lost)",
+                "max",
+            ),
+            cold_share=gauge(
+                "flywheel_cold_user_share",
+                "Share of cold users over the last serving.lost_rows_window store reads",
+                "max",
             ),
         )
     return _METRICS
@@ -85,7 +112,13 @@ class Ranker:
 
         settings = load_settings()
         self.core = RankingService(settings, options_from_env())
-        self.metrics = _metrics()
+        self.metrics = m = _metrics()
+        m["store_up"].set(1)
+        m["rows_lost"].set(0)
+        self.core.health.on_change = m["store_up"].set
+        self.core.health.on_failure = m["store_errors"].inc
+        self.core.lost_rows.on_change = m["rows_lost"].set
+        self.core.lost_rows.on_share = m["cold_share"].set
         #: What `flywheel monitor` last wrote, exported on /metrics as gauges.
         self.monitor_json = settings.workspace / "monitor" / "monitor.json"
         import gc
@@ -124,10 +157,15 @@ class Ranker:
         """
         try:
             outcome = self.core.rank(RankRequest(user_id=user_id, candidates=candidates, k=k))
+        except OnlineStoreDownError as exc:
+            self.metrics["unavailable"].inc()
+            return _unavailable(exc)
         except (ServingError, ConnectionError) as exc:
             return _unavailable(exc)
         m = self.metrics
         m["requests"].inc()
+        if outcome.degraded:
+            m["degraded"].inc()
         m["served"].inc(len(outcome.response.items))
         m["explored"].inc(outcome.explored)
         m["cold"].inc(outcome.cold_start)

@@ -95,7 +95,9 @@ def apply(settings: Settings) -> ApplySummary:
     )
 
 
-def materialize(settings: Settings, end: datetime | None = None) -> MaterializeSummary:
+def materialize(
+    settings: Settings, end: datetime | None = None, full: bool = False
+) -> MaterializeSummary:
     """Load feature rows up to ``end`` into the online store, incrementally.
 
     A view continues from where its last materialization ended. The first run of a view
@@ -106,6 +108,9 @@ def materialize(settings: Settings, end: datetime | None = None) -> MaterializeS
     Args:
         settings: the store to materialize.
         end: tz-aware upper bound of event timestamps to load (default: now).
+        full: load every view as its first run would, whatever was materialized before:
+            for an online store that lost its rows (a Redis restarted empty), which an
+            incremental run would not reload.
 
     Raises:
         FeatureTablesMissingError: a feature table file does not exist.
@@ -120,7 +125,7 @@ def materialize(settings: Settings, end: datetime | None = None) -> MaterializeS
     for view in store.list_feature_views():
         if not view.online:  # offline only (user_item: online as user_item_latest)
             continue
-        if view.most_recent_end_time is not None:
+        if view.most_recent_end_time is not None and not full:
             start = _as_utc(view.most_recent_end_time.replace(tzinfo=UTC), "start")
         else:
             start = end - view.ttl if view.ttl else _EPOCH

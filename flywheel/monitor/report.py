@@ -69,11 +69,14 @@ def read_window(
     """Prediction and feedback records with ``since <= ts < until`` (feedback: any later).
 
     Feedback after ``until`` still counts for impressions served before it: an
-    impression's outcome may arrive after the window.
+    impression's outcome may arrive after the window. Degraded predictions (ranked
+    without the online store, ``degraded`` true) are left out: served quality, drift and
+    the retraining policy judge the model's normal traffic; an outage shows on the
+    service's own gauges (``flywheel_online_store_up``, ``flywheel_degraded_requests_total``).
     """
-    from flywheel.predlog import read_feedback_logs, read_prediction_logs
+    from flywheel.predlog import normal_traffic, read_feedback_logs, read_prediction_logs
 
-    predictions = read_prediction_logs(settings, since).to_pandas()
+    predictions = normal_traffic(read_prediction_logs(settings, since)).to_pandas()
     if until is not None and len(predictions):
         predictions = predictions.loc[predictions["ts"] < until]
     feedback = read_feedback_logs(settings, since).to_pandas()

@@ -17,6 +17,11 @@ One request to :meth:`RankingService.rank`:
 5. an epsilon-greedy slate (:func:`epsilon_greedy`) with each slot's propensity;
 6. one log record per served item written (one ``write()``) before the answer returns.
 
+When the online store cannot be reached, a circuit breaker
+(:mod:`~flywheel.serving.store_health`) stops reading it and the request is refused (503
+naming the store) or, with ``serving.degraded_mode``, ranked from memory and marked
+``degraded``; readiness follows the store, and a store that lost its rows is flagged.
+
 Feedback is logged the same way, then the user's ``user_activity`` row is read from the
 online store, incremented (:func:`activity_after_feedback`) and pushed back, so user
 features move between two feature builds. The request id carries the user id
@@ -40,7 +45,8 @@ The package, by concern: :mod:`~flywheel.serving.api` (contract, options, reques
 (model loading and hot swap), :mod:`~flywheel.serving.clock`,
 :mod:`~flywheel.serving.exploration` (epsilon-greedy slates),
 :mod:`~flywheel.serving.records` (prediction-log records), :mod:`~flywheel.serving.feedback`
-(activity rows), :mod:`~flywheel.serving.service` (:class:`RankingService`),
+(activity rows), :mod:`~flywheel.serving.store_health` (online store outages and lost
+rows), :mod:`~flywheel.serving.service` (:class:`RankingService`),
 :mod:`~flywheel.serving.asgi` (request guards) and :mod:`~flywheel.serving.commands`
 (``bentoml serve``). Every public name is importable from ``flywheel.serving``.
 """
@@ -58,6 +64,7 @@ from flywheel.serving.api import (
     FeedbackType,
     NoCandidatesError,
     NoChampionError,
+    OnlineStoreDownError,
     RankedItem,
     RankRequest,
     RankResponse,
@@ -91,6 +98,7 @@ from flywheel.serving.feedback import ACTIVITY_VIEW, activity_after_feedback
 from flywheel.serving.item_cache import ItemSideViews, is_item_side
 from flywheel.serving.records import _prediction_records
 from flywheel.serving.service import RankingService, RankOutcome, ServingStats, _score
+from flywheel.serving.store_health import LostRowsWatch, StoreHealth
 
 __all__ = [
     "ACTIVITY_VIEW",
@@ -114,9 +122,11 @@ __all__ = [
     "FeedbackType",
     "ItemSideViews",
     "LoadedModel",
+    "LostRowsWatch",
     "NoCandidatesError",
     "NoChampionError",
     "OnlineFeatureReader",
+    "OnlineStoreDownError",
     "RankOutcome",
     "RankRequest",
     "RankResponse",
@@ -128,6 +138,7 @@ __all__ = [
     "ServingOptions",
     "ServingStats",
     "Slate",
+    "StoreHealth",
     "ViewReader",
     "_prediction_records",
     "_score",

@@ -54,6 +54,11 @@ class NoCandidatesError(ServingError):
     """The request named no candidates and no default set could be built."""
 
 
+class OnlineStoreDownError(ServingError):
+    """The online store cannot be reached and degraded mode is off (the message names the
+    store; ``serving.degraded_mode`` would rank without it)."""
+
+
 class ServingOptions(BaseModel):
     """How the service explores, refreshes and keeps time (``$RANKER_OPTIONS`` JSON)."""
 
@@ -154,11 +159,16 @@ class RankedItem(BaseModel):
 
 
 class RankResponse(BaseModel):
-    """The served list, best first; ``request_id`` identifies it in feedback."""
+    """The served list, best first; ``request_id`` identifies it in feedback.
+
+    ``degraded``: ranked without the online store (it was unreachable), from what the
+    service still held: the user's features missing, item features where held in memory.
+    """
 
     request_id: str
     model_version: str
     items: list[RankedItem]
+    degraded: bool = False
 
 
 class FeedbackRequest(BaseModel):

@@ -7,6 +7,10 @@ one batch: one key for a user view, the distinct (user, category) or (user, item
 a composite one. Given an :class:`~flywheel.serving.item_cache.ItemSideViews`, views whose
 key holds no user (item and category views: any number of them) come from memory instead
 (see that module for when they are re-read).
+
+``read_columns(..., degraded=True)`` reads nothing: the online store is unreachable
+(:mod:`~flywheel.serving.store_health`), so user-keyed views come back missing, as for a
+new user, and item-side views hold what memory still has (missing where it has nothing).
 """
 
 from __future__ import annotations
@@ -59,7 +63,11 @@ class ViewReader:
     """Reads some features of one feature view from the online store by entity key."""
 
     def __init__(
-        self, store: FeatureStore, view: FeatureView, features: Sequence[str] | None = None
+        self,
+        store: FeatureStore,
+        view: FeatureView,
+        features: Sequence[str] | None = None,
+        online: Any = None,
     ) -> None:
         from feast.infra.online_stores.helpers import get_online_store_from_config
 
@@ -68,7 +76,9 @@ class ViewReader:
         #: The features read (default: all of the view's, as a cache of the view needs).
         self.features = tuple(features) if features is not None else tuple(names)
         self.config = store.config
-        self.online = get_online_store_from_config(store.config.online_store)
+        #: The online store instance read through (given: shared, e.g. the service's
+        #: fail-fast one, :func:`~flywheel.serving.store_health.serving_online_store`).
+        self.online = online or get_online_store_from_config(store.config.online_store)
         self.join_keys = tuple(c.name for c in view.entity_columns)
         self.key_fields = tuple(
             _PROTO_FIELD[c.dtype.to_value_type().name] for c in view.entity_columns
@@ -146,7 +156,9 @@ class _ViewPlan:
         self.all_columns = self.columns == list(range(len(reader.features)))
         self.nan_row = (math.nan,) * len(reader.features)
 
-    def rows(self, keys: list[tuple[Any, ...]]) -> list[Row | None]:
+    def rows(self, keys: list[tuple[Any, ...]], degraded: bool = False) -> list[Row | None]:
+        if degraded:  # no reads: what memory holds
+            return self.cache.held(keys) if self.cache is not None else [None] * len(keys)
         if self.cache is not None:
             return self.cache.rows(keys)
         distinct = list(dict.fromkeys(keys))
@@ -177,16 +189,26 @@ class _PackedPlan:
     """A view served from its packed per-user online form (``user_item`` from
     ``user_item_latest``, :mod:`flywheel.packed_history`): one key read per request."""
 
-    def __init__(self, store: FeatureStore, name: str, features: Sequence[str]) -> None:
+    def __init__(
+        self, store: FeatureStore, name: str, features: Sequence[str], online: Any = None
+    ) -> None:
         packed = packed_view_of(name)
         assert packed is not None
-        self.reader = ViewReader(store, store.get_feature_view(packed), ["ui_items", "ui_values"])
+        view = store.get_feature_view(packed)
+        self.reader = ViewReader(store, view, ["ui_items", "ui_values"], online)
         ttl = store.get_feature_view(name).ttl
         self.ttl_s = ttl.total_seconds() if ttl and ttl.total_seconds() > 0 else None
         self.name, self.features = name, tuple(features)
 
-    def fill(self, user: str, items: list[str], as_of: datetime, columns: dict[str, Any]) -> None:
-        found = self.reader.read([(user,)], as_of)[0]
+    def fill(
+        self,
+        user: str,
+        items: list[str],
+        as_of: datetime,
+        columns: dict[str, Any],
+        degraded: bool = False,
+    ) -> None:
+        found = None if degraded else self.reader.read([(user,)], as_of)[0]
         packed_items = packed_values = None
         if found is not None:
             packed_items = list(found[1]["ui_items"].val)
@@ -206,7 +228,11 @@ class OnlineFeatureReader:
     """
 
     def __init__(
-        self, store: FeatureStore, service_name: str, item_views: ItemSideViews | None = None
+        self,
+        store: FeatureStore,
+        service_name: str,
+        item_views: ItemSideViews | None = None,
+        online: Any = None,
     ) -> None:
         service = store.get_feature_service(service_name)
         self.service_name = service_name
@@ -217,9 +243,9 @@ class OnlineFeatureReader:
             view = store.get_feature_view(name)
             if cached and is_item_side(view):
                 assert item_views is not None
-                cache = item_views.view(ViewReader(store, view))  # all features: shared
+                cache = item_views.view(ViewReader(store, view, online=online))  # all: shared
                 return cache.reader, cache
-            return ViewReader(store, view, features), None
+            return ViewReader(store, view, features, online), None
 
         # The catalog is read anyway for the category join key: one read serves both.
         extra = [f for f in wanted.get(CATALOG_VIEW, []) if f != "category"]
@@ -229,7 +255,7 @@ class OnlineFeatureReader:
         self.packed: list[_PackedPlan] = []
         for name, features in wanted.items():
             if packed_view_of(name) is not None:
-                self.packed.append(_PackedPlan(store, name, features))
+                self.packed.append(_PackedPlan(store, name, features, online))
                 continue
             found = (catalog_reader, catalog_cache) if name == CATALOG_VIEW else None
             view_reader, cache = found or reader(name, features)
@@ -240,14 +266,17 @@ class OnlineFeatureReader:
         self.columns = [f for plan in plans for f in plan.features]
 
     def read_columns(
-        self, user_id: str, item_ids: Sequence[str], as_of: datetime
+        self, user_id: str, item_ids: Sequence[str], as_of: datetime, degraded: bool = False
     ) -> dict[str, Any]:
         """``user_id``, ``item_id``, ``category`` (lists) then one column per feature (float64
         arrays, NaN where missing or expired; lists for string features), one row per item
-        in the given order: what :meth:`read` returns, as a mapping of columns."""
+        in the given order: what :meth:`read` returns, as a mapping of columns.
+
+        ``degraded``: read nothing from the online store (see the module docstring)."""
         user, items = str(user_id), [str(i) for i in item_ids]
         catalog: dict[str, Any] = {}
-        found = self.catalog.fill(self.catalog.rows([(i,) for i in items]), as_of, catalog)
+        rows = self.catalog.rows([(i,) for i in items], degraded)
+        found = self.catalog.fill(rows, as_of, catalog)
         categories = catalog["category"]
         entity = {
             "user_id": [user] * len(items),
@@ -261,9 +290,9 @@ class OnlineFeatureReader:
                 view.fill(found, as_of, columns)
                 continue
             keys = list(zip(*(entity[k] for k in view.reader.join_keys), strict=True))
-            view.fill(view.rows(keys), as_of, columns)
+            view.fill(view.rows(keys, degraded), as_of, columns)
         for plan in self.packed:
-            plan.fill(user, items, as_of, columns)
+            plan.fill(user, items, as_of, columns, degraded)
         return {"user_id": columns["user_id"], "item_id": items, "category": categories} | {
             f: columns[f] for f in self.columns
         }

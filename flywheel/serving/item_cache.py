@@ -18,7 +18,9 @@ When a cached row is re-read (the staleness bound, per worker):
 
 A dropped view is re-read lazily: the next request reads its candidates' keys in one
 ``online_read``, as every request did before. ``max_rows`` bounds a view's memory (it is
-dropped when full). ``max_age_s = 0`` turns caching off.
+dropped when full). ``max_age_s = 0`` turns caching off. While the online store is down
+the service does not refresh (nothing could be re-read): degraded rankings use what is held
+(:meth:`CachedView.held`).
 """
 
 from __future__ import annotations
@@ -81,6 +83,12 @@ class CachedView:
                 rows = self._rows = {}
             rows.update(zip(missing, fetched, strict=True))
         return [rows[k] for k in keys]
+
+    def held(self, keys: Sequence[Key]) -> list[Row | None]:
+        """The rows held for ``keys`` (``None`` where none is held); reads nothing (the
+        online store is down: :mod:`~flywheel.serving.store_health`)."""
+        rows = self._rows
+        return [rows.get(k) for k in keys]
 
     def clear(self) -> None:
         self._rows = {}

@@ -26,10 +26,15 @@ def _prediction_records(
     scores: np.ndarray,
     slate: Slate,
     raw: Sequence[str] = RAW_FEATURES,
+    degraded: bool = False,
 ) -> list[dict[str, Any]]:
     """One log record per served item; ``features`` holds the raw values the model saw
     (a DataFrame or a mapping of columns: ``item_id``, ``category`` and ``raw``, the raw
-    features of the model's feature service). Only the served rows are read."""
+    features of the model's feature service). Only the served rows are read.
+
+    ``degraded``: ranked without the online store; each record then carries
+    ``"degraded": true`` (normal records leave the optional field out), which the dataset
+    stage and the monitor exclude."""
     served = np.asarray(slate.indices, dtype=np.int64)
     names = tuple(raw)
     values_of = np.column_stack([feature_column(features, n)[served] for n in names])
@@ -41,17 +46,18 @@ def _prediction_records(
     ):
         values: dict[str, Any] = {"category": categories[i]}
         values.update((n, None if math.isnan(v) else v) for n, v in zip(names, row, strict=True))
-        records.append(
-            {
-                "request_id": request_id,
-                "ts": at,
-                "user_id": user,
-                "item_id": str(items[i]),
-                "position": position,
-                "score": float(scores[i]),
-                "model_version": model_version,
-                "propensity": float(p),
-                "features": dumps(values),
-            }
-        )
+        record = {
+            "request_id": request_id,
+            "ts": at,
+            "user_id": user,
+            "item_id": str(items[i]),
+            "position": position,
+            "score": float(scores[i]),
+            "model_version": model_version,
+            "propensity": float(p),
+            "features": dumps(values),
+        }
+        if degraded:
+            record["degraded"] = True
+        records.append(record)
     return records

@@ -16,6 +16,7 @@ from flywheel.serving.api import (
     FeedbackResponse,
     NoCandidatesError,
     NoChampionError,
+    OnlineStoreDownError,
     RankedItem,
     RankRequest,
     RankResponse,
@@ -31,6 +32,14 @@ from flywheel.serving.features import OnlineFeatureReader, ViewReader
 from flywheel.serving.feedback import _ACTIVITY_KEYS, ACTIVITY_VIEW, activity_after_feedback
 from flywheel.serving.item_cache import ItemSideViews
 from flywheel.serving.records import _prediction_records
+from flywheel.serving.store_health import (
+    LostRowsWatch,
+    StoreHealth,
+    describe_store,
+    ping_store,
+    serving_online_store,
+    store_errors,
+)
 
 if TYPE_CHECKING:
     import xgboost as xgb
@@ -51,6 +60,9 @@ class ServingStats:
     default_candidate_requests: int = 0
     feedback: dict[str, int] = field(default_factory=dict)
     unknown_request_feedback: int = 0
+    #: Answered without the online store (degraded mode) / refused with 503 for want of it.
+    degraded_requests: int = 0
+    store_unavailable_requests: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,8 @@ class RankOutcome:
     explored: int
     cold_start: bool
     default_candidates: bool
+    #: Ranked without the online store (``response.degraded``).
+    degraded: bool = False
 
 
 class RankingService:
@@ -75,6 +89,19 @@ class RankingService:
         self.settings = settings
         self.options = options or ServingOptions()
         self.store = get_store(settings)
+        config, policy = self.store.config, settings.serving
+        #: The one online store instance every serving read goes through (fails fast).
+        self.online = serving_online_store(config, policy.store_timeout_s)
+        self.health = StoreHealth(
+            lambda: ping_store(self.online, config),
+            store_errors(config),
+            policy.store_retry_s,
+            policy.store_check_s,
+            describe_store(config),
+        )
+        self.lost_rows = LostRowsWatch(
+            policy.lost_rows_window, policy.lost_rows_share, policy.normal_cold_share
+        )
         self.clock = make_clock(settings, self.options.clock)
         self.models = ChampionWatcher(
             settings, self.options.model_check_s, loader=load_serving_model
@@ -98,8 +125,9 @@ class RankingService:
             self.reader(model.feature_service)
 
     def ready(self) -> bool:
-        """Ready once a champion is loaded."""
-        return self.models.current() is not None
+        """Ready once a champion is loaded, while the online store answers (a ping when
+        one is due: :meth:`StoreHealth.check`)."""
+        return self.models.current() is not None and self.health.check()
 
     def _model(self) -> LoadedModel:
         model = self.models.current()
@@ -116,14 +144,20 @@ class RankingService:
 
     def reader(self, service: str) -> OnlineFeatureReader:
         if service not in self._readers:
-            self._readers[service] = OnlineFeatureReader(self.store, service, self.item_views)
+            self._readers[service] = OnlineFeatureReader(
+                self.store, service, self.item_views, self.online
+            )
         return self._readers[service]
 
     def rank(self, request: RankRequest) -> RankOutcome:
         """Score, pick and log a slate for ``request``.
 
+        With the online store unreachable (a failed read, or the breaker open) the request
+        is ranked degraded when ``serving.degraded_mode`` is on, else refused.
+
         Raises:
             NoChampionError, NoCandidatesError: nothing to rank with (a 503).
+            OnlineStoreDownError: the online store is unreachable, degraded mode off (503).
         """
         from flywheel.ranking import feature_column, feature_set, model_inputs
 
@@ -135,9 +169,22 @@ class RankingService:
                 "the request names no candidates and no default set exists (feature tables "
                 f"missing under {self.settings.feature_data_dir}); pass 'candidates'"
             )
-        self.item_views.maybe_refresh()
         reader = self.reader(model.feature_service)
-        features = reader.read_columns(request.user_id, candidates, at)
+        # The fast path pays two attribute reads for the breaker; a try costs nothing.
+        health = self.health
+        features: dict[str, Any] | None = None
+        if health.up or health.try_now():
+            try:
+                if health.up:  # while it is down, keep what memory holds: it cannot refill
+                    self.item_views.maybe_refresh()
+                features = reader.read_columns(request.user_id, candidates, at)
+            except health.errors as exc:
+                health.failed(exc)
+        degraded = features is None
+        if features is None:
+            features = self._degraded_features(reader, request.user_id, candidates, at)
+        elif not health.up:
+            health.succeeded()
         x = model_inputs(features, at.timestamp(), model.feature_service)
         scores = _score(model.booster, x)
         slate = epsilon_greedy(scores, request.k, self.options.epsilon, self.rng)
@@ -152,15 +199,34 @@ class RankingService:
                 scores,
                 slate,
                 raw=feature_set(model.feature_service).raw,
+                degraded=degraded,
             )
         )
         cold = bool(np.isnan(feature_column(features, "last_event_unix")).all())
+        if not degraded:  # a degraded read is cold by construction
+            self.lost_rows.observe(cold)
         self._count(len(slate.indices), int(slate.explored.sum()), cold, not request.candidates)
+        self.stats.degraded_requests += degraded
         items = [
             RankedItem(item_id=str(candidates[i]), score=float(scores[i])) for i in slate.indices
         ]
-        response = RankResponse(request_id=request_id, model_version=model.tag, items=items)
-        return RankOutcome(response, int(slate.explored.sum()), cold, not request.candidates)
+        response = RankResponse(
+            request_id=request_id, model_version=model.tag, items=items, degraded=degraded
+        )
+        explored = int(slate.explored.sum())
+        return RankOutcome(response, explored, cold, not request.candidates, degraded)
+
+    def _degraded_features(
+        self, reader: OnlineFeatureReader, user_id: str, candidates: list[str], at: datetime
+    ) -> dict[str, Any]:
+        """The features a ranking without the online store gets, or the 503 without one."""
+        if not self.settings.serving.degraded_mode:
+            self.stats.store_unavailable_requests += 1
+            raise OnlineStoreDownError(
+                f"{self.health.what} is unreachable ({self.health.last_error}); retrying every "
+                f"{self.health.retry_s:g} s (serving.degraded_mode would rank without it)"
+            )
+        return reader.read_columns(user_id, candidates, at, degraded=True)
 
     def _count(self, served: int, explored: int, cold: bool, default: bool) -> None:
         self.stats.requests += 1
@@ -191,13 +257,21 @@ class RankingService:
                 note=f"request_id {request.request_id!r} was not issued by this service: "
                 "feedback logged, user features not updated"
             )
+        if not self.health.try_now():
+            note = f"feedback logged; user features not updated: {self.health.what} is down"
+            return FeedbackResponse(note=note)
         try:
             self.push_activity(user, request.event_type, at)
-        except (ConnectionError, ValueError) as exc:
+        except self.health.errors as exc:
+            self.health.failed(exc)
+            log.warning("could not push user %r's activity: %s", user, exc)
+            return FeedbackResponse(note=f"feedback logged; user features not updated: {exc}")
+        except ValueError as exc:
             # The feedback is logged, which is what the next cycle learns from; the online
             # row catches up at the next materialization.
             log.warning("could not push user %r's activity: %s", user, exc)
             return FeedbackResponse(note=f"feedback logged; user features not updated: {exc}")
+        self.health.succeeded()
         return FeedbackResponse()
 
     def push_activity(self, user_id: str, event_type: str, at: datetime) -> dict[str, Any]:
@@ -209,7 +283,7 @@ class RankingService:
         if self._activity is None:
             names = [n for n in USER_ACTIVITY_SCHEMA.names if n not in _ACTIVITY_KEYS]
             view = self.store.get_feature_view(ACTIVITY_VIEW)
-            self._activity = ViewReader(self.store, view, names)
+            self._activity = ViewReader(self.store, view, names, self.online)
         found = self._activity.read([(str(user_id),)], at)[0]
         current, current_ts = (found[1], found[0]) if found else (None, None)
         row = activity_after_feedback(user_id, current, current_ts, event_type, at)

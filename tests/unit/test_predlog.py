@@ -17,6 +17,7 @@ from flywheel.predlog import (
     LogWriter,
     PredictionLogError,
     log_dir,
+    normal_traffic,
     read_feedback_logs,
     read_prediction_logs,
     scan_logs,
@@ -51,13 +52,17 @@ def _as_rows(table: pa.Table) -> list[dict[str, Any]]:
 def test_round_trip_gives_exactly_the_contract(tmp_path: Path) -> None:
     settings = Settings(workspace=tmp_path)
     writer = LogWriter(log_dir(settings, "predictions"), "predictions")
-    written = _request("a", T0) + _request("b", T0 + timedelta(seconds=2), n=2)
+    # request b was ranked degraded (online store down): only its records carry the flag
+    degraded = [{**r, "degraded": True} for r in _request("b", T0 + timedelta(seconds=2), n=2)]
+    written = _request("a", T0) + degraded
     writer.append(written[:3])
     writer.append(written[3:])
     table = read_prediction_logs(settings)
     assert table.schema.equals(PREDICTION_LOG_SCHEMA)
     assert [f.nullable for f in table.schema] == [f.nullable for f in PREDICTION_LOG_SCHEMA]
-    assert _as_rows(table) == sorted(written, key=lambda r: (r["request_id"], r["position"]))
+    expected = [{"degraded": None, **r} for r in written]  # absent reads as null
+    assert _as_rows(table) == sorted(expected, key=lambda r: (r["request_id"], r["position"]))
+    assert normal_traffic(table)["request_id"].to_pylist() == ["a"] * 3
 
 
 def test_partitions_by_utc_date_and_one_file_per_process(tmp_path: Path) -> None:

@@ -70,7 +70,13 @@ def test_valid_prediction_records_become_the_contract() -> None:
     assert result.valid.schema.equals(PREDICTION_LOG_SCHEMA)
     row = result.valid.to_pylist()[0]
     # integer ids (logs written before ids were strings) read as their decimal text
-    assert row == {**_pred("r1", 7, 100, 0), "ts": T0, "user_id": "7", "item_id": "100"}
+    assert row == {
+        **_pred("r1", 7, 100, 0),
+        "ts": T0,
+        "user_id": "7",
+        "item_id": "100",
+        "degraded": None,
+    }
     assert result.quarantine.num_rows == 0
 
 
@@ -78,7 +84,19 @@ def test_string_ids_in_logs_are_kept_exactly() -> None:
     pred = {**_pred("r1", 7, 100, 0), "user_id": "u-7 Ω", "item_id": "sku-00100"}
     records = json.loads("[" + encode_records([pred]).decode().strip() + "]")
     result = served.validate_records(records, served.PREDICTIONS, _ctx(), "f")
-    assert result.valid.to_pylist()[0] == {**pred, "ts": T0}
+    assert result.valid.to_pylist()[0] == {**pred, "ts": T0, "degraded": None}
+
+
+def test_the_degraded_flag_is_validated_and_kept() -> None:
+    """Serving marks predictions ranked without the online store; the lake keeps the mark
+    (the dataset stage leaves those rows out) and quarantines a flag that is not a bool."""
+    preds = [{**_pred(f"r{i}", 7, 100 + i, 0), "degraded": v} for i, v in
+             enumerate([True, False, None, "maybe"])]  # fmt: skip
+    records = [json.loads(line) for line in encode_records(preds).decode().splitlines()]
+    result = served.validate_records(records, served.PREDICTIONS, _ctx(), "f")
+    assert result.valid["degraded"].to_pylist() == [True, False, None]
+    assert result.quarantine.num_rows == 1
+    assert "degraded" in result.quarantine["reason"][0].as_py()
 
 
 @pytest.mark.parametrize(

@@ -66,10 +66,13 @@ def test_served_impressions_are_labelled_from_the_lake(tmp_path: Path) -> None:
     settings = Settings(workspace=tmp_path)
     preds = LogWriter(log_dir(settings, "predictions"), "predictions")
     feedback = LogWriter(log_dir(settings, "feedback"), "feedback")
-    for r, ts in (("a-1", T0), ("b-2", T0 + timedelta(hours=2))):
+    # c-3 was ranked degraded (online store down): logged and ingested, never trained on
+    marks = {"c-3": {"degraded": True}}
+    for r, ts in (("a-1", T0), ("b-2", T0 + timedelta(hours=2)), ("c-3", T0)):
         preds.append(
             [
-                {
+                marks.get(r, {})
+                | {
                     "request_id": r,
                     "ts": ts,
                     "user_id": f"user {r[-1]}",
@@ -84,9 +87,11 @@ def test_served_impressions_are_labelled_from_the_lake(tmp_path: Path) -> None:
             ]
         )
     feedback.append([{"request_id": "a-1", "item_id": "sku-8", "event_type": "click", "ts": T0}])
+    feedback.append([{"request_id": "c-3", "item_id": "sku-7", "event_type": "click", "ts": T0}])
     late = T0 + timedelta(hours=1, minutes=1)  # after the 1 h attribution window
     feedback.append([{"request_id": "a-1", "item_id": "sku-7", "event_type": "cart", "ts": late}])
-    served.ingest_served(settings, now=T0 + timedelta(days=1))
+    summary = served.ingest_served(settings, now=T0 + timedelta(days=1))
+    assert summary.predictions_accepted == 6 and summary.quarantined == 0
     end = T0 + timedelta(hours=2, minutes=30)  # request b-2's window is still open
     got = served_impressions(settings, T0 - timedelta(days=1), end, timedelta(hours=1))
     assert got[["group_id", "item_id", "label", "user_id"]].values.tolist() == [

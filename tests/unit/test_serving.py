@@ -288,8 +288,16 @@ def test_prediction_records_are_one_per_served_item(k: int) -> None:
         assert logged["category"] == f"c{i % 3}"
         expected = features.loc[i, list(RAW_FEATURES)].tolist()
         assert [logged[n] for n in RAW_FEATURES] == [None if np.isnan(v) else v for v in expected]
-    assert set(records[0]) == set(PREDICTION_LOG_SCHEMA.names)
+    # a normal record leaves the optional "degraded" out; a degraded one says so
+    assert set(records[0]) == set(PREDICTION_LOG_SCHEMA.names) - {"degraded"}
     pa.Table.from_pylist(records, schema=PREDICTION_LOG_SCHEMA)  # the records fit the contract
+    marked = serving._prediction_records(
+        "rid-7", T0, "u7", "m:1", features, scores, slate, degraded=True
+    )
+    assert [r["degraded"] for r in marked] == [True] * k
+    assert [{**r, "degraded": None} for r in marked] == [{**r, "degraded": None} for r in records]
+    assert set(marked[0]) == set(PREDICTION_LOG_SCHEMA.names)
+    pa.Table.from_pylist(marked, schema=PREDICTION_LOG_SCHEMA)
 
 
 def test_prediction_records_of_columns_equal_those_of_a_dataframe() -> None:
