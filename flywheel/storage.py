@@ -270,6 +270,15 @@ def is_dir(location: Location, options: S3Options | None = None) -> bool:
     return file_info(location, options).type == pafs.FileType.Directory
 
 
+def is_file(location: Location, options: S3Options | None = None) -> bool:
+    """Whether a location is a file (on S3: an object)."""
+    import pyarrow.fs as pafs
+
+    if not is_uri(location):
+        return Path(location).is_file()
+    return file_info(location, options).type == pafs.FileType.File
+
+
 def upload(
     sources: Iterable[Path], destination: str, options: S3Options | None = None
 ) -> list[tuple[Path, str]]:
