@@ -115,7 +115,7 @@ def test_local_profile_has_no_kubernetes_config(tmp_path: Path) -> None:
 def test_only_ingest_gets_the_object_store_and_its_keys(
     tmp_path: Path, profile: str, secret: str, keys: list[str], endpoint: str | None
 ) -> None:
-    _, spec, platform = _compile(load_settings(profile=profile), tmp_path)
+    _, spec, platform = _compile(_settings(profile), tmp_path)
     k8s_execs = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     with_secret = {name for name, e in k8s_execs.items() if "secretAsEnv" in e}
     assert with_secret == {"exec-ingest"}
