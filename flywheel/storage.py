@@ -106,16 +106,17 @@ class S3Options:
         """Plain values for a Ray task (workers build their own filesystem from them)."""
         return asdict(self)
 
-    def filesystem(self) -> pafs.S3FileSystem:
+    def filesystem(self, *, create_buckets: bool = False) -> pafs.S3FileSystem:
         """A pyarrow S3 filesystem for these options (cached per options)."""
-        return _s3_filesystem(self)
+        return _s3_filesystem(self, create_buckets)
 
 
 @functools.lru_cache(maxsize=8)
-def _s3_filesystem(options: S3Options) -> pafs.S3FileSystem:
+def _s3_filesystem(options: S3Options, create_buckets: bool = False) -> pafs.S3FileSystem:
     import pyarrow.fs as pafs
 
     kwargs: dict[str, Any] = {"region": options.region, "connect_timeout": 5, "request_timeout": 60}
+    kwargs["allow_bucket_creation"] = create_buckets
     if options.endpoint_url:
         parts = urlsplit(options.endpoint_url)
         kwargs.update(endpoint_override=parts.netloc, scheme=parts.scheme)
@@ -232,6 +233,28 @@ def check_bucket(location: Location, options: S3Options | None = None) -> None:
         raise StorageError(f"{location}: bucket {bucket!r} does not exist at {options.endpoint}")
 
 
+def ensure_bucket(location: str, options: S3Options | None = None) -> bool:
+    """Create the bucket of an ``s3://`` location unless it exists; True when created.
+
+    Raises:
+        StorageError: not an ``s3://`` URI, refused credentials, an unreachable endpoint.
+    """
+    import pyarrow.fs as pafs
+
+    if not is_uri(location):
+        raise StorageError(f"{location!r}: expected an s3://bucket URI")
+    options = options or S3Options.from_env()
+    bucket, _ = split_uri(location)
+    fs = options.filesystem(create_buckets=True)
+    try:
+        if fs.get_file_info(bucket).type != pafs.FileType.NotFound:
+            return False
+        fs.create_dir(bucket)
+    except OSError as exc:
+        raise explain(exc, location, options) from exc
+    return True
+
+
 def file_info(location: Location, options: S3Options | None = None) -> pafs.FileInfo:
     """pyarrow's ``FileInfo`` of a location (type, size, mtime); errors as StorageError."""
     fs, path = resolve(location, options)
@@ -280,12 +303,17 @@ def is_file(location: Location, options: S3Options | None = None) -> bool:
 
 
 def upload(
-    sources: Iterable[Path], destination: str, options: S3Options | None = None
+    sources: Iterable[Path],
+    destination: str,
+    options: S3Options | None = None,
+    *,
+    create_bucket: bool = False,
 ) -> list[tuple[Path, str]]:
     """Copy local files and folders to ``s3://bucket/prefix``; returns (source, URI) pairs.
 
     A file lands at ``destination/<name>``; a folder's files keep their layout under
-    ``destination/<folder name>/``. Existing objects are overwritten.
+    ``destination/<folder name>/``. Existing objects are overwritten. ``create_bucket``:
+    make the bucket first if it does not exist (else a missing bucket is an error).
 
     Raises:
         StorageError: the destination is not an ``s3://`` URI, its bucket is missing or
@@ -297,6 +325,8 @@ def upload(
     if not is_uri(destination):
         raise StorageError(f"--to {destination!r}: expected an s3://bucket/prefix URI")
     options = options or S3Options.from_env()
+    if create_bucket:
+        ensure_bucket(destination, options)
     check_bucket(destination, options)
     pairs: list[tuple[Path, str]] = []
     for source in sources:

@@ -94,3 +94,38 @@ def test_upload_to_a_missing_bucket_copies_nothing(s3_bucket: str, tmp_path: Pat
         storage.upload([tmp_path / "x.csv"], "s3://no-such-bucket-here/in")
     with pytest.raises(FileNotFoundError, match="no such file or folder to upload"):
         storage.upload([tmp_path / "nope"], s3_bucket)
+
+
+def test_ensure_bucket_creates_once_then_upload_can_create_its_bucket(
+    s3_bucket: str, tmp_path: Path
+) -> None:
+    fresh = s3_bucket + "-new"
+    assert storage.ensure_bucket(fresh + "/raw") is True
+    assert storage.ensure_bucket(fresh) is False
+    storage.check_bucket(fresh)
+    (tmp_path / "x.csv").write_text("a\n")
+    other = s3_bucket + "-up"
+    pairs = storage.upload([tmp_path / "x.csv"], other + "/in", create_bucket=True)
+    assert pairs == [(tmp_path / "x.csv", f"{other}/in/x.csv")]
+
+
+def test_ensure_bucket_with_bad_credentials_names_them(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    with pytest.raises(StorageError, match="denied; check AWS_ACCESS_KEY_ID"):
+        storage.ensure_bucket(s3_bucket + "-x")
+
+
+def test_cli_create_bucket_alone(s3_bucket: str, restore_logging: None) -> None:
+    from typer.testing import CliRunner
+
+    from flywheel.cli import app
+
+    runner = CliRunner()
+    done = runner.invoke(app, ["upload", "--create-bucket", "--to", s3_bucket + "-cli"])
+    assert done.exit_code == 0, done.output
+    assert done.output.strip() == f"bucket of {s3_bucket}-cli ready"
+    storage.check_bucket(s3_bucket + "-cli")
+    nothing = runner.invoke(app, ["upload", "--to", s3_bucket])
+    assert nothing.exit_code == 2 and "give files or folders to upload" in nothing.output
