@@ -243,8 +243,9 @@ class KubernetesSettings(BaseModel):
     #: ``AWS_SECRET_ACCESS_KEY`` only by the pods that read the bucket (ingest); None: no
     #: keys (the pod's own identity, e.g. IRSA on EKS).
     s3_secret: str | None = None
-    #: That Secret's data keys holding (key id, secret).
-    s3_secret_keys: tuple[str, str] = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    #: That Secret's data keys holding the key id and the secret.
+    s3_key_id_field: str = "AWS_ACCESS_KEY_ID"
+    s3_secret_field: str = "AWS_SECRET_ACCESS_KEY"
 
 
 class Settings(BaseModel):
@@ -321,7 +322,8 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "k8s": {
             "s3_endpoint_url": "http://minio-service.kubeflow:9000",
             "s3_secret": "mlpipeline-minio-artifact",
-            "s3_secret_keys": ["accesskey", "secretkey"],
+            "s3_key_id_field": "accesskey",
+            "s3_secret_field": "secretkey",
         },
     },
     "prod": {

@@ -114,11 +114,13 @@ def reads_bucket(task: Any, settings: "Settings") -> Any:
         task.set_env_variable("AWS_ENDPOINT_URL", k8s.s3_endpoint_url)
     task.set_env_variable("AWS_REGION", k8s.s3_region)
     if k8s.s3_secret:
-        key_id, secret = k8s.s3_secret_keys
         kubernetes.use_secret_as_env(
             task,
             secret_name=k8s.s3_secret,
-            secret_key_to_env={key_id: "AWS_ACCESS_KEY_ID", secret: "AWS_SECRET_ACCESS_KEY"},
+            secret_key_to_env={
+                k8s.s3_key_id_field: "AWS_ACCESS_KEY_ID",
+                k8s.s3_secret_field: "AWS_SECRET_ACCESS_KEY",
+            },
         )
     return task
 
