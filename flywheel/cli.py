@@ -26,6 +26,7 @@ from flywheel.cli_support import (
     mapping_option,
     settings_of,
 )
+from flywheel.cli_upload import upload
 from flywheel.cli_views import (
     loop_table,
     monitor_table,
@@ -45,6 +46,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("upload")(clear_errors(upload))
 
 
 @app.callback()
@@ -127,26 +129,32 @@ def simulate(
 @clear_errors
 def ingest(
     ctx: typer.Context,
-    events: list[Path] = typer.Option(
+    events: list[str] = typer.Option(
         ...,
         "--events",
-        help="Event files or folders (Parquet, JSON lines, CSV); repeatable. A simulator "
-        "output folder means its events/ and items.parquet.",
+        help="Event files or folders (Parquet, JSON lines, CSV), local or s3://bucket/prefix "
+        "(AWS_* settings); repeatable. A simulator output folder means its events/ and "
+        "items.parquet.",
     ),
-    items: Path | None = typer.Option(None, "--items", help="Item catalog file to upsert."),
+    items: str | None = typer.Option(
+        None, "--items", help="Item catalog file to upsert (local or s3://)."
+    ),
     mapping: str | None = mapping_option(""),
 ) -> None:
     """Validate raw events into the date-partitioned event lake (idempotent)."""
     from flywheel.ingest import ingest_events
+    from flywheel.storage import location_of
     from flywheel.workspace_lock import workspace_lock
 
     s = settings_of(ctx)
-    paths, items = expand_event_inputs(events, items)
+    paths, item_path = expand_event_inputs(
+        [location_of(e) for e in events], location_of(items) if items else None
+    )
     with (
         logged(ctx, s, "ingest", "ingest: validating events with Ray Data") as run,
         workspace_lock(s, "ingest"),
     ):
-        summary = ingest_events(s, paths, items=items, mapping=mapping)
+        summary = ingest_events(s, paths, items=item_path, mapping=mapping)
     print_summary("ingest", summary)
     if summary.quarantined:
         console.print(
@@ -273,8 +281,8 @@ def cycle(
     if events is not None:
         paths, item_path = expand_event_inputs([events], items)
         events_uri, items_uri = (
-            str(paths[0].resolve()),
-            str(item_path.resolve()) if item_path else "",
+            str(Path(paths[0]).resolve()),
+            str(Path(item_path).resolve()) if item_path else "",
         )
     with logged(ctx, s, "cycle", "cycle: kfp.local pipeline") as run:
         summary = run_cycle(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -18,6 +18,7 @@ from flywheel.progress import phase as progress_phase
 
 if TYPE_CHECKING:
     from flywheel.runlog import CommandLog
+    from flywheel.storage import Location
 
 log = logging.getLogger("flywheel.cli")
 
@@ -63,6 +64,8 @@ def clear_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except typer.Exit:
+            raise  # click's Exit is a RuntimeError: already reported, not "error: 1"
         except INPUT_ERRORS as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from exc
@@ -111,14 +114,22 @@ def log_footer(run: CommandLog) -> None:
     _line(f"full log: {run.path}")
 
 
-def expand_event_inputs(paths: list[Path], items: Path | None) -> tuple[list[Path], Path | None]:
-    """A simulator output folder (``events/`` + ``items.parquet``) stands for both inputs."""
-    out: list[Path] = []
+def expand_event_inputs(
+    paths: Sequence[Location], items: Location | None
+) -> tuple[list[Location], Location | None]:
+    """A simulator output folder (``events/`` + ``items.parquet``) stands for both inputs.
+
+    Local folders and ``s3://`` prefixes alike (an uploaded simulator folder, for one).
+    """
+    from flywheel import storage
+
+    out: list[Location] = []
     for p in paths:
-        if p.is_dir() and (p / "events").is_dir():
-            out.append(p / "events")
-            if items is None and (p / "items.parquet").is_file():
-                items = p / "items.parquet"
+        events, catalog = storage.join(p, "events"), storage.join(p, "items.parquet")
+        if storage.is_dir(p) and storage.is_dir(events):
+            out.append(events)
+            if items is None and storage.is_file(catalog):
+                items = catalog
         else:
             out.append(p)
     return out, items

@@ -310,6 +310,18 @@ class KubernetesSettings(BaseModel):
     #: ReadWriteMany PVC holding the workspace, mounted in both namespaces.
     #: Mounted at ``Settings.workspace`` on every pipeline pod.
     workspace_pvc: str = "flywheel-workspace"
+    #: S3 endpoint of the ``s3://`` URIs the pipeline reads (``AWS_ENDPOINT_URL`` of those
+    #: pods); None: AWS S3 itself. kind: the MinIO that KFP standalone runs.
+    s3_endpoint_url: str | None = None
+    #: ``AWS_REGION`` of those pods.
+    s3_region: str = "us-east-1"
+    #: Secret in ``pipeline_namespace`` with the S3 keys, mounted as ``AWS_ACCESS_KEY_ID`` /
+    #: ``AWS_SECRET_ACCESS_KEY`` only by the pods that read the bucket (ingest); None: no
+    #: keys (the pod's own identity, e.g. IRSA on EKS).
+    s3_secret: str | None = None
+    #: That Secret's data keys holding the key id and the secret.
+    s3_key_id_field: str = "AWS_ACCESS_KEY_ID"
+    s3_secret_field: str = "AWS_SECRET_ACCESS_KEY"
 
 
 class Settings(BaseModel):
@@ -384,12 +396,20 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "workspace": "/mnt/flywheel",
         "ray": {"num_workers": 2, "cpus_per_worker": 1.0},
         "feast": {"online_store": "redis", "redis_connection_string": _CLUSTER_REDIS},
+        # KFP standalone's MinIO and the Secret KFP itself reads its keys from.
+        "k8s": {
+            "s3_endpoint_url": "http://minio-service.kubeflow:9000",
+            "s3_secret": "mlpipeline-minio-artifact",
+            "s3_key_id_field": "accesskey",
+            "s3_secret_field": "secretkey",
+        },
     },
     "prod": {
         "workspace": "/mnt/flywheel",
         "ray": {"num_workers": 4, "cpus_per_worker": 2.0},
         "feast": {"online_store": "redis", "redis_connection_string": _CLUSTER_REDIS},
         "serving": {"degraded_mode": True},
+        "k8s": {"s3_secret": "flywheel-s3"},
     },
 }
 

@@ -108,15 +108,17 @@ def run_ingest(
     """
     from flywheel.ingest import ingest_events, mapping_from_argument
     from flywheel.served import ingest_served
+    from flywheel.storage import location_of
 
     settings = _settings(settings_json)
     started = time.perf_counter()
     new_rows = 0
     summary: dict[str, Any] = {}
     if events_uri:
-        items = Path(items_uri) if items_uri else None
+        # Local paths or s3:// URIs (flywheel.storage); Path() would fold s3://'s "//".
+        items = location_of(items_uri) if items_uri else None
         source = mapping_from_argument(mapping)
-        result = ingest_events(settings, [Path(events_uri)], items=items, mapping=source)
+        result = ingest_events(settings, [location_of(events_uri)], items=items, mapping=source)
         summary = _jsonable(result)
         new_rows = result.accepted
         _log_numbers(metrics, "", {k: summary[k] for k in ("rows_read", "accepted", "quarantined")})

@@ -96,8 +96,33 @@ def make_pipeline(settings: "Settings") -> Any:
         if cluster:
             for task in (ingest, features, data, prep, train, evaluate, register, deploy):
                 on_cluster(task, settings)
+            reads_bucket(ingest, settings)
 
     return continuous_training
+
+
+def reads_bucket(task: Any, settings: "Settings") -> Any:
+    """Let a task read ``s3://`` URIs: the endpoint and region, and the keys' Secret.
+
+    Only the tasks that read the bucket get the Secret (today: ingest, for ``events_uri``
+    and ``items_uri``), so no other pipeline pod holds the keys.
+    """
+    from kfp import kubernetes
+
+    k8s = settings.k8s
+    if k8s.s3_endpoint_url:
+        task.set_env_variable("AWS_ENDPOINT_URL", k8s.s3_endpoint_url)
+    task.set_env_variable("AWS_REGION", k8s.s3_region)
+    if k8s.s3_secret:
+        kubernetes.use_secret_as_env(
+            task,
+            secret_name=k8s.s3_secret,
+            secret_key_to_env={
+                k8s.s3_key_id_field: "AWS_ACCESS_KEY_ID",
+                k8s.s3_secret_field: "AWS_SECRET_ACCESS_KEY",
+            },
+        )
+    return task
 
 
 def on_cluster(task: Any, settings: "Settings") -> Any:

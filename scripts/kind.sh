@@ -22,6 +22,9 @@ METRICS_MOUNTPOINT=bentoml/prometheus_multiproc_dir
 IMAGE_UID=1000                    # the images' user (platform and serving)
 IMAGES=(flywheel-platform:0.1.0 flywheel-serving:0.1.0)
 KFP_REPO=github.com/kubeflow/pipelines/manifests/kustomize
+BUCKET=flywheel                   # s3://flywheel on KFP's MinIO: where users upload raw logs
+MINIO_LOCAL_PORT=19000            # port-forward of svc/minio-service while the bucket is made
+FLYWHEEL="${FLYWHEEL:-.venv/bin/flywheel}"
 KUBERAY_REPO=github.com/ray-project/kuberay/ray-operator/config/default
 
 # Prefer the host's kubectl (match it to the cluster's v1.32 within one minor version);
@@ -124,6 +127,26 @@ KFP UI:  kubectl --context kind-${CLUSTER} -n kubeflow port-forward svc/ml-pipel
 EOF
 }
 
+# The bucket for events_uri, on the MinIO that KFP standalone runs, with the keys KFP keeps
+# in its own Secret (the kind profile's ingest pod mounts the same Secret).
+make_bucket() {
+  local key secret pf tries
+  key=$(kc -n kubeflow get secret mlpipeline-minio-artifact -o jsonpath='{.data.accesskey}' | base64 -d)
+  secret=$(kc -n kubeflow get secret mlpipeline-minio-artifact -o jsonpath='{.data.secretkey}' | base64 -d)
+  kc -n kubeflow port-forward svc/minio-service "${MINIO_LOCAL_PORT}:9000" >/dev/null &
+  pf=$!
+  for tries in 1 2 3 4 5 6 7 8 9 10; do
+    if AWS_ENDPOINT_URL="http://127.0.0.1:${MINIO_LOCAL_PORT}" AWS_ACCESS_KEY_ID="$key" \
+      AWS_SECRET_ACCESS_KEY="$secret" "$FLYWHEEL" upload --create-bucket --to "s3://${BUCKET}"; then
+      kill "$pf"
+      return 0
+    fi
+    sleep 2
+  done
+  kill "$pf"
+  die "could not create s3://${BUCKET} on KFP's MinIO after ${tries} tries"
+}
+
 deploy() {
   need docker "install Docker"
   need "$KIND" "install kind v${KIND_VERSION}"
@@ -150,6 +173,9 @@ deploy() {
   kc -n flywheel rollout status deployment/flywheel-serving --timeout=180s \
     || echo "serving not ready yet (expected before the first pipeline run deploys a model)"
 
+  say "bucket s3://${BUCKET} on KFP's MinIO (minio-service.kubeflow:9000) for events_uri"
+  make_bucket
+
   cat <<EOF
 
 Flywheel is applied to kind cluster '${CLUSTER}'.
@@ -158,6 +184,8 @@ KFP UI:         kubectl --context kind-${CLUSTER} -n kubeflow port-forward svc/m
                 then open http://localhost:8080
 KFP API:        kubectl --context kind-${CLUSTER} -n kubeflow port-forward svc/ml-pipeline 8888:8888
 Ray dashboard:  kubectl --context kind-${CLUSTER} -n flywheel port-forward svc/flywheel-ray-head-svc 8265:8265
+Raw logs:       s3://${BUCKET} (KFP's MinIO; keys in Secret kubeflow/mlpipeline-minio-artifact),
+                see README "First run on kind" for upload and submit
 EOF
 }
 

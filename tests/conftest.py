@@ -22,16 +22,25 @@ tests that pass ``os.environ`` on pass this cleaned environment.
 
 ``restore_logging`` (not autouse) is for tests that run the CLI or its log routing, which
 swap the root and ``flywheel`` loggers' handlers: it puts them back afterwards.
+
+``s3_bucket`` (not autouse) gives a test a fresh bucket on a real S3 API (one
+``moto_server`` process per session, :mod:`tests.s3_server`) with the ``AWS_*`` variables
+pinned to it for that test only.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import uuid
 from collections.abc import Iterator
 from typing import Final
 
 import pytest
+
+from tests.ports import on_free_ports
+from tests.s3_server import S3Server, make_user, start_moto
 
 #: Variable prefixes and names the code reads as configuration: cleared before each test.
 CLEARED_PREFIXES: Final = ("FLYWHEEL_", "AWS_")
@@ -73,3 +82,41 @@ def restore_logging() -> Iterator[None]:
     root.setLevel(saved[1])
     fw.setLevel(saved[3])
     fw.propagate = saved[4]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real ``moto_server`` on a free loopback port for the session, and a key it accepts."""
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    ports: list[int] = []
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        ports.append(port)
+        return start_moto(port, log)
+
+    proc = on_free_ports(start)
+    try:
+        endpoint = f"http://127.0.0.1:{ports[-1]}"
+        key, secret = make_user(endpoint)
+        yield S3Server(endpoint, key, secret)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``s3://<fresh bucket>`` on the session's server; ``AWS_*`` pinned to it for this test."""
+    import boto3
+
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    bucket = f"flywheel-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint_url,
+        region_name=s3_server.region,
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
+    ).create_bucket(Bucket=bucket)
+    return f"s3://{bucket}"

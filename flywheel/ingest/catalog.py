@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flywheel import lake
+from flywheel import lake, storage
 from flywheel.ingest.checks import CheckContext
 from flywheel.ingest.commit import collect_quarantine
 from flywheel.ingest.readers import expand_inputs, read_raw
@@ -72,10 +72,11 @@ def upsert_items(catalog: pa.Table | None, incoming: pa.Table) -> tuple[pa.Table
 
 def ingest_items(
     settings: Settings,
-    path: Path,
+    path: storage.Location,
     *,
     now: datetime | None = None,
     run_id: str | None = None,
+    s3: storage.S3Options | None = None,
 ) -> ItemIngestSummary:
     """Validate an item catalog file (or directory of them) and upsert it by ``item_id``.
 
@@ -88,7 +89,7 @@ def ingest_items(
     """
     started = time.perf_counter()
     now = now or datetime.now(UTC)
-    files = expand_inputs([path])
+    files = expand_inputs([path], s3)
     run_id = run_id or new_run_id(now)
     ctx = CheckContext(now, settings.ingest.max_future_skew_s)
     valid: list[pa.Table] = [ITEM_SCHEMA.empty_table()]
@@ -96,7 +97,7 @@ def ingest_items(
     reasons: Counter[str] = Counter()
     rows = 0
     for file in files:
-        for batch in read_raw(file, settings.ray.batch_size):
+        for batch in read_raw(file, settings.ray.batch_size, s3):
             checked = validate_table(batch.table, ITEMS, ctx, str(file))
             quarantined += [batch.rejects_table(str(file), now), checked.quarantine]
             valid.append(checked.valid)

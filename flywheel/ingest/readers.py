@@ -1,5 +1,8 @@
 """Reading input files: Parquet, JSON lines and CSV, streamed in batches, as-is.
 
+Inputs are local paths or ``s3://`` URIs (:mod:`flywheel.storage`); both are read through
+the same pyarrow filesystem calls, so a file reads the same wherever it lies.
+
 Readers decide no types: CSV is read as strings, Parquet keeps its own types and a JSON
 field keeps its JSON type only when all its values share one; the column checks
 (:mod:`flywheel.ingest.checks`) are the one place a value is judged. Lines that
@@ -9,16 +12,18 @@ cannot be parsed at all come back as ``rejects`` and are quarantined like bad ro
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flywheel import storage
 from flywheel.ingest.errors import InputFileError
 from flywheel.ingest.validate import quarantine_table
 
@@ -58,17 +63,32 @@ def _rebatch(tables: Iterable[pa.Table], batch_size: int) -> Iterator[pa.Table]:
         yield pa.concat_tables(pending, promote_options="permissive")
 
 
-def _read_parquet(path: Path, batch_size: int) -> Iterator[RawBatch]:
-    reader = pq.ParquetFile(path)
-    for batch in reader.iter_batches(batch_size=batch_size):
-        yield RawBatch(pa.Table.from_batches([batch]))
+def _open(path: storage.Location, s3: storage.S3Options | None) -> pa.NativeFile:
+    """A seekable binary file on ``path``'s filesystem (local disk or S3)."""
+    fs, where = storage.resolve(path, s3)
+    return fs.open_input_file(where)
 
 
-def _read_csv(path: Path, batch_size: int) -> Iterator[RawBatch]:
+def _open_text(path: storage.Location, s3: storage.S3Options | None, **kw: Any) -> IO[str]:
+    return io.TextIOWrapper(_open(path, s3), **kw)
+
+
+def _read_parquet(
+    path: storage.Location, batch_size: int, s3: storage.S3Options | None
+) -> Iterator[RawBatch]:
+    with _open(path, s3) as fh:
+        reader = pq.ParquetFile(fh)
+        for batch in reader.iter_batches(batch_size=batch_size):
+            yield RawBatch(pa.Table.from_batches([batch]))
+
+
+def _read_csv(
+    path: storage.Location, batch_size: int, s3: storage.S3Options | None
+) -> Iterator[RawBatch]:
     """CSV read as strings (types are decided by the checks, not guessed by the reader)."""
     import pyarrow.csv as pacsv
 
-    with path.open(newline="", encoding="utf-8-sig") as fh:
+    with _open_text(path, s3, newline="", encoding="utf-8-sig") as fh:
         header = next(csv.reader(fh), None)
     if not header:
         return
@@ -79,25 +99,29 @@ def _read_csv(path: Path, batch_size: int) -> Iterator[RawBatch]:
         rejects.append((reason, row.text))
         return "skip"
 
+    source = _open(path, s3)
     reader = pacsv.open_csv(
-        path,
+        source,
         read_options=pacsv.ReadOptions(block_size=16 << 20, use_threads=False),
         parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
         convert_options=pacsv.ConvertOptions(
             column_types={name: pa.string() for name in header}, strings_can_be_null=False
         ),
     )
-    tables = (pa.Table.from_batches([b]) for b in reader)
-    for table in _rebatch(tables, batch_size):
-        yield RawBatch(table, rejects[:])
-        rejects.clear()
+    with source:
+        tables = (pa.Table.from_batches([b]) for b in reader)
+        for table in _rebatch(tables, batch_size):
+            yield RawBatch(table, rejects[:])
+            rejects.clear()
     if rejects:
         yield RawBatch(pa.table({name: pa.array([], pa.string()) for name in header}), rejects)
 
 
-def _json_records(path: Path) -> Iterator[tuple[dict[str, Any] | None, str]]:
+def _json_records(
+    path: storage.Location, s3: storage.S3Options | None
+) -> Iterator[tuple[dict[str, Any] | None, str]]:
     """``(record, line)`` per non-blank line (``record`` None when it is not a JSON object)."""
-    with path.open(encoding="utf-8") as fh:
+    with _open_text(path, s3, encoding="utf-8") as fh:
         head = fh.read(1)
         while head.isspace():
             head = fh.read(1)
@@ -147,10 +171,12 @@ def _records_table(records: list[dict[str, Any]]) -> pa.Table:
     return pa.table({name: _json_column([r.get(name) for r in records]) for name in names})
 
 
-def _read_json(path: Path, batch_size: int) -> Iterator[RawBatch]:
+def _read_json(
+    path: storage.Location, batch_size: int, s3: storage.S3Options | None
+) -> Iterator[RawBatch]:
     records: list[dict[str, Any]] = []
     rejects: list[tuple[str, str]] = []
-    for record, line in _json_records(path):
+    for record, line in _json_records(path, s3):
         if record is None:
             rejects.append(("not a non-empty JSON object", line))
         else:
@@ -162,13 +188,18 @@ def _read_json(path: Path, batch_size: int) -> Iterator[RawBatch]:
         yield RawBatch(_records_table(records), rejects)
 
 
-def read_raw(path: Path, batch_size: int = 250_000) -> Iterator[RawBatch]:
+def read_raw(
+    path: storage.Location, batch_size: int = 250_000, s3: storage.S3Options | None = None
+) -> Iterator[RawBatch]:
     """Stream a Parquet, JSON-lines or CSV file in batches of about ``batch_size`` rows.
+
+    ``path`` is a local path or an ``s3://`` URI (``s3``: how to reach it; default from
+    the ``AWS_*`` environment).
 
     Raises:
         InputFileError: the file cannot be read or parsed as its type (naming the path).
     """
-    suffix = path.suffix.lower()
+    suffix = storage.suffix(path)
     if suffix in PARQUET_SUFFIXES:
         reader = _read_parquet
     elif suffix in JSON_SUFFIXES:
@@ -178,20 +209,39 @@ def read_raw(path: Path, batch_size: int = 250_000) -> Iterator[RawBatch]:
     else:
         raise InputFileError(f"{path}: unsupported file type {suffix!r}; expected {INPUT_SUFFIXES}")
     try:
-        yield from reader(path, batch_size)
-    except (OSError, UnicodeDecodeError, pa.ArrowException, json.JSONDecodeError) as exc:
-        raise InputFileError(f"{path}: cannot read as {suffix[1:]}: {exc}") from exc
+        yield from reader(path, batch_size, s3)
+    except OSError as exc:
+        if storage.is_uri(path):
+            raise InputFileError(str(storage.explain(exc, path, s3))) from exc
+        raise InputFileError(f"{path}: cannot read as {suffix[1:]}: {_first_line(exc)}") from exc
+    except (UnicodeDecodeError, pa.ArrowException, json.JSONDecodeError) as exc:
+        raise InputFileError(f"{path}: cannot read as {suffix[1:]}: {_first_line(exc)}") from exc
+    except storage.StorageError as exc:
+        raise InputFileError(str(exc)) from exc
 
 
-def expand_inputs(paths: Iterable[Path | str]) -> list[Path]:
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def expand_inputs(
+    paths: Iterable[storage.Location], s3: storage.S3Options | None = None
+) -> list[storage.Location]:
     """Input files: files as given, directories as all input files under them (sorted).
+
+    A path may be an ``s3://`` URI (a prefix stands for a directory); its bucket is checked
+    first, so a missing bucket or refused credentials fail with one line naming them.
 
     Raises:
         InputFileError: a path is missing, a file is unreadable or has an unsupported type,
-            or a Parquet file has no valid footer. Checked before anything is written.
+            a Parquet file has no valid footer, or a bucket cannot be used. Checked before
+            anything is written.
     """
-    files: list[Path] = []
+    files: list[storage.Location] = []
     for raw in paths:
+        if storage.is_uri(raw):
+            files += _expand_uri(str(raw), s3)
+            continue
         path = Path(raw)
         if path.is_dir():
             files += sorted(
@@ -201,20 +251,41 @@ def expand_inputs(paths: Iterable[Path | str]) -> list[Path]:
             files.append(path)
         else:
             raise InputFileError(f"{path}: input path does not exist")
-    for path in files:
-        _preflight(path)
-    return list(dict.fromkeys(p.resolve() for p in files))
+    for file in files:
+        _preflight(file, s3)
+    return list(dict.fromkeys(f if storage.is_uri(f) else Path(f).resolve() for f in files))
 
 
-def _preflight(path: Path) -> None:
-    if path.suffix.lower() not in INPUT_SUFFIXES:
-        raise InputFileError(
-            f"{path}: unsupported file type {path.suffix!r}; expected {INPUT_SUFFIXES}"
-        )
+def _expand_uri(uri: str, s3: storage.S3Options | None) -> list[storage.Location]:
+    import pyarrow.fs as pafs
+
     try:
-        with path.open("rb") as fh:
+        storage.check_bucket(uri, s3)
+        info = storage.file_info(uri, s3)
+        if info.type == pafs.FileType.Directory:
+            return storage.list_files(uri, INPUT_SUFFIXES, s3)
+    except storage.StorageError as exc:
+        raise InputFileError(str(exc)) from exc
+    if info.type == pafs.FileType.File:
+        return [uri]
+    raise InputFileError(f"{uri}: input path does not exist")
+
+
+def _preflight(path: storage.Location, s3: storage.S3Options | None) -> None:
+    suffix = storage.suffix(path)
+    if suffix not in INPUT_SUFFIXES:
+        name = Path(path).suffix if not storage.is_uri(path) else suffix
+        raise InputFileError(f"{path}: unsupported file type {name!r}; expected {INPUT_SUFFIXES}")
+    try:
+        with _open(path, s3) as fh:
             fh.read(1)
-        if path.suffix.lower() in PARQUET_SUFFIXES:
-            pq.read_metadata(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise InputFileError(f"{path}: cannot read input file: {exc}") from exc
+            if suffix in PARQUET_SUFFIXES:
+                pq.read_metadata(fh)
+    except OSError as exc:
+        if storage.is_uri(path):
+            raise InputFileError(str(storage.explain(exc, path, s3))) from exc
+        raise InputFileError(f"{path}: cannot read input file: {_first_line(exc)}") from exc
+    except pa.ArrowException as exc:
+        raise InputFileError(f"{path}: cannot read input file: {_first_line(exc)}") from exc
+    except storage.StorageError as exc:
+        raise InputFileError(str(exc)) from exc

@@ -7,13 +7,13 @@ import logging
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flywheel import lake
+from flywheel import lake, storage
 from flywheel.ingest.catalog import ItemIngestSummary, ingest_items, upsert_staged_items
 from flywheel.ingest.commit import collect_quarantine, commit_partition
 from flywheel.ingest.errors import InputFileError
@@ -77,10 +77,11 @@ def _ray_map(
 def _validate_files(
     settings: Settings,
     kind: InputKind,
-    files: list[Path],
+    files: list[storage.Location],
     staging: Path,
     now: datetime,
     mapping: SourceMapping | None,
+    s3: storage.S3Options | None = None,
 ) -> list[dict[str, Any]]:
     log.info("validating %d %s file(s) with Ray Data", len(files), kind.name)
     tasks = [
@@ -93,6 +94,8 @@ def _validate_files(
             "max_future_skew_s": settings.ingest.max_future_skew_s,
             "batch_size": settings.ray.batch_size,
             "mapping": mapping.model_dump() if mapping else None,
+            # Ray task arguments stay inside the Ray cluster, like the pods holding the keys.
+            "s3": s3.as_dict() if s3 else None,
         }
         for i, p in enumerate(files)
     ]
@@ -123,10 +126,11 @@ def _partitioned_ingest(
     settings: Settings,
     kind: InputKind,
     target: Path,
-    files: list[Path],
+    files: list[storage.Location],
     now: datetime,
     run_id: str,
     mapping: SourceMapping | None = None,
+    s3: storage.S3Options | None = None,
 ) -> dict[str, Any]:
     """Validate, stage, dedupe and commit ``files`` of a partitioned kind; then the state.
 
@@ -135,7 +139,7 @@ def _partitioned_ingest(
     after it; both before the watermark, so a crash before it re-derives the same values.
     """
     state = lake.read_state(settings)
-    todo, prints = pending_files(files, state.get(kind.name, {}))
+    todo, prints = pending_files(files, state.get(kind.name, {}), s3)
     counts: dict[str, Any] = {"files_read": len(todo), "files_skipped": len(files) - len(todo)}
     if counts["files_skipped"]:
         log.info("skipping %d file(s) already ingested", counts["files_skipped"])
@@ -145,7 +149,7 @@ def _partitioned_ingest(
     started = time.perf_counter()
     derived_items = None
     try:
-        staged = _validate_files(settings, kind, todo, staging, now, mapping)
+        staged = _validate_files(settings, kind, todo, staging, now, mapping, s3)
         if mapping is not None and mapping.columns.session_id is None:
             derive_staged_sessions(settings, staging, mapping.sessions.gap_minutes)
         committed = _commit_partitions(settings, kind, target, staging)
@@ -195,8 +199,8 @@ def _summed(staged: list[dict[str, Any]], key: str) -> Counter[str]:
 
 def ingest_events(
     settings: Settings,
-    paths: list[Path],
-    items: Path | None = None,
+    paths: Sequence[storage.Location],
+    items: storage.Location | None = None,
     *,
     mapping: str | Path | SourceMapping | None = None,
     now: datetime | None = None,
@@ -206,7 +210,9 @@ def ingest_events(
     Args:
         settings: where the lake, quarantine and state live; Ray and ingest rules.
         paths: files, or directories meaning every ``*.parquet``/``*.jsonl``/``*.json``/
-            ``*.csv`` under them (recursive, sorted).
+            ``*.csv`` under them (recursive, sorted); local paths or ``s3://`` URIs (a
+            prefix is a directory), reached with the ``AWS_*`` settings
+            (:mod:`flywheel.storage`).
         items: an item catalog file (or directory) to upsert after the events, see
             :func:`ingest_items`.
         mapping: the source layout of ``paths``: a built-in mapping name (``retailrocket``,
@@ -218,22 +224,29 @@ def ingest_events(
         An :class:`IngestSummary` of counts, quarantine reasons and timing.
 
     Raises:
-        InputFileError: an input path is missing, unreadable or unsupported, or lacks a
-            column the mapping reads (before any write).
+        InputFileError: an input path is missing, unreadable or unsupported, lacks a
+            column the mapping reads, or lies in a bucket that is missing or refuses the
+            credentials (before any write).
         MappingError: the mapping is unknown or invalid (naming the key).
     """
     started = time.perf_counter()
     now = now or datetime.now(UTC)
     if mapping is not None and not isinstance(mapping, SourceMapping):
         mapping = load_mapping(mapping)
-    files = expand_inputs(paths)
+    remote = any(storage.is_uri(p) for p in [*paths, items] if p is not None)
+    s3 = storage.S3Options.from_env() if remote else None
+    files = expand_inputs(paths, s3)
     if items is not None:
-        expand_inputs([items])
+        expand_inputs([items], s3)
     run_id = new_run_id(now)
     log.info("ingest run %s: %d event file(s)", run_id, len(files))
-    result = _partitioned_ingest(settings, EVENTS, settings.events_dir, files, now, run_id, mapping)
+    result = _partitioned_ingest(
+        settings, EVENTS, settings.events_dir, files, now, run_id, mapping, s3
+    )
     item_summary = (
-        ingest_items(settings, items, now=now, run_id=f"{run_id}-items") if items else None
+        ingest_items(settings, items, now=now, run_id=f"{run_id}-items", s3=s3)
+        if items is not None
+        else None
     )
     summary = IngestSummary(
         run_id=run_id,

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from flywheel import lake
+from flywheel import lake, storage
 from flywheel.ingest.checks import CheckContext
 from flywheel.ingest.errors import IngestError
 from flywheel.ingest.mapped import MappedBatch, validate_mapped
@@ -92,12 +92,19 @@ def _stage_file(task: dict[str, Any]) -> dict[str, Any]:
 
     ``task`` holds ``path``, ``file_idx``, ``kind``, ``staging``, ``now`` (ISO),
     ``max_future_skew_s``, ``batch_size`` and optionally ``mapping`` (a
-    :class:`SourceMapping` as a dict). Valid rows are staged per partition with their
-    (file, row) order; quarantine records under ``staging/_quarantine``; with item
-    attributes, each batch's latest row per item under ``staging/_items`` and the attribute
-    rows that break the catalog rules under ``staging/_items_quarantine``.
+    :class:`SourceMapping` as a dict) and ``s3`` (:class:`~flywheel.storage.S3Options` as a
+    dict, for an ``s3://`` path: workers need not share the driver's environment). Valid
+    rows are staged per partition with their (file, row) order; quarantine records under
+    ``staging/_quarantine``; with item attributes, each batch's latest row per item under
+    ``staging/_items`` and the attribute rows that break the catalog rules under
+    ``staging/_items_quarantine``.
     """
-    kind, path, staging = KINDS[task["kind"]], Path(task["path"]), Path(task["staging"])
+    kind, path, staging = (
+        KINDS[task["kind"]],
+        storage.location_of(task["path"]),
+        Path(task["staging"]),
+    )
+    s3 = storage.S3Options(**task["s3"]) if task.get("s3") else None
     mapping = SourceMapping.model_validate(task["mapping"]) if task.get("mapping") else None
     ctx = CheckContext(datetime.fromisoformat(task["now"]), task["max_future_skew_s"])
     reasons: Counter[str] = Counter()
@@ -105,7 +112,7 @@ def _stage_file(task: dict[str, Any]) -> dict[str, Any]:
     item_reasons: Counter[str] = Counter()
     dropped: set[str] = set()
     rows = valid = offset = item_rows = 0
-    for b, batch in enumerate(read_raw(path, task["batch_size"])):
+    for b, batch in enumerate(read_raw(path, task["batch_size"], s3)):
         stem = f"{task['file_idx']:06d}-{b:06d}"
         mapped = _validate_batch(batch.table, kind, mapping, ctx, str(path))
         checked = mapped.validation

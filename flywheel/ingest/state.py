@@ -8,17 +8,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from flywheel import storage
 from flywheel.ingest.validate import InputKind
 
 
-def fingerprint(path: Path) -> dict[str, Any]:
-    """Size, mtime and SHA-256 of a file: how the watermark recognises ingested files."""
+def fingerprint(path: storage.Location, s3: storage.S3Options | None = None) -> dict[str, Any]:
+    """Size, mtime and SHA-256 of a file: how the watermark recognises ingested files.
+
+    ``path`` may be an ``s3://`` URI (its object's size and last-modified time).
+    """
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    fs, where = storage.resolve(path, s3)
+    with fs.open_input_stream(where) as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
-    stat = path.stat()
-    return {"size": stat.st_size, "mtime": stat.st_mtime, "sha256": digest.hexdigest()}
+    if not storage.is_uri(path):
+        stat = Path(path).stat()
+        return {"size": stat.st_size, "mtime": stat.st_mtime, "sha256": digest.hexdigest()}
+    info = storage.file_info(path, s3)
+    mtime = info.mtime.timestamp() if info.mtime is not None else None
+    return {"size": info.size, "mtime": mtime, "sha256": digest.hexdigest()}
 
 
 def new_run_id(now: datetime) -> str:
@@ -27,11 +36,13 @@ def new_run_id(now: datetime) -> str:
 
 
 def pending_files(
-    files: list[Path], kind_state: dict[str, Any]
-) -> tuple[list[Path], dict[Path, dict[str, Any]]]:
+    files: list[storage.Location],
+    kind_state: dict[str, Any],
+    s3: storage.S3Options | None = None,
+) -> tuple[list[storage.Location], dict[storage.Location, dict[str, Any]]]:
     """Files whose (size, hash) the watermark has not seen, and every file's fingerprint."""
     seen = {(f["size"], f["sha256"]) for f in kind_state.get("files", {}).values()}
-    prints = {p: fingerprint(p) for p in files}
+    prints = {p: fingerprint(p, s3) for p in files}
     todo = [p for p in files if (prints[p]["size"], prints[p]["sha256"]) not in seen]
     return todo, prints
 
@@ -39,7 +50,7 @@ def pending_files(
 def advance_state(
     state: dict[str, Any],
     kind: InputKind,
-    prints: dict[Path, dict[str, Any]],
+    prints: dict[storage.Location, dict[str, Any]],
     run_id: str,
     max_ts: str | None,
 ) -> dict[str, Any]:

@@ -48,5 +48,18 @@ def test_missing_input_is_one_red_line_and_exit_1(tmp_path: Path) -> None:
     missing = tmp_path / "nope.parquet"
     result = runner.invoke(app, ["--workspace", str(tmp_path), "ingest", "--events", str(missing)])
     assert result.exit_code == 1
-    assert "error:" in result.output and "nope.parquet" in result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0] == f"error: {missing}: input path does not exist"
+    # The error line and the log's path; not a second "error: 1" for the exit itself.
+    assert len(lines) == 2 and lines[1].startswith("full log: "), lines
     assert not (tmp_path / "lake").exists()
+
+
+def test_upload_to_a_local_path_is_one_red_line(tmp_path: Path) -> None:
+    (tmp_path / "x.csv").write_text("a\n")
+    result = runner.invoke(app, ["upload", "--to", str(tmp_path / "out"), str(tmp_path / "x.csv")])
+    assert result.exit_code == 1
+    assert (
+        " ".join(result.output.split())  # rich wraps at the terminal width
+        == f"error: --to {str(tmp_path / 'out')!r}: expected an s3://bucket/prefix URI"
+    )

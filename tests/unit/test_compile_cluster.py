@@ -98,3 +98,40 @@ def test_local_profile_has_no_kubernetes_config(tmp_path: Path) -> None:
         spec["root"]["inputDefinitions"]["parameters"]["settings_json"]["defaultValue"]
     )
     assert "k8s" not in compiled and Settings.model_validate(compiled) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("profile", "secret", "keys", "endpoint"),
+    [
+        (
+            "kind",
+            "mlpipeline-minio-artifact",
+            ["accesskey", "secretkey"],
+            "http://minio-service.kubeflow:9000",
+        ),
+        ("prod", "flywheel-s3", ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"], None),
+    ],
+)
+def test_only_ingest_gets_the_object_store_and_its_keys(
+    tmp_path: Path, profile: str, secret: str, keys: list[str], endpoint: str | None
+) -> None:
+    _, spec, platform = _compile(_settings(profile), tmp_path)
+    k8s_execs = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    with_secret = {name for name, e in k8s_execs.items() if "secretAsEnv" in e}
+    assert with_secret == {"exec-ingest"}
+    (mounted,) = k8s_execs["exec-ingest"]["secretAsEnv"]
+    assert mounted["secretName"] == secret
+    assert mounted["keyToEnv"] == [
+        {"secretKey": keys[0], "envVar": "AWS_ACCESS_KEY_ID"},
+        {"secretKey": keys[1], "envVar": "AWS_SECRET_ACCESS_KEY"},
+    ]
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        env = {e["name"]: e["value"] for e in executor["container"]["env"]}
+        aws = {k: v for k, v in env.items() if k.startswith("AWS_")}
+        if name != "exec-ingest":
+            assert aws == {}, name
+        else:
+            expected = {"AWS_REGION": "us-east-1"}
+            if endpoint:
+                expected["AWS_ENDPOINT_URL"] = endpoint
+            assert aws == expected
