@@ -7,9 +7,6 @@ against ``reference_pit_join``, a plain-Python point-in-time join written from t
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,7 +24,8 @@ from flywheel import feature_store as fs
 from flywheel.config import Settings
 from flywheel.features.packed import packed_from_user_item
 from flywheel.schemas import FEATURE_TABLES
-from tests.ports import on_free_ports, raise_if_port_taken, refused_port
+from tests.ports import on_free_ports, refused_port
+from tests.redis_server import redis_binary, start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -453,40 +451,16 @@ def test_asof_hands_created_timestamp_filtering_to_the_stock_store(asof):
 # ---- online: materialize and push --------------------------------------------------------
 
 
-def _start_redis(binary: str, log: Path, port: int) -> subprocess.Popen[bytes]:
-    """redis-server on ``port``, listening; PortTaken when another process holds the port."""
-    cmd = [binary, "--port", str(port), "--save", "", "--appendonly", "no"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while proc.poll() is None:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            pytest.fail(f"redis-server did not listen on port {port} within 30 s")
-        time.sleep(0.05)
-    raise_if_port_taken(log, f"redis-server on port {port}")
-    pytest.fail(f"redis-server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-
-
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server on a free port, without persistence, for this module."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        reason = "redis-server is not on PATH (apt-get install -y redis-server)"
-        if os.environ.get("FLYWHEEL_REQUIRE_REDIS") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    binary = redis_binary()
     log = tmp_path_factory.mktemp("redis") / "redis.log"
     ports: list[int] = []
 
     def start(port: int) -> subprocess.Popen[bytes]:
         ports.append(port)
-        return _start_redis(binary, log, port)
+        return start_redis(binary, log, port)
 
     proc = on_free_ports(start)
     try:
