@@ -156,7 +156,12 @@ def train_booster(path: Path, seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    settings = Settings(workspace=tmp_path_factory.mktemp("serving") / "ws")
+    return served_world(Settings(workspace=tmp_path_factory.mktemp("serving") / "ws"))
+
+
+def served_world(settings: Settings) -> Settings:
+    """The tables, Feast registry and online store, and a registered champion, in
+    ``settings``' workspace and online store (shared by the serving test modules)."""
     build_tables(settings)
     fs.apply(settings)
     fs.materialize(settings, end=NOW + timedelta(seconds=1))

@@ -38,7 +38,6 @@ from starlette.testclient import TestClient
 from flywheel import feature_store as fs
 from flywheel.config import Settings
 from flywheel.predlog import read_prediction_logs
-from flywheel.registry import register_model
 from flywheel.serving import OPTIONS_ENV, ServingOptions
 from flywheel.serving.commands import _settings_env
 from tests.ports import on_free_ports
@@ -74,12 +73,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, redis: RedisServer) -> Setti
     settings = Settings(
         workspace=tmp_path_factory.mktemp("outage") / "ws", feast=feast, serving=SERVING
     )
-    service_tests.build_tables(settings)
-    fs.apply(settings)
-    fs.materialize(settings, end=NOW + timedelta(seconds=1))
-    model = service_tests.train_booster(settings.workspace / "m0.ubj", seed=0)
-    register_model(settings, model, {"auc": 0.6}, service_tests.LINEAGE)
-    return settings
+    return service_tests.served_world(settings)
 
 
 def _with(settings: Settings, **serving: Any) -> Settings:

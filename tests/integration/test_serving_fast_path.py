@@ -30,7 +30,7 @@ import test_service as service_tests
 from flywheel import feature_store as fs
 from flywheel.config import Settings
 from flywheel.ranking import model_inputs
-from flywheel.registry import current_champion, model_file, register_model
+from flywheel.registry import current_champion, model_file
 from flywheel.serving import (
     ItemSideViews,
     OnlineFeatureReader,
@@ -50,13 +50,7 @@ USERS = ["3", "17", str(service_tests.COLD_USER)]
 
 @pytest.fixture
 def world(tmp_path: Any) -> Settings:
-    settings = Settings(workspace=tmp_path / "ws")
-    service_tests.build_tables(settings)
-    fs.apply(settings)
-    fs.materialize(settings, end=NOW + timedelta(seconds=1))
-    model = service_tests.train_booster(settings.workspace / "m0.ubj", seed=0)
-    register_model(settings, model, {"auc": 0.6}, service_tests.LINEAGE)
-    return settings
+    return service_tests.served_world(Settings(workspace=tmp_path / "ws"))
 
 
 def reference(settings: Settings, user: str, items: list[str], at: datetime, k: int) -> Any:
