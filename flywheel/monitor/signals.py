@@ -65,11 +65,11 @@ def baseline_rows(settings: Settings, served: Any) -> Any:
     return served.loc[served["ts"] < first + timedelta(hours=settings.retrain.baseline_hours)]
 
 
-def baseline(settings: Settings, tag: str, now: datetime) -> tuple[int, float | None, float | None]:
-    """Impressions, CTR and delayed AUC of ``tag``'s first ``baseline_hours`` of traffic."""
+def baseline(settings: Settings, tag: str, served: Any) -> tuple[int, float | None, float | None]:
+    """Impressions, CTR and delayed AUC of the first ``baseline_hours`` of ``served`` (the
+    champion ``tag``'s labelled impressions, from :func:`_served`)."""
     from flywheel.monitor.quality import quality_row
 
-    served = _served(settings, tag, now)
     if served is None:
         return 0, None, None
     rows = baseline_rows(settings, served)
@@ -78,18 +78,17 @@ def baseline(settings: Settings, tag: str, now: datetime) -> tuple[int, float | 
 
 
 def served_drift(
-    settings: Settings, tag: str, service: str, since: datetime, now: datetime
+    settings: Settings, served: Any, service: str, since: datetime
 ) -> tuple[tuple[str, ...], float | None]:
-    """Inputs in drift ``alert`` and the score PSI of ``tag``'s traffic in ``[since, now)``
-    against its baseline (nothing when the window is the baseline or too small)."""
+    """Inputs in drift ``alert`` and the score PSI of ``served`` (the champion's labelled
+    impressions) from ``since`` on, against its baseline (nothing when the window is the
+    baseline or too small)."""
     from flywheel.monitor.drift import compare, feature_drift, served_model_inputs
 
-    served = _served(settings, tag, now)
     if served is None:
         return (), None
     base = baseline_rows(settings, served)
-    window = served.loc[(served["ts"] >= since) & (served["ts"] >= base["ts"].max())]
-    window = window.loc[~window.index.isin(base.index)]
+    window = served.loc[(served["ts"] >= since) & ~served.index.isin(base.index)]
     if window.empty:
         return (), None
     t = settings.monitor
@@ -115,12 +114,10 @@ def signals_from_record(
     window = record.get("window") or {}
     if since is None and window.get("since"):
         since = datetime.fromisoformat(window["since"])
-    drifted: tuple[str, ...] = ()
-    score_psi = None
-    if tag:
-        drifted, score_psi = served_drift(
-            settings, tag, service, since or datetime.min.replace(tzinfo=now.tzinfo), now
-        )
+    served = _served(settings, tag, now) if tag else None  # read and labelled once
+    drifted, score_psi = served_drift(
+        settings, served, service, since or datetime.min.replace(tzinfo=now.tzinfo)
+    )
     mine = [
         v for v in (record.get("quality") or {}).get("versions", []) if v["model_version"] == tag
     ]
@@ -128,7 +125,7 @@ def signals_from_record(
     if mine:
         impressions = int(mine[0]["impressions"])
         ctr, auc = _finite(mine[0]["ctr"]["rate"]), _finite(mine[0]["auc"])
-    base_n, base_ctr, base_auc = baseline(settings, tag, now) if tag else (0, None, None)
+    base_n, base_ctr, base_auc = baseline(settings, tag or "", served)
     return Signals(
         champion_age_h=champion_age_h(settings, now),
         drifted_inputs=drifted,
