@@ -79,6 +79,18 @@ def _parts(settings: Settings, day: int) -> list[Path]:
     return sorted(folder.glob(lake.PART_GLOB))
 
 
+def _crashing_compact(monkeypatch: Any, settings: Any, module: Any, step: str) -> None:
+    """Run ``compact`` with ``module.step`` raising :class:`Crash`, then undo the patch."""
+
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        raise Crash(step)
+
+    monkeypatch.setattr(module, step, crash)
+    with pytest.raises(Crash):
+        run_compact(settings)
+    monkeypatch.undo()
+
+
 def test_compaction_keeps_the_same_rows_in_one_time_sorted_part(settings: Settings) -> None:
     ids = _fill_lake(settings)
     before = lake.read_lake_events(settings).sort_by([("event_id", "ascending")])
@@ -123,15 +135,7 @@ def test_crash_before_any_step_leaves_each_event_exactly_once(
     from flywheel.housekeeping import compact
 
     ids = _fill_lake(settings)
-    module = compact if step == "_write_part" else swap
-
-    def crash(*args: Any, **kwargs: Any) -> Any:
-        raise Crash(step)
-
-    monkeypatch.setattr(module, step, crash)
-    with pytest.raises(Crash):
-        run_compact(settings)
-    monkeypatch.undo()
+    _crashing_compact(monkeypatch, settings, compact if step == "_write_part" else swap, step)
 
     # Readers right after the crash, before any recovery: every event exactly once.
     assert _lake_ids(settings) == ids
@@ -300,14 +304,7 @@ def test_log_compaction_crash_loses_and_repeats_nothing(
     first = ingest_served(settings, now=clock)
     before = _rids(settings)
     module = compact if step == "_write_served_state" else swap
-
-    def crash(*args: Any, **kwargs: Any) -> Any:
-        raise Crash(step)
-
-    monkeypatch.setattr(module, step, crash)
-    with pytest.raises(Crash):
-        run_compact(settings)
-    monkeypatch.undo()
+    _crashing_compact(monkeypatch, settings, module, step)
 
     assert _rids(settings) == before
     assert ingest_served(settings, now=clock).predictions_accepted == 0
