@@ -132,11 +132,30 @@ def _skew_section(settings: Settings, impressions: pd.DataFrame) -> dict[str, An
     from feast.errors import FeastError
 
     try:
-        report = skew_check(settings, impressions, service)
+        report = skew_check(
+            settings, impressions, service, feedback_users=_feedback_users(settings, impressions)
+        )
     except (FeatureStoreError, FeastError) as exc:
         log.warning("monitor: no skew section: %s", exc)
         return {"error": str(exc)}
     return dataclasses.asdict(report)
+
+
+def _feedback_users(settings: Settings, impressions: pd.DataFrame) -> pd.DataFrame:
+    """Feedback events (``user_id``, ``ts``) from 7 days before the first served row: the
+    pushes that may have moved a served user's online activity (:mod:`flywheel.monitor.skew`)."""
+    import pandas as pd
+
+    from flywheel.monitor.skew import PUSH_LOOKBACK
+    from flywheel.predlog import read_feedback_logs, read_prediction_logs
+
+    start = (impressions["ts"].min() - PUSH_LOOKBACK).to_pydatetime()
+    feedback = read_feedback_logs(settings, start).select(["request_id", "ts"]).to_pandas()
+    if feedback.empty:
+        return pd.DataFrame({"user_id": [], "ts": []})
+    requests = read_prediction_logs(settings, start).select(["request_id", "user_id"])
+    users = requests.to_pandas().drop_duplicates("request_id")
+    return feedback.merge(users, on="request_id", how="inner")[["user_id", "ts"]]
 
 
 def _alerts(record: dict[str, Any]) -> list[str]:

@@ -20,6 +20,15 @@ _COUNTS_BY_EVENT: Final[dict[str, tuple[str, ...]]] = {
     "cart": ("carts_24h", "carts_7d"),
     "purchase": ("purchases_7d",),
 }
+#: Every ``user_activity`` value a feedback push can change (the counts, the rates computed
+#: from them, the last event time): the skew check (:mod:`flywheel.monitor.skew`) compares
+#: these only on rows whose user posted no feedback before the request.
+PUSHED_FEATURES: Final = (
+    *sorted({name for names in _COUNTS_BY_EVENT.values() for name in names}),
+    "cart_rate_7d",
+    "conversion_rate_7d",
+    "last_event_unix",
+)
 
 
 def activity_after_feedback(

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from flywheel.config import MonitorSettings
-from flywheel.monitor.skew import compare_feature, compare_frames
+from flywheel.monitor.skew import compare_feature, compare_frames, pushed_rows
 
 T = MonitorSettings(skew_rtol=1e-3, skew_atol=1e-6, skew_min_equal_share=0.99)
 
@@ -52,3 +52,32 @@ def test_a_broken_online_value_is_caught_on_its_feature_only() -> None:
 def test_shapes_must_match() -> None:
     with pytest.raises(ValueError, match="views_7d"):
         compare_feature("views_7d", np.ones(2), np.ones(3), T)
+
+
+def _ts(*hours: float) -> pd.Series:
+    base = pd.Timestamp("2026-12-01", tz="UTC")
+    return pd.Series([base + pd.Timedelta(hours=h) for h in hours])
+
+
+def test_pushed_rows_are_users_with_feedback_in_the_week_before_the_request() -> None:
+    served = pd.DataFrame({"user_id": ["a", "a", "b", "c", "d"], "ts": _ts(1, 3, 3, 300, 2)})
+    feedback = pd.DataFrame({"user_id": ["a", "b", "c", "d"], "ts": _ts(2, 3, 100, 2)})
+    # a: the 01:00 request came before the 02:00 click, the 03:00 one after it; b's feedback
+    # is at the same instant (not before); c's is 200 h (> 7 days) before; d's at 02:00
+    # is not strictly before its 02:00 request
+    assert pushed_rows(served, feedback).tolist() == [False, True, False, False, False]
+    assert not pushed_rows(served, feedback.iloc[:0]).any()
+
+
+def test_pushed_values_skip_pushed_rows_and_other_features_still_compare() -> None:
+    offline = pd.DataFrame({"clicks_7d": [1.0, 2.0, 3.0, 4.0], "price": [5.0, 6.0, 7.0, 8.0]})
+    logged = offline.copy()
+    logged.loc[1, "clicks_7d"] = 3.0  # the user clicked: the push counted it online
+    logged.loc[1, "price"] = 60.0  # a broken item value on the same row
+    pushed = np.array([False, True, False, False])
+    clicks, price = compare_frames(logged, offline, ["clicks_7d", "price"], T, pushed)
+    assert (clicks.compared, clicks.equal, clicks.pushed, clicks.status) == (3, 3, 1, "ok")
+    assert (price.compared, price.equal, price.pushed, price.status) == (4, 3, 0, "skewed")
+    # without the flags the push shows as skew
+    unflagged = compare_frames(logged, offline, ["clicks_7d"], T)[0]
+    assert (unflagged.equal, unflagged.status) == (3, "skewed")
