@@ -140,13 +140,17 @@ def run_features(settings_json: str, lake_version: str, metrics: Any) -> str:
 
     settings = _settings(settings_json)
     started = time.perf_counter()
-    built = build_features(settings)
-    # Leave Ray before materializing: the build's idle workers keep their heaps (~0.8 GB
-    # each at 10M events) for as long as this driver stays connected.
-    shutdown_ray()
+    if settings.ray.data_stages == "cluster":
+        from flywheel.stage_jobs import run_stage_on_cluster
+
+        summary = run_stage_on_cluster(settings, "features")
+    else:
+        summary = _jsonable(build_features(settings))
+        # Leave Ray before materializing: the build's idle workers keep their heaps (~0.8 GB
+        # each at 10M events) for as long as this driver stays connected.
+        shutdown_ray()
     feature_store.apply(settings)
     feature_store.materialize(settings, end=feature_time(settings))
-    summary = _jsonable(built)
     _log_numbers(metrics, "rows_", summary.get("rows", {}))
     service = feature_store.feature_service_name(settings)
     _seal(metrics)
@@ -196,8 +200,17 @@ def run_preprocess(settings_json: str, training_set: Any, shards: Any, metrics: 
             "start": training_set.metadata["window_start"],
             "end": training_set.metadata["window_end"],
         }
-    summary = preprocess(settings, Path(training_set.path), Path(shards.path), data_window=window)
-    data = _jsonable(summary)
+    if settings.ray.data_stages == "cluster":
+        from flywheel.stage_jobs import preprocess_on_cluster
+
+        data = preprocess_on_cluster(
+            settings, Path(training_set.path), Path(shards.path), data_window=window
+        )
+    else:
+        summary = preprocess(
+            settings, Path(training_set.path), Path(shards.path), data_window=window
+        )
+        data = _jsonable(summary)
     data["shards_dir"] = shards.path
     shards.metadata.update({"rows": data["rows"], "data_window": window})
     _log_numbers(metrics, "rows_", data["rows"])

@@ -168,6 +168,33 @@ def submit_when_ready(
             sleep(poll_s)
 
 
+def run_job(
+    settings: Settings,
+    entrypoint: str,
+    job_id: str,
+    stage: str,
+    *,
+    client: JobsClient | None = None,
+    poll_s: float = 2.0,
+) -> RayJobResult:
+    """Submit ``entrypoint`` as Ray job ``job_id`` to ``settings.k8s.ray_jobs_address`` and
+    wait for it to succeed (training here, the data stages in :mod:`flywheel.stage_jobs`).
+
+    Raises:
+        RayJobError, RayJobTimeout: see :func:`wait_for_job`.
+    """
+    client = client or jobs_client(settings)
+    submit_when_ready(
+        client,
+        entrypoint=entrypoint,
+        submission_id=job_id,
+        runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
+        metadata={"flywheel_stage": stage},
+    )
+    log.info("submitted ray job %s (%s) to %s", job_id, stage, settings.k8s.ray_jobs_address)
+    return wait_for_job(client, job_id, settings.k8s.ray_job_timeout_s, poll_s)
+
+
 def train_on_cluster(
     settings: Settings,
     shards_dir: str | Path,
@@ -207,17 +234,15 @@ def train_on_cluster(
     job_dir = settings.workspace / "jobs" / job_id
     staged, out = job_dir / "shards", job_dir / "model"
     shutil.copytree(shards_dir, staged)
-    client = client or jobs_client(settings)
     try:
-        submit_when_ready(
-            client,
-            entrypoint=train_entrypoint(settings, staged, out, seed, python),
-            submission_id=job_id,
-            runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
-            metadata={"flywheel_stage": "train"},
+        run_job(
+            settings,
+            train_entrypoint(settings, staged, out, seed, python),
+            job_id,
+            "train",
+            client=client,
+            poll_s=poll_s,
         )
-        log.info("submitted ray job %s to %s", job_id, settings.k8s.ray_jobs_address)
-        wait_for_job(client, job_id, settings.k8s.ray_job_timeout_s, poll_s)
     finally:
         shutil.rmtree(staged, ignore_errors=True)  # a copy; the artifact keeps the original
     missing = [

@@ -109,7 +109,7 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "prod": {
         "workspace": "/mnt/flywheel",
-        "ray": {"num_workers": 4, "cpus_per_worker": 2.0},
+        "ray": {"num_workers": 4, "cpus_per_worker": 2.0, "data_stages": "cluster"},
         "feast": {"online_store": "redis", "redis_connection_string": _CLUSTER_REDIS},
         "serving": {"degraded_mode": True},
         "k8s": {"s3_secret": "flywheel-s3"},

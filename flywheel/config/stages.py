@@ -22,6 +22,11 @@ class RaySettings(BaseModel):
     cpus_per_worker: float = Field(default=0.5, gt=0)
     #: Rows per Ray Data batch in feature and ingest transforms.
     batch_size: int = Field(default=250_000, ge=1_000)
+    #: Where a pipeline's feature build and preprocess run (:mod:`flywheel.stage_jobs`):
+    #: ``in_process`` in the stage's own Ray (local profile, and small data in a pod);
+    #: ``cluster`` as Ray jobs on the Ray cluster at ``k8s.ray_jobs_address``, as training
+    #: does (the prod profile's default).
+    data_stages: Literal["in_process", "cluster"] = "in_process"
 
 
 class FeastSettings(BaseModel):

@@ -29,7 +29,9 @@ from tests.shards import write_shards
 pytestmark = pytest.mark.integration
 
 
-def _start_head(ray_bin: Path, port: int, dashboard: int, *agent_ports: int) -> tuple[Any, str]:
+def _start_head(
+    ray_bin: Path, port: int, dashboard: int, *agent_ports: int, num_cpus: int = 2
+) -> tuple[Any, str]:
     """``ray start --head --block`` on the given ports, up when a job can be submitted;
     PortTaken when the head exits saying a port was in use."""
     from ray.job_submission import JobSubmissionClient
@@ -45,9 +47,9 @@ def _start_head(ray_bin: Path, port: int, dashboard: int, *agent_ports: int) -> 
     with log.open("wb") as out:
         head = subprocess.Popen(
             [str(ray_bin), "start", "--head", "--block", f"--port={port}",
-             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
-             "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={temp}",
-             *agents],
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+             f"--num-cpus={num_cpus}", "--include-dashboard=true", "--disable-usage-stats",
+             f"--temp-dir={temp}",             *agents],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "RAY_AUTH_MODE": "disabled"},
         )  # fmt: skip
