@@ -11,7 +11,7 @@ export FEAST_USAGE := False
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
 
-.PHONY: help install demo test test-unit test-integration lint fmt mutate bench bench-quick lock clean
+.PHONY: help install demo test test-slow test-all test-unit test-integration lint fmt mutate bench bench-quick lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -54,13 +54,19 @@ kind-down:  ## delete the kind cluster
 demo: install  ## the flywheel through a drift: flywheel vs frozen model vs oracle (~7-11 min)
 	$(VENV)/bin/flywheel demo
 
-test: install k8s-tools  ## all tests: unit + integration (real Ray, Feast, Redis when installed)
+test: install k8s-tools  ## unit + integration tests (real Ray, Feast, Redis, S3, bentoml serve), not the slow ones
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: install  ## the multi-cycle end-to-end runs (closed loop, string-id shop, v1->v2 service; ~8 min)
+	$(PY) -m pytest -q -m slow
+
+test-all: install k8s-tools  ## every test: make test + make test-slow
 	$(PY) -m pytest -q
 
 test-unit: install k8s-tools  ## fast tests only
 	$(PY) -m pytest -q tests/unit
 
-test-integration: install  ## integration tests only
+test-integration: install  ## integration tests only (slow ones included)
 	$(PY) -m pytest -q -m integration
 
 lint: install  ## ruff (lint + format check) and mypy

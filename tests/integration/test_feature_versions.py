@@ -25,7 +25,8 @@ from flywheel.ranking import model_features, model_inputs
 from flywheel.registry import current_champion, model_store
 from flywheel.simulate import make_world, simulate_events
 
-pytestmark = pytest.mark.integration
+# Several kfp.local cycles (~2 min): `make test-slow`, not the default `make test`.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,8 @@ from flywheel.loop import LoopSummary, expected_ctr, run_loop
 from flywheel.simulate import PREMIUM_TREND, examination_prob, make_world
 
 pytestmark = pytest.mark.integration
+#: The closed loop runs five kfp.local cycles (~3 min): `make test-slow`, not `make test`.
+SLOW = pytest.mark.slow
 
 USERS, ITEMS, HISTORY, CYCLES, REQUESTS, DRIFT = 800, 100, 3, 1, 200, 3.0
 EVAL_USERS = 150
@@ -45,6 +47,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, LoopSummar
     return settings, summary
 
 
+@SLOW
 def test_rows_cover_every_cycle_with_three_arms(loop: tuple[Settings, LoopSummary]) -> None:
     _, summary = loop
     measured = range(CYCLES + 1)  # one more measurement after the last retrain
@@ -67,6 +70,7 @@ def test_rows_cover_every_cycle_with_three_arms(loop: tuple[Settings, LoopSummar
     assert all(r.served_ctr is not None and r.run_id for r in summary.rows[:-1])
 
 
+@SLOW
 def test_retrained_flywheel_beats_the_frozen_model_after_drift(
     loop: tuple[Settings, LoopSummary],
 ) -> None:
@@ -82,6 +86,7 @@ def test_retrained_flywheel_beats_the_frozen_model_after_drift(
     assert summary.drift_gain == last.gain  # only the final row is a day after the drift
 
 
+@SLOW
 def test_served_logs_are_ingested_by_the_next_cycle(loop: tuple[Settings, LoopSummary]) -> None:
     settings, summary = loop
     for row in summary.rows[:-1]:
@@ -94,6 +99,7 @@ def test_served_logs_are_ingested_by_the_next_cycle(loop: tuple[Settings, LoopSu
         assert served["feedback_accepted"] > 0
 
 
+@SLOW
 def test_plot_is_a_png(loop: tuple[Settings, LoopSummary]) -> None:
     _, summary = loop
     data = Path(summary.plot_path).read_bytes()

@@ -45,7 +45,8 @@ from flywheel.serving import ServingOptions, start_server, wait_ready
 from flywheel.simulate import SHOP, World, simulate_events
 from flywheel.simulate.traffic import post_json
 
-pytestmark = pytest.mark.integration
+# Several kfp.local cycles (~2 min): `make test-slow`, not the default `make test`.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 USERS, ITEMS, DAYS, SEED, REQUESTS, K = 400, 80, 3, 7, 60, 10
 USER_ID = re.compile(r"u\d{6}")
