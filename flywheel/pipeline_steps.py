@@ -114,7 +114,14 @@ def run_ingest(
     started = time.perf_counter()
     new_rows = 0
     summary: dict[str, Any] = {}
-    if events_uri:
+    if events_uri and settings.ray.data_stages == "cluster":
+        from flywheel.stage_jobs import run_stage_on_cluster
+
+        args = {"events": [events_uri], "items": items_uri, "mapping": mapping}
+        summary = run_stage_on_cluster(settings, "ingest", args)
+        new_rows = int(summary["accepted"])
+        _log_numbers(metrics, "", {k: summary[k] for k in ("rows_read", "accepted", "quarantined")})
+    elif events_uri:
         # Local paths or s3:// URIs (flywheel.storage); Path() would fold s3://'s "//".
         items = location_of(items_uri) if items_uri else None
         source = mapping_from_argument(mapping)

@@ -176,9 +176,13 @@ def run_job(
     *,
     client: JobsClient | None = None,
     poll_s: float = 2.0,
+    env_vars: dict[str, str] | None = None,
 ) -> RayJobResult:
     """Submit ``entrypoint`` as Ray job ``job_id`` to ``settings.k8s.ray_jobs_address`` and
     wait for it to succeed (training here, the data stages in :mod:`flywheel.stage_jobs`).
+
+    ``env_vars`` join the job's runtime environment. They are visible to anyone who can
+    read the cluster's job list: never pass secrets (the Ray pods hold their own keys).
 
     Raises:
         RayJobError, RayJobTimeout: see :func:`wait_for_job`.
@@ -188,7 +192,7 @@ def run_job(
         client,
         entrypoint=entrypoint,
         submission_id=job_id,
-        runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
+        runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1", **(env_vars or {})}},
         metadata={"flywheel_stage": stage},
     )
     log.info("submitted ray job %s (%s) to %s", job_id, stage, settings.k8s.ray_jobs_address)

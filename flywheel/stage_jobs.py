@@ -1,10 +1,11 @@
-"""The data stages as Ray jobs on the Ray cluster: the feature build and preprocess.
+"""The data stages as Ray jobs on the Ray cluster: ingest, the feature build, preprocess.
 
 With ``settings.ray.data_stages == "cluster"`` (the prod profile's default) a pipeline's
-``features`` and ``preprocess`` tasks do what the train task does (:mod:`flywheel.ray_jobs`):
-the KFP pod only orchestrates, and the work runs as a Ray job on the KubeRay cluster, whose
-driver calls the same core function as the local profile
-(:func:`flywheel.features.build_features`, :func:`flywheel.preprocess.preprocess`) joined to
+``ingest``, ``features`` and ``preprocess`` tasks do what the train task does
+(:mod:`flywheel.ray_jobs`): the KFP pod only orchestrates, and the work runs as a Ray job on
+the KubeRay cluster, whose driver calls the same core function as the local profile
+(:func:`flywheel.ingest.ingest_events`, :func:`flywheel.features.build_features`,
+:func:`flywheel.preprocess.preprocess`) joined to
 that cluster (``$RAY_ADDRESS``), so Ray Data spreads the tasks over its worker pods. With
 ``in_process`` the stage runs in its own Ray inside its pod: faster for small data, where
 starting a job costs more than the work.
@@ -14,8 +15,11 @@ the lake and the feature tables are there already; preprocess's input (a KFP art
 to its pod) is copied in first and its shards copied back out, as training's are. The job
 writes its summary as JSON to ``<workspace>/jobs/<job id>/summary.json``.
 
-Ingest stays in its pod for now: reading raw logs from a bucket on the cluster needs the
-bucket's keys in the Ray pods and their egress to the object store (issue #12's next step).
+Ingest reads raw logs from ``s3://`` there: the endpoint and region travel with the job
+(``AWS_ENDPOINT_URL``, ``AWS_REGION`` of the submitting pod, not secret), the keys never do
+(job environments are readable by anyone who can list the cluster's jobs): the Ray pods
+hold their own, from the ``flywheel-s3`` Secret of their namespace (``k8s/base/raycluster.yaml``,
+optional) or the pods' cloud identity.
 
 Entry point: ``python -m flywheel.stage_jobs STAGE --settings-json S --args-json A --out F``.
 """
@@ -39,7 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: The stages that can run as Ray jobs.
-STAGES: Final = ("features", "preprocess")
+STAGES: Final = ("ingest", "features", "preprocess")
+#: Not secret S3 settings a stage job carries from the submitting pod (never the keys).
+S3_PASS_THROUGH: Final = ("AWS_ENDPOINT_URL", "AWS_REGION")
 
 
 def jsonable(summary: Any) -> dict[str, Any]:
@@ -51,6 +57,18 @@ def jsonable(summary: Any) -> dict[str, Any]:
 
 def run_stage(settings: Settings, stage: str, args: dict[str, Any]) -> dict[str, Any]:
     """Run one data stage in this process's Ray (a job's driver joins its cluster)."""
+    if stage == "ingest":
+        from flywheel.ingest import ingest_events, mapping_from_argument
+        from flywheel.storage import location_of
+
+        items = args.get("items") or ""
+        result = ingest_events(
+            settings,
+            [location_of(uri) for uri in args["events"]],
+            items=location_of(items) if items else None,
+            mapping=mapping_from_argument(args.get("mapping", "")),
+        )
+        return jsonable(result)
     if stage == "features":
         from flywheel.features import build_features
 
@@ -100,7 +118,10 @@ def run_stage_on_cluster(
     out = settings.workspace / "jobs" / job_id / "summary.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     entrypoint = stage_entrypoint(settings, stage, args or {}, out, python)
-    result = run_job(settings, entrypoint, job_id, stage, client=client, poll_s=poll_s)
+    env = {name: os.environ[name] for name in S3_PASS_THROUGH if os.environ.get(name)}
+    result = run_job(
+        settings, entrypoint, job_id, stage, client=client, poll_s=poll_s, env_vars=env
+    )
     if not out.is_file():
         raise RayJobError(f"ray job {job_id} ({stage}) succeeded but wrote no {out}")
     summary: dict[str, Any] = json.loads(out.read_text())

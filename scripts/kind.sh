@@ -133,6 +133,10 @@ make_bucket() {
   local key secret pf tries
   key=$(kc -n kubeflow get secret mlpipeline-minio-artifact -o jsonpath='{.data.accesskey}' | base64 -d)
   secret=$(kc -n kubeflow get secret mlpipeline-minio-artifact -o jsonpath='{.data.secretkey}' | base64 -d)
+  # The same keys for the Ray pods (k8s/base/raycluster.yaml), for data stages run as Ray
+  # jobs (ray.data_stages=cluster): a Secret is readable only in its own namespace.
+  kc -n flywheel create secret generic flywheel-s3 --from-literal=AWS_ACCESS_KEY_ID="$key" \
+    --from-literal=AWS_SECRET_ACCESS_KEY="$secret" --dry-run=client -o yaml | kc apply -f -
   kc -n kubeflow port-forward svc/minio-service "${MINIO_LOCAL_PORT}:9000" >/dev/null &
   pf=$!
   for tries in 1 2 3 4 5 6 7 8 9 10; do

@@ -36,6 +36,7 @@ from flywheel.ray_runtime import shutdown_ray
 from flywheel.schemas import FEATURE_TABLES
 from flywheel.stage_jobs import run_stage_on_cluster
 from tests.ports import on_free_ports, raise_if_port_taken
+from tests.s3_server import S3Server
 
 pytestmark = pytest.mark.integration
 
@@ -68,12 +69,20 @@ def _alive_nodes(dashboard: str) -> list[Any]:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    """Head + worker node; yields the Jobs API address; both stopped afterwards."""
+def cluster(s3_server: S3Server) -> Iterator[str]:
+    """Head + worker node; yields the Jobs API address; both stopped afterwards.
+
+    Both nodes start with the S3 server's keys in their environment and nothing else of
+    it, as the KubeRay pods get theirs from the ``flywheel-s3`` Secret: a job brings only
+    the endpoint and region."""
     ray_bin = Path(sys.executable).parent / "ray"
     assert ray_bin.exists(), f"no `ray` script next to {sys.executable}: reinstall the venv"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_AUTH_MODE", "disabled")
+        for name in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION"):
+            mp.delenv(name, raising=False)
+        mp.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+        mp.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
         ports: list[int] = []
 
         def head_on(*p: int) -> tuple[Any, str]:
@@ -182,3 +191,51 @@ def test_preprocess_as_a_ray_job_stages_its_input_and_brings_the_shards_back(
         pd.testing.assert_frame_equal(a[sorted(a.columns)], b[sorted(b.columns)])
     # the staged copies are gone from the shared workspace; only the job's summary stays
     assert not list((settings.workspace / "jobs").glob("preprocess-*"))
+
+
+def test_ingest_from_s3_as_a_ray_job_equals_the_in_process_ingest(
+    cluster: str, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The raw files uploaded to the loopback S3 server and ingested by a job on the two
+    nodes give the lake, catalog and quarantine an in-process ingest of the local copy
+    gives; the submitting side's keys are not in the job (only endpoint and region)."""
+    import test_ingest_s3 as s3_tests
+
+    from flywheel import storage
+    from flywheel.ingest import ingest_events
+
+    raw = tmp_path / "raw"
+    s3_tests.write_raw(raw)
+    storage.upload([raw], s3_bucket + "/in")
+    uri = f"{s3_bucket}/in/raw"
+    remote = Settings(
+        workspace=tmp_path / "cluster",
+        ray=RaySettings(batch_size=1000, data_stages="cluster"),
+        k8s=KubernetesSettings(ray_jobs_address=cluster, ray_job_timeout_s=300),
+    )
+    recorded: list[dict[str, Any]] = []
+    from flywheel import ray_jobs
+
+    real_submit = ray_jobs.submit_when_ready
+
+    def recording_submit(client: Any, **job: Any) -> str:
+        recorded.append(job)
+        return real_submit(client, **job)
+
+    monkeypatch.setattr(ray_jobs, "submit_when_ready", recording_submit)
+    args = {"events": [uri + "/events"], "items": uri + "/items.parquet"}
+    summary = run_stage_on_cluster(remote, "ingest", args, python=sys.executable)
+    assert summary["accepted"] == 118 and summary["quarantined"] == 2
+
+    local = Settings(workspace=tmp_path / "local", ray={"num_cpus": 2, "batch_size": 1000})
+    try:
+        ingest_events(local, [raw / "events"], items=raw / "items.parquet")
+    finally:
+        shutdown_ray()
+    assert s3_tests.lake_rows(remote) == s3_tests.lake_rows(local)
+    assert pq.read_table(remote.items_path).equals(pq.read_table(local.items_path))
+    assert s3_tests.quarantine_rows(remote) == s3_tests.quarantine_rows(local)
+    (job,) = recorded
+    env = job["runtime_env"]["env_vars"]
+    assert env["AWS_ENDPOINT_URL"] == os.environ["AWS_ENDPOINT_URL"]
+    assert not any("KEY" in name for name in env), env

@@ -58,13 +58,18 @@ def test_the_entry_point_carries_the_stage_settings_and_arguments(tmp_path: Path
     got = Settings.model_validate_json(argv[argv.index("--settings-json") + 1])
     assert got == settings
     assert json.loads(argv[argv.index("--args-json") + 1]) == args
-    with pytest.raises(ValueError, match="stage='ingest'"):
-        stage_entrypoint(settings, "ingest", {}, tmp_path / "s.json")
+    with pytest.raises(ValueError, match="stage='dataset'"):
+        stage_entrypoint(settings, "dataset", {}, tmp_path / "s.json")
     with pytest.raises(ValueError, match="stage='train'"):
         run_stage(settings, "train", {})
 
 
-def test_a_job_returns_the_summary_it_wrote(tmp_path: Path) -> None:
+def test_a_job_returns_the_summary_it_wrote_and_carries_no_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio:9000")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA-not-for-the-job")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-for-the-job")
     client = RecordingJobsClient({"events_read": 12, "rows": {"user_activity": 3}})
     summary = run_stage_on_cluster(_settings(tmp_path), "features", client=client, poll_s=0)
     assert summary["events_read"] == 12 and summary["rows"] == {"user_activity": 3}
@@ -72,6 +77,9 @@ def test_a_job_returns_the_summary_it_wrote(tmp_path: Path) -> None:
     assert summary["ray_job"]["job_id"] == job["submission_id"]
     assert job["submission_id"].startswith("flywheel-features-")
     assert job["metadata"] == {"flywheel_stage": "features"}
+    env = job["runtime_env"]["env_vars"]
+    assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    assert "not-for-the-job" not in json.dumps(job)
 
 
 def test_a_job_that_wrote_no_summary_or_failed_is_an_error(tmp_path: Path) -> None:
