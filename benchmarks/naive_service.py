@@ -1,7 +1,9 @@
 """The naive baseline for ``serving_bench.py``: a BentoML ranking service written the obvious way.
 
 Per request it asks Feast's ``FeatureStore.get_online_features`` for the feature service's
-values of the user and every candidate, takes them as a pandas DataFrame (``to_df()``),
+values of the user and every candidate (through ``flywheel.feature_store.online_features``,
+which also decodes the packed user x item views of ``ranking_v2``; calling Feast directly
+on that service, as this file did before v2, failed every request), as a DataFrame,
 turns them into model inputs with ``flywheel.ranking.model_inputs`` and scores them with the
 champion booster's ``predict`` (XGBoost's default threading), then returns the top ``k``.
 No exploration, no logging, no metrics of its own.
@@ -17,6 +19,7 @@ with the same ``FLYWHEEL_*`` settings and ``BENTOML_HOME`` as the real service.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import bentoml
@@ -24,6 +27,7 @@ import bentoml
 with bentoml.importing():
     import numpy as np
 
+    from flywheel import feature_store as fs
     from flywheel.ranking import model_inputs
     from flywheel.train import predict
 
@@ -35,13 +39,12 @@ class NaiveRanker:
     """Ranks candidates for a user with Feast's ``get_online_features`` on every request."""
 
     def __init__(self) -> None:
-        from flywheel import feature_store as fs
         from flywheel.config import load_settings
         from flywheel.registry import load_champion_booster
 
         settings = load_settings()
         self.store = fs.get_store(settings)
-        self.service = self.store.get_feature_service(fs.feature_service_name(settings))
+        self.service_name = fs.feature_service_name(settings)
         champion = load_champion_booster(settings)
         if champion is None:
             raise RuntimeError(f"no champion in {settings.workspace}; register a model first")
@@ -55,14 +58,16 @@ class NaiveRanker:
         """The ``k`` best of ``candidates`` for ``user_id``: ``{"model_version", "items"}``."""
         at = time.time()
         user_id, candidates = str(user_id), [str(c) for c in candidates]  # Feast keys: strings
-        catalog = self.store.get_online_features(
-            features=["item_catalog:category"], entity_rows=[{"item_id": i} for i in candidates]
-        ).to_dict()
-        rows = [
-            {"user_id": user_id, "item_id": i, "category": c if c is not None else ""}
-            for i, c in zip(candidates, catalog["category"], strict=True)
-        ]
-        frame = self.store.get_online_features(features=self.service, entity_rows=rows).to_df()
+        # Two get_online_features calls per request (categories, then the service) and the
+        # packed views decoded, as flywheel.feature_store.online_features does for training
+        # and tests: no caching, no batching across requests.
+        frame = fs.online_features(
+            self.store,
+            user_id,
+            candidates,
+            self.service_name,
+            as_of=datetime.fromtimestamp(at, UTC),
+        )
         scores = predict(self.booster, model_inputs(frame, at))
         best = np.argsort(-scores, kind="stable")[:k]
         return {
