@@ -19,6 +19,9 @@ WORKSPACE_DIR=/var/local/flywheel # hostPath of both workspace PVs (overlays/kin
 # Serving's per-pod emptyDir for BentoML's Prometheus files is mounted inside the workspace
 # (k8s/base/serving.yaml); made here so the runtime does not create it (and bentoml/) as root.
 METRICS_MOUNTPOINT=bentoml/prometheus_multiproc_dir
+# The retrain CronJob mounts the workspace read-only and these folders of it writable, by
+# subPath (k8s/base/retrain-cron.yaml); kubelet would make a missing one as root.
+RETRAIN_SUBPATHS="monitor watch logs"
 IMAGE_UID=1000                    # the images' user (platform and serving)
 IMAGES=(flywheel-platform:0.1.0 flywheel-serving:0.1.0)
 KFP_REPO=github.com/kubeflow/pipelines/manifests/kustomize
@@ -55,11 +58,13 @@ check_kind_version() {
 # could chown it, so the node's directory is given to the images' user from outside, as
 # root in the node container. Idempotent (`up` and `deploy` both run it); not recursive,
 # since the pods create everything below it as ${IMAGE_UID}; setgid keeps the group on it.
-# The one exception is serving's nested mountpoint, which the container runtime would make
-# as root: it and its parent are made here, owned by ${IMAGE_UID}, first.
+# The exceptions are serving's nested mountpoint, which the container runtime would make
+# as root (it and its parent), and the retrain CronJob's subPath folders, which kubelet
+# would: they are made here, owned by ${IMAGE_UID}, first.
 workspace_owned_by_image_user() {
   local mnt="${WORKSPACE_DIR}/${METRICS_MOUNTPOINT}"
   docker exec "$NODE" sh -c "mkdir -p ${WORKSPACE_DIR} ${mnt} && chown ${IMAGE_UID}:${IMAGE_UID} ${WORKSPACE_DIR} ${mnt%/*} ${mnt} && chmod 2775 ${WORKSPACE_DIR} ${mnt%/*} ${mnt}"
+  docker exec "$NODE" sh -c "cd ${WORKSPACE_DIR} && mkdir -p ${RETRAIN_SUBPATHS} && chown ${IMAGE_UID}:${IMAGE_UID} ${RETRAIN_SUBPATHS} && chmod 2775 ${RETRAIN_SUBPATHS}"
 }
 
 # `kind load docker-image` fails ("ctr: content digest ... not found", kind#3795) when
@@ -188,6 +193,8 @@ KFP UI:         kubectl --context kind-${CLUSTER} -n kubeflow port-forward svc/m
                 then open http://localhost:8080
 KFP API:        kubectl --context kind-${CLUSTER} -n kubeflow port-forward svc/ml-pipeline 8888:8888
 Ray dashboard:  kubectl --context kind-${CLUSTER} -n flywheel port-forward svc/flywheel-ray-head-svc 8265:8265
+Retraining:     CronJob flywheel-retrain decides every 30 min; its decisions:
+                kubectl --context kind-${CLUSTER} -n flywheel logs -l app.kubernetes.io/name=flywheel-retrain --tail=-1
 Raw logs:       s3://${BUCKET} (KFP's MinIO; keys in Secret kubeflow/mlpipeline-minio-artifact),
                 see README "First run on kind" for upload and submit
 EOF

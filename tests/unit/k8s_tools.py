@@ -146,6 +146,7 @@ _WORKLOAD_TEMPLATES = {
     "DaemonSet": ("spec", "template"),
     "ReplicaSet": ("spec", "template"),
     "Job": ("spec", "template"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template"),
 }
 #: Every kind the manifests may contain. A new kind fails the tests until it is added here
 #: (and, if it carries pods, to the walker), so no pod template can escape the policies.
@@ -176,7 +177,9 @@ def pod_templates(target: str) -> list[PodTemplate]:
     for obj in objects(target):
         kind = obj["kind"]
         if kind in _WORKLOAD_TEMPLATES:
-            tpl = obj["spec"]["template"]
+            tpl = obj
+            for key in _WORKLOAD_TEMPLATES[kind]:
+                tpl = tpl[key]
             found.append(PodTemplate(target, obj, ref(obj), tpl.get("metadata") or {}, tpl["spec"]))
         elif kind == "RayCluster":
             groups = [("head", obj["spec"]["headGroupSpec"])] + [

@@ -241,6 +241,8 @@ def test_the_documented_footprint_is_what_the_kind_overlay_requests() -> None:
     cpu = memory = 0.0
     for pod in pod_templates("kind"):
         owner = pod.owner
+        if owner["kind"] == "CronJob":  # only while a decision runs: its own row, see
+            continue  # test_k8s_retrain_cron.py
         if owner["kind"] == "Deployment":
             name = owner["metadata"]["name"]
             count = hpa_min.get(name, owner["spec"].get("replicas", 1))
