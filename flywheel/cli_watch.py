@@ -81,3 +81,8 @@ def watch_command(
             on_decision=on_decision,
         )
     print_summary("watch", summary)
+    if summary.cycles_failed and (max_ticks is not None or max_cycles is not None):
+        # A bounded watch (the retrain CronJob's one tick) whose retraining failed exits 1,
+        # so its Kubernetes Job shows Failed, not Complete.
+        console.print(f"[red]watch: {summary.cycles_failed} retraining run(s) failed[/red]")
+        raise typer.Exit(1)

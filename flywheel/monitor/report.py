@@ -128,6 +128,11 @@ def _skew_section(settings: Settings, impressions: pd.DataFrame) -> dict[str, An
 
     if impressions.empty:
         return {"error": "no served rows in the window"}
+    registry = settings.feast_dir / "registry.db"
+    if settings.feast.registry is None and not registry.is_file():
+        # Opening the store would create the folder and an empty registry: a read-only
+        # workspace (the retrain CronJob's) must not need that to decide.
+        return {"error": f"no Feast registry at {registry}: run `flywheel features` first"}
     service = service_of(logged_features(impressions.head(1000)))
     from feast.errors import FeastError
 

@@ -118,7 +118,8 @@ def test_watch_logs_quiet_and_firing_decisions_and_survives_a_failed_submission(
         ["watch", "--max-ticks", "1", "--interval", "0", "--submit-host", host],
         env=_env(settings, max_champion_age_h="0.001", min_interval_h="0"),
     )
-    assert fired.exit_code == 0, fired.output
+    # one bounded tick whose submission failed: exit 1 (the CronJob's Job shows Failed)
+    assert fired.exit_code == 1, fired.output
     records = [json.loads(line) for line in decisions.read_text().splitlines()]
     assert len(records) == 2
     last = records[-1]

@@ -154,6 +154,18 @@ def test_no_reference_and_no_logs_say_why(tmp_path: Path, served: dict[str, Any]
         run_monitor(served["settings"], served["out"], since=datetime(2026, 1, 1))
 
 
+def test_without_a_feast_registry_skew_says_why_and_writes_nothing(
+    served: dict[str, Any],
+) -> None:
+    """The retrain CronJob mounts the workspace read-only: the skew check must not open
+    (and so create) a Feast registry that is not there."""
+    settings = served["settings"]
+    result = run_monitor(settings, served["out"], reference=served["shards"])
+    assert "no Feast registry" in result.record["skew"]["error"]
+    assert "flywheel features" in result.record["skew"]["error"]
+    assert not settings.feast_dir.exists()
+
+
 def test_window_bounds_select_requests(served: dict[str, Any]) -> None:
     since, until = T0 + timedelta(minutes=60), T0 + timedelta(minutes=120)
     result = run_monitor(

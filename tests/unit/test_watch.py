@@ -176,3 +176,29 @@ def test_cli_watch_once_creates_a_kfp_run_when_the_policy_fires(tmp_path, monkey
     ]
     assert decision["fire"] and decision["cycle"] == "ok"
     assert len(load_runs(Settings(workspace=tmp_path))) == 1
+
+
+def test_a_bounded_watch_whose_submission_failed_exits_1(tmp_path, monkeypatch):
+    """So the retrain CronJob's Job shows Failed; the decision is still logged. The KFP API
+    is the boundary: a client whose run creation raises stands in for it."""
+    from typer.testing import CliRunner
+
+    from flywheel import submit as submit_module
+    from flywheel.cli import app
+    from tests.unit.test_submit import FakeKfpClient
+
+    class RefusingClient(FakeKfpClient):
+        def create_run_from_pipeline_package(self, *args, **kwargs):
+            raise RuntimeError("(503) ml-pipeline is unavailable")
+
+    monkeypatch.setattr(submit_module, "default_client", RefusingClient)
+    args = ["--profile", "kind", "--workspace", str(tmp_path), "watch", "--max-ticks", "1",
+            "--submit-host", "http://ml-pipeline.kubeflow:8888"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "1 retraining run(s) failed" in result.output
+    (decision,) = [
+        json.loads(x) for x in (tmp_path / "watch" / "decisions.jsonl").read_text().splitlines()
+    ]
+    assert decision["fire"] and decision["cycle"].startswith("failed:")
+    assert "ml-pipeline is unavailable" in decision["cycle"]
