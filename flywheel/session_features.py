@@ -40,12 +40,17 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
-from typing import Final
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from flywheel.config import Settings
 
 #: The longest pause within a session (ingest's default ``sessions.gap_minutes``).
 SESSION_GAP: Final = timedelta(minutes=30)
@@ -275,3 +280,32 @@ def catalog_lookup(catalog: pa.Table | Mapping[str, str]) -> Callable[[pa.Array]
         return values.take(pc.index_in(ids.cast(pa.string()), value_set=keys))
 
     return category_of
+
+
+def lake_session_features(
+    settings: Settings, rows: pd.DataFrame, catalog: pa.Table
+) -> dict[str, np.ndarray]:
+    """:func:`offline_session_features` of training rows, from the event lake.
+
+    Args:
+        rows: ``user_id``, ``item_id`` and tz-aware ``event_timestamp`` (a training set's
+            entity rows, any order).
+        catalog: the item catalog (``item_id, category``).
+
+    Reads only the lake's events in ``[first row - SESSION_SPAN, last row)`` of the rows'
+    users (``user_id, item_id, event_type, ts``).
+    """
+    import pandas as pd
+
+    from flywheel.lake import read_lake_events
+
+    at = to_micros(pa.array(pd.to_datetime(rows["event_timestamp"], utc=True)))
+    if len(at) == 0:
+        return {name: np.zeros(0) for name in SESSION_FEATURES}
+    start = datetime.fromtimestamp(int(at.min()) / 1e6, UTC) - SESSION_SPAN
+    end = datetime.fromtimestamp(int(at.max()) / 1e6, UTC) + timedelta(seconds=1)
+    events = read_lake_events(settings, list(EVENT_COLUMNS), start, end)
+    users = pa.array(rows["user_id"].astype(str).to_numpy(), pa.string())
+    events = events.filter(pc.is_in(events.column("user_id"), value_set=pc.unique(users)))
+    items = pa.array(rows["item_id"].astype(str).to_numpy(), pa.string())
+    return offline_session_features(events, catalog_lookup(catalog), users, items, at)
