@@ -32,6 +32,7 @@ from flywheel.serving.features import OnlineFeatureReader, ViewReader
 from flywheel.serving.feedback import _ACTIVITY_KEYS, ACTIVITY_VIEW, activity_after_feedback
 from flywheel.serving.item_cache import ItemSideViews
 from flywheel.serving.records import _prediction_records
+from flywheel.serving.sessions import SessionBuffer
 from flywheel.serving.store_health import (
     LostRowsWatch,
     StoreHealth,
@@ -116,6 +117,9 @@ class RankingService:
         self.predictions = LogWriter(log_dir(settings, "predictions"), "predictions")
         self.feedback_log = LogWriter(log_dir(settings, "feedback"), "feedback")
         self.stats = ServingStats()
+        #: The users' recent events as this worker saw them (per-worker state: see
+        #: :mod:`flywheel.serving.sessions`), for the session features.
+        self.sessions = SessionBuffer()
         self._readers: dict[str, OnlineFeatureReader] = {}
         self._activity: ViewReader | None = None
         self._model_tag: str | None = None
@@ -257,6 +261,9 @@ class RankingService:
                 note=f"request_id {request.request_id!r} was not issued by this service: "
                 "feedback logged, user features not updated"
             )
+        # The same event the lake gets from the feedback log (user, item, type, time).
+        self.sessions.add(user, request.item_id, request.event_type, at, self._category(
+            request.item_id))  # fmt: skip
         if not self.health.try_now():
             note = f"feedback logged; user features not updated: {self.health.what} is down"
             return FeedbackResponse(note=note)
@@ -273,6 +280,36 @@ class RankingService:
             return FeedbackResponse(note=f"feedback logged; user features not updated: {exc}")
         self.health.succeeded()
         return FeedbackResponse()
+
+    def record_event(self, user_id: str, item_id: str, event_type: str, at: datetime) -> None:
+        """Take one of the shop's own events (view, cart, purchase, click at ``at``, the
+        time the lake will hold) into the session buffer; feedback is taken by
+        :meth:`feedback` itself."""
+        self.sessions.add(user_id, item_id, event_type, at, self._category(item_id))
+
+    def session_features(
+        self, user_id: str, candidates: list[str], at: datetime
+    ) -> dict[str, np.ndarray]:
+        """The session features of ``user_id`` against ``candidates`` at ``at``
+        (:mod:`flywheel.session_features`), from this worker's buffer."""
+        return self.sessions.features(user_id, candidates, [self._category(i) for i in
+                                                            candidates], at)  # fmt: skip
+
+    def _category(self, item_id: str) -> str | None:
+        """The item's catalog category as serving reads it (memory when the item views
+        are cached), ``None`` when unknown or unreadable (the store is down)."""
+        if not self._readers:
+            model = self.models.current()
+            if model is None:
+                return None
+            self.reader(model.feature_service)
+        catalog = next(iter(self._readers.values())).catalog
+        try:
+            row = catalog.rows([(str(item_id),)], degraded=not self.health.up)[0]
+        except self.health.errors:
+            return None
+        category = None if row is None else row.values.get("category")
+        return None if category is None else str(category)
 
     def push_activity(self, user_id: str, event_type: str, at: datetime) -> dict[str, Any]:
         """Read the user's online activity row, count the event, push it; return the row."""
