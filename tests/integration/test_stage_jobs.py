@@ -202,7 +202,6 @@ def test_ingest_from_s3_as_a_ray_job_equals_the_in_process_ingest(
     import test_ingest_s3 as s3_tests
 
     from flywheel import storage
-    from flywheel.ingest import ingest_events
 
     raw = tmp_path / "raw"
     s3_tests.write_raw(raw)
@@ -228,10 +227,7 @@ def test_ingest_from_s3_as_a_ray_job_equals_the_in_process_ingest(
     assert summary["accepted"] == 118 and summary["quarantined"] == 2
 
     local = Settings(workspace=tmp_path / "local", ray={"num_cpus": 2, "batch_size": 1000})
-    try:
-        ingest_events(local, [raw / "events"], items=raw / "items.parquet")
-    finally:
-        shutdown_ray()
+    _ingest_in_a_fresh_process(local, raw)
     assert s3_tests.lake_rows(remote) == s3_tests.lake_rows(local)
     assert pq.read_table(remote.items_path).equals(pq.read_table(local.items_path))
     assert s3_tests.quarantine_rows(remote) == s3_tests.quarantine_rows(local)
@@ -239,3 +235,25 @@ def test_ingest_from_s3_as_a_ray_job_equals_the_in_process_ingest(
     env = job["runtime_env"]["env_vars"]
     assert env["AWS_ENDPOINT_URL"] == os.environ["AWS_ENDPOINT_URL"]
     assert not any("KEY" in name for name in env), env
+
+
+def _ingest_in_a_fresh_process(settings: Settings, raw: Path) -> None:
+    """The reference ingest of the local copy, in its own Python with its own local Ray.
+
+    In the pytest process, after the whole integration tier had run Ray in it, the in-process
+    ingest's Ray Data map once waited forever for its tasks (CI, 2 cores) and the next
+    modules' local Ray could not start: a fresh process keeps the reference independent of
+    what earlier tests left in this one, and a timeout turns a hang into a failure."""
+    code = (
+        "import sys; from pathlib import Path; from flywheel.config import Settings; "
+        "from flywheel.ingest import ingest_events; "
+        "s = Settings.model_validate_json(sys.argv[1]); raw = Path(sys.argv[2]); "
+        "ingest_events(s, [raw / 'events'], items=raw / 'items.parquet')"
+    )
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "RAY_", "FLYWHEEL_"))}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code, settings.model_dump_json(), str(raw)],
+        env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
