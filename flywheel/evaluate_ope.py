@@ -284,3 +284,20 @@ def gate(settings: OpeSettings, offline: Decision, block: dict[str, Any]) -> Dec
             "logged value (ope.require_ope)",
         )
     return Decision(True, f"{offline.reason}; {summary}: lower bound above it")
+
+
+def kfp_numbers(block: dict[str, Any] | None) -> dict[str, float]:
+    """The block's figures flattened for KFP ``Metrics`` (flags as 0/1; the component
+    prefixes ``ope_``): ``challenger_snips_low``, ``champion_logged``, ``slates``, ..."""
+    if block is None:
+        return {}
+    out = {k: float(block.get(k, False)) for k in ("required", "computed", "sufficient")}
+    if not block.get("computed"):
+        return out
+    out["slates"] = float(block["slates"])
+    out["effective_sample_size"] = float(block["effective_sample_size"])
+    named = {f"challenger_{n}": v for n, v in block["challenger"].items()}
+    for name, est in {**named, "champion_logged": block["champion_logged"]}.items():
+        out[name] = est["value"]
+        out[f"{name}_low"], out[f"{name}_high"] = est["low"], est["high"]
+    return out
