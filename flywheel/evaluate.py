@@ -37,7 +37,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,6 +52,9 @@ from flywheel.train import (
     predict,
     read_split,
 )
+
+if TYPE_CHECKING:
+    from flywheel.evaluate_ope import OpeContext
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +302,8 @@ class EvalSummary:
     metrics_path: Path
     report_path: Path
     seconds: float
+    #: The off-policy block of ``metrics.json`` (:mod:`flywheel.evaluate_ope`), if run.
+    ope: dict[str, Any] | None = None
 
 
 def evaluate(
@@ -307,6 +312,7 @@ def evaluate(
     shards_dir: str | Path,
     out_dir: str | Path,
     rule: BlessingRule | None = None,
+    ope: OpeContext | None = None,
 ) -> EvalSummary:
     """Score challenger, champion and the popularity baseline on the same test split and
     decide whether to bless.
@@ -318,13 +324,20 @@ def evaluate(
         out_dir: created if needed; receives ``metrics.json``, ``roc.png``,
             ``calibration.png`` and ``report.html``.
         rule: the blessing rule (default :class:`BlessingRule()`).
+        ope: the served logs' workspace and champion for the off-policy check
+            (:func:`flywheel.evaluate_ope.gate`); ``None`` skips it (``ope: null``).
 
     Raises:
         ShardError: the test split is missing, empty, unreadable or single-class.
         FileNotFoundError: a model file does not exist.
     """
     # Imported here: the report module imports this one's metric maths.
-    from flywheel.evaluation_report import plot_calibration, plot_roc, render_report
+    from flywheel.evaluation_report import (
+        plot_calibration,
+        plot_roc,
+        render_report,
+        roc_points,
+    )
 
     started = time.perf_counter()
     rule = rule or BlessingRule()
@@ -346,6 +359,13 @@ def evaluate(
     baseline = popularity_scores(x, booster_features(challenger))
     popularity = BaselineMetrics(auc(y, baseline), ndcg_at_k(y, baseline, groups))
     decision = decide(rule, metrics["challenger"], metrics.get("champion"), popularity.auc)
+    ope_record = None
+    if ope is not None:
+        from flywheel.evaluate_ope import gate, ope_block
+
+        service = info.metadata.get("feature_service", "ranking_v1")
+        ope_record = ope_block(ope, challenger, service)
+        decision = gate(ope.settings.ope, decision, ope_record)
     log.info("%s: %s", "blessed" if decision.blessed else "not blessed", decision.reason)
     out.mkdir(parents=True, exist_ok=True)
     plots = {
@@ -374,6 +394,7 @@ def evaluate(
         "test_rows": len(y),
         "data_window": info.metadata.get("data_window"),
         "roc_curve": roc_points(y, scores["challenger"], kinds["challenger"]),
+        "ope": ope_record,
     }
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps(record, indent=2, allow_nan=True))
@@ -389,23 +410,5 @@ def evaluate(
         metrics_path=metrics_path,
         report_path=report_path,
         seconds=time.perf_counter() - started,
+        ope=ope_record,
     )
-
-
-def roc_points(
-    y: np.ndarray, p: np.ndarray, kind: ScoreKind = "probability", max_points: int = 200
-) -> dict[str, list[float]]:
-    """The challenger's ROC curve thinned to at most ``max_points`` (for the KFP UI)."""
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, thresholds = roc_curve(y, p)
-    keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), max_points)).astype(int))
-    # sklearn's first threshold is +inf; JSON and KFP want a finite number (a probability
-    # at most 1; a ranking score's own largest value).
-    top = 1.0 if kind == "probability" else float(np.max(p))
-    thr = np.clip(thresholds[keep], 0.0 if kind == "probability" else -np.inf, top)
-    return {
-        "fpr": fpr[keep].tolist(),
-        "tpr": tpr[keep].tolist(),
-        "thresholds": thr.tolist(),
-    }

@@ -1,6 +1,7 @@
 """The evaluation report: ROC and calibration plots and the self-contained HTML page.
 
-Presentation only: :func:`flywheel.evaluate.evaluate` decides and writes ``metrics.json``,
+Presentation only: :func:`flywheel.evaluate.evaluate` decides and writes ``metrics.json``
+(with the thinned ROC curve of :func:`roc_points` and the off-policy table of :func:`ope_section`),
 then calls these to draw ``roc.png``, ``calibration.png`` and ``report.html`` for the KFP UI.
 """
 
@@ -15,6 +16,7 @@ from typing import Any, Final
 import numpy as np
 
 from flywheel.evaluate import auc, calibration_bins, expected_calibration_error
+from flywheel.objective import ScoreKind
 
 
 def new_figure() -> Any:
@@ -83,6 +85,41 @@ def _cell(value: Any) -> str:
     return html.escape(str(value))
 
 
+def ope_section(block: dict[str, Any] | None) -> str:
+    """The off-policy check (``metrics.json``'s ``ope``) as a paragraph and a table."""
+    if block is None:
+        return ""
+    mode = "required" if block["required"] else "report only"
+    head = f"<h2>Off-policy check ({mode})</h2>"
+    if not block["computed"]:
+        return f"{head}<p>Not computed: {html.escape(str(block['reason']))}</p>"
+    window = block["window"]
+    note = (
+        f"<p>{block['slates']:,} closed slates ({block['slots']:,} slots) of the champion "
+        f"from {html.escape(window['since'])} to {html.escape(window['until'])}; effective "
+        f"sample size {block['effective_sample_size']:,.0f} (needs {block['min_ess']:,.0f}, "
+        f"and {block['min_slates']:,} slates); reward: {html.escape(block['reward'])} per "
+        f"slate; log: {html.escape(block['log'])}."
+        + (
+            ""
+            if block["sufficient"]
+            else f" <b>Too little data:</b> {html.escape(block['reason'])}"
+        )
+        + "</p>"
+    )
+    rows = [(f"challenger {n.upper()}", e) for n, e in block["challenger"].items()]
+    rows.append(("champion (logged)", block["champion_logged"]))
+    body = "".join(
+        f"<tr><th>{name}</th><td>{_cell(e['value'])}</td><td>{_cell(e['low'])}</td>"
+        f"<td>{_cell(e['high'])}</td></tr>"
+        for name, e in rows
+    )
+    return (
+        f"{head}{note}<table><tr><th>policy</th><th>value</th><th>95% low</th>"
+        f"<th>95% high</th></tr>{body}</table>"
+    )
+
+
 def render_report(record: dict[str, Any], plots: dict[str, bytes]) -> str:
     """A self-contained HTML page: decision, popularity baseline, the metrics table
     (challenger, champion, popularity) and the two plots inline."""
@@ -117,5 +154,25 @@ def render_report(record: dict[str, Any], plots: dict[str, bytes]) -> str:
         f"<p><b>Reason:</b> {html.escape(record['reason'])}</p>"
         f"<p><b>Rule:</b> <code>{rule}</code> &middot; test rows: {record['test_rows']:,}</p>"
         f"{baseline}<table><tr><th>metric</th><th>challenger</th><th>champion</th>"
-        f"<th>popularity</th></tr>{rows}</table>{images}</body></html>"
+        f"<th>popularity</th></tr>{rows}</table>{ope_section(record.get('ope'))}{images}"
+        "</body></html>"
     )
+
+
+def roc_points(
+    y: np.ndarray, p: np.ndarray, kind: ScoreKind = "probability", max_points: int = 200
+) -> dict[str, list[float]]:
+    """The challenger's ROC curve thinned to at most ``max_points`` (for the KFP UI)."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thresholds = roc_curve(y, p)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), max_points)).astype(int))
+    # sklearn's first threshold is +inf; JSON and KFP want a finite number (a probability
+    # at most 1; a ranking score's own largest value).
+    top = 1.0 if kind == "probability" else float(np.max(p))
+    thr = np.clip(thresholds[keep], 0.0 if kind == "probability" else -np.inf, top)
+    return {
+        "fpr": fpr[keep].tolist(),
+        "tpr": tpr[keep].tolist(),
+        "thresholds": thr.tolist(),
+    }

@@ -260,6 +260,7 @@ def run_evaluate(
     """Challenger vs the current champion on the same test shard; returns the blessing."""
     from flywheel import registry
     from flywheel.evaluate import BlessingRule, evaluate
+    from flywheel.evaluate_ope import OpeContext, kfp_numbers
 
     settings = _settings(settings_json)
     started = time.perf_counter()
@@ -272,6 +273,7 @@ def run_evaluate(
         Path(shards.path),
         out_dir,
         BlessingRule.model_validate_json(rule_json),
+        OpeContext(settings, champion),
     )
     record = json.loads(summary.metrics_path.read_text())
     Path(report.path).write_text(summary.report_path.read_text())
@@ -283,6 +285,9 @@ def run_evaluate(
     # popularity_auc, popularity_ndcg_at_10, popularity_lift_auc and (unless the check is
     # off) popularity_min_lift, the margin a first model needs.
     _log_numbers(metrics, "popularity_", record["popularity"])
+    # ope_required, ope_computed, ope_sufficient, ope_slates, ope_effective_sample_size and,
+    # when computed, ope_challenger_{snips,dr}{,_low,_high}, ope_champion_logged{,_low,_high}.
+    _log_numbers(metrics, "ope_", kfp_numbers(record["ope"]))
     metrics.log_metric("blessed", float(summary.blessed))
     record["champion_tag"] = champion
     record.pop("roc_curve")

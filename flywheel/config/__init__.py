@@ -29,7 +29,12 @@ from flywheel.config.stages import (
     RaySettings,
     TrainSettings,
 )
-from flywheel.config.watching import MonitorSettings, RetentionSettings, RetrainPolicy
+from flywheel.config.watching import (
+    MonitorSettings,
+    OpeSettings,
+    RetentionSettings,
+    RetrainPolicy,
+)
 
 __all__ = [
     "PROFILES",
@@ -39,6 +44,7 @@ __all__ = [
     "KubernetesSettings",
     "LockSettings",
     "MonitorSettings",
+    "OpeSettings",
     "Profile",
     "RaySettings",
     "RetentionSettings",

@@ -17,7 +17,12 @@ from flywheel.config.stages import (
     RaySettings,
     TrainSettings,
 )
-from flywheel.config.watching import MonitorSettings, RetentionSettings, RetrainPolicy
+from flywheel.config.watching import (
+    MonitorSettings,
+    OpeSettings,
+    RetentionSettings,
+    RetrainPolicy,
+)
 
 Profile = Literal["local", "kind", "prod"]
 PROFILES: tuple[Profile, ...] = ("local", "kind", "prod")
@@ -44,6 +49,7 @@ class Settings(BaseModel):
     retrain: RetrainPolicy = Field(default_factory=RetrainPolicy)
     k8s: KubernetesSettings = Field(default_factory=KubernetesSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    ope: OpeSettings = Field(default_factory=OpeSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
 

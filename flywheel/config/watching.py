@@ -1,6 +1,9 @@
-"""Settings of watching the live model: the retraining policy, monitor thresholds, retention."""
+"""Settings of watching the live model: the retraining policy, monitor thresholds, retention,
+and the off-policy check of the blessing gate."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -123,3 +126,37 @@ class RetentionSettings(BaseModel):
     #: A serving log file counts as closed once unmodified for this many hours (and not in
     #: its log's newest partition): only closed files are merged or deleted.
     closed_log_hours: float = Field(default=24.0, gt=0)
+
+
+class OpeSettings(BaseModel):
+    """The off-policy check of the blessing gate (:mod:`flywheel.evaluate_ope`; README,
+    "The pipeline"): what the challenger would have earned on the champion's served slates.
+
+    With ``require_ope`` a challenger is blessed only if, besides the offline rule, its
+    SNIPS lower 95% bound is above the champion's logged value, on at least ``min_slates``
+    slates with an effective sample size of at least ``min_ess``; fewer refuse it. Off,
+    the estimate is reported and decides nothing.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    require_ope: bool = False
+    #: Closed slates (requests whose attribution window has ended) the check needs.
+    min_slates: int = Field(default=2_000, ge=1)
+    #: Effective sample size ``(sum w)^2 / sum w^2`` over slots the check needs.
+    min_ess: float = Field(default=2_000.0, gt=0)
+    #: Hours of served traffic before the evaluation that the estimate reads.
+    window_hours: float = Field(default=24.0, gt=0, le=24 * 90)
+    #: Bootstrap resamples (whole slates) of the 95% intervals.
+    bootstrap: int = Field(default=500, ge=20, le=100_000)
+    #: Seed of the bootstrap draws (the same log gives the same interval).
+    seed: int = 0
+    #: The outcome of a slot: ``engaged`` (a click, cart or purchase within the attribution
+    #: window, as the dataset stage labels it) or ``purchase``.
+    reward: Literal["engaged", "purchase"] = "engaged"
+    #: Serving's exploration rate (its ``epsilon`` option) when the logs were served: the
+    #: challenger is judged as it would serve, with the same exploration, and the number
+    #: of candidates each slot chose from is read back from the logged propensity with it
+    #: (below 0.5, a greedy slot's propensity, at least 1 - epsilon, never meets an explored
+    #: one's, at most epsilon / 2).
+    epsilon: float = Field(default=0.1, ge=0, lt=0.5)

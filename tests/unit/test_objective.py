@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from flywheel.config import ConfigError, Settings, TrainSettings, load_settings
-from flywheel.evaluate import BlessingRule, ModelMetrics, decide, roc_points, score_metrics
+from flywheel.evaluate import BlessingRule, ModelMetrics, decide, score_metrics
+from flywheel.evaluation_report import roc_points
 from flywheel.objective import (
     booster_params,
     check_objective,
