@@ -136,8 +136,8 @@ def _changed_sql(spec: _Spec, latest: Path, old: Path | None) -> str:
 
 
 def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
-    row = con.execute(f"SELECT count(*) FROM ({sql})").fetchone()
-    return int(row[0]) if row else 0
+    rows = con.execute(f"SELECT count(*) FROM ({sql})").fetchall()
+    return int(rows[0][0])
 
 
 def _write(store: FeatureStore, view: FeatureView, reader: Any) -> int:
@@ -179,10 +179,10 @@ def materialize_view(
         from flywheel.feast_asof import _literal, _quote
 
         latest = work / "latest.parquet"
-        con.execute(f"COPY ({latest_sql(spec, start, end)}) TO {_literal(str(latest))}")
+        con.execute(f"COPY ({latest_sql(spec, start, end)}) TO {_literal(str(latest))}").fetchall()
         keys = ", ".join(map(_quote, (*spec.keys, HASH_COLUMN)))
         scan = f"read_parquet({_literal(str(latest))})"
-        con.execute(f"COPY (SELECT {keys} FROM {scan}) TO {_literal(str(staged))}")
+        con.execute(f"COPY (SELECT {keys} FROM {scan}) TO {_literal(str(staged))}").fetchall()
         scanned = _count(con, f"SELECT 1 FROM {scan}")
         changed_sql = _changed_sql(spec, latest, old)
         changed = scanned if old is None else _count(con, changed_sql)
@@ -192,7 +192,7 @@ def materialize_view(
             spec.name, mode, changed, scanned, rows,
         )  # fmt: skip
         sql = _changed_sql(spec, latest, None) if mode == "full" else changed_sql
-        written = _write(store, view, con.execute(sql).to_arrow_reader(rows))
+        written = _write(store, view, con.sql(sql).to_arrow_reader(rows))
         store.registry.apply_materialization(view, settings.feast.project, start, end)
         state.commit(spec.name, staged, spec.signature, end, scanned)
     finally:
