@@ -87,6 +87,22 @@ def _spec(view: FeatureView, data_dir: Path) -> _Spec:
     )
 
 
+def _quote(name: str) -> str:
+    """A SQL identifier, quoted (column names come from the definitions)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _scan(path: str) -> str:
+    """``read_parquet`` over one file, or every Parquet file under a folder."""
+    if Path(path).is_dir():
+        return f"read_parquet({_literal(str(Path(path) / '**' / '*.parquet'))})"
+    return f"read_parquet({_literal(path)})"
+
+
 def connect(settings: Settings) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection within the offline memory limit, times in UTC."""
     import duckdb
@@ -104,8 +120,6 @@ def connect(settings: Settings) -> duckdb.DuckDBPyConnection:
 
 def latest_sql(spec: _Spec, start: datetime, end: datetime) -> str:
     """Each key's latest row in ``[start, end]``, with its hash (:data:`HASH_COLUMN`)."""
-    from flywheel.feast_asof import _literal, _quote, _scan
-
     keys = ", ".join(map(_quote, spec.keys))
     ts = _quote(spec.ts)
     order = f"{ts} DESC" + (f", {_quote(spec.created)} DESC" if spec.created else "")
@@ -123,8 +137,6 @@ def latest_sql(spec: _Spec, start: datetime, end: datetime) -> str:
 
 def _changed_sql(spec: _Spec, latest: Path, old: Path | None) -> str:
     """The rows of ``latest`` whose (key, hash) the old digest does not hold."""
-    from flywheel.feast_asof import _literal, _quote
-
     scan = f"read_parquet({_literal(str(latest))}) AS l"
     if old is None:
         return f"SELECT l.* EXCLUDE ({HASH_COLUMN}) FROM {scan}"
@@ -176,8 +188,6 @@ def materialize_view(
     work.mkdir(parents=True, exist_ok=True)
     staged = state.staging(spec.name)
     try:
-        from flywheel.feast_asof import _literal, _quote
-
         latest = work / "latest.parquet"
         con.execute(f"COPY ({latest_sql(spec, start, end)}) TO {_literal(str(latest))}").fetchall()
         keys = ", ".join(map(_quote, (*spec.keys, HASH_COLUMN)))
