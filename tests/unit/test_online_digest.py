@@ -87,3 +87,19 @@ def test_a_digest_is_trusted_only_for_its_store_service_and_definition(tmp_path)
     assert DigestState.load(settings).trusted("v", sig) is None
     (digest_dir(settings) / "manifest.json").write_text("{not json")
     assert DigestState.load(settings).manifest == {}
+
+
+def test_the_features_command_shows_keys_per_view():
+    from flywheel.cli_views import materialize_table
+    from flywheel.console import console
+    from flywheel.feature_store import MaterializedView, MaterializeSummary
+
+    views = (
+        MaterializedView("user_activity", T - H, T, 10, "delta", 1234, 56, 56, 0.5),
+        MaterializedView("item_catalog", T - H, T, 10, "range"),
+    )
+    with console.capture() as captured:
+        materialize_table(MaterializeSummary("sqlite", views, 1.25))
+    text = captured.get()
+    assert "user_activity" in text and "1,234" in text and "56" in text
+    assert "range" in text and "-" in text.split("item_catalog", 1)[1]
