@@ -29,6 +29,7 @@ from flywheel.cli_support import (
 from flywheel.cli_upload import upload
 from flywheel.cli_views import (
     loop_table,
+    materialize_table,
     quick_demo_table,
     stage_table,
 )
@@ -166,13 +167,15 @@ def ingest(
 def features(
     ctx: typer.Context,
     materialize: bool = typer.Option(
-        True, help="Also load the latest values into the online store (incremental)."
+        True,
+        help="Also write the keys whose latest values changed into the online store.",
     ),
     full_reload: bool = typer.Option(
         False,
+        "--full",
         "--full-reload",
-        help="Materialize every view from the start of its ttl, not incrementally: for an "
-        "online store that lost its rows (a Redis restarted empty).",
+        help="Write every key's latest values, not only the changed ones: for an online "
+        "store that lost its rows (a Redis restarted empty).",
     ),
 ) -> None:
     """Build feature tables from the lake (Ray Data), `feast apply`, materialize online."""
@@ -197,7 +200,7 @@ def features(
     print_summary("features", built)
     print_summary("feast apply", applied)
     if materialized is not None:
-        print_summary("feast materialize", materialized)
+        materialize_table(materialized)
     log_footer(run)
 
 

@@ -12,6 +12,7 @@ from flywheel.console import console
 if TYPE_CHECKING:
     from flywheel.cycle import CycleSummary
     from flywheel.demo import DemoSummary
+    from flywheel.feature_store import MaterializeSummary
     from flywheel.loop import LoopSummary
     from flywheel.monitor import MonitorResult
     from flywheel.report import ModelReport
@@ -30,6 +31,23 @@ def stage_table(summary: CycleSummary) -> None:
         f"decision: [bold]{decision}[/bold]; champion {summary.champion_before} -> "
         f"{summary.champion_after}; {summary.seconds:.1f}s"
     )
+
+
+def materialize_table(summary: MaterializeSummary) -> None:
+    """``features``: per online view, how it was written and the keys scanned, changed and
+    written (``-`` for a time-window materialization, which does not count keys)."""
+    table = Table(
+        title=f"feast materialize ({summary.online_store}, {summary.seconds:.1f}s)",
+        header_style="bold",
+    )
+    for col in ("view", "mode", "keys scanned", "changed", "written", "seconds"):
+        table.add_column(col, justify="left" if col in ("view", "mode") else "right")
+    for v in summary.views:
+        counts = (v.keys_scanned, v.keys_changed, v.keys_written)
+        table.add_row(
+            v.name, v.mode, *("-" if c is None else f"{c:,}" for c in counts), f"{v.seconds:.1f}"
+        )
+    console.print(table)
 
 
 def quick_demo_table(workspace: Path, result: DemoSummary) -> None:

@@ -1,8 +1,10 @@
 """The Feast feature store: registration, materialization, training sets and online lookups.
 
 One module per concern: ``base`` (configuration from Settings, errors, summaries, input
-checks), ``registration`` (apply, materialize), ``training`` (point-in-time training sets)
-and ``online`` (lookups and pushes); their public names are importable from here.
+checks), ``registration`` (apply, materialize), ``delta`` and ``online_digest`` (online
+writes of the changed keys only, and the digest they compare against), ``training``
+(point-in-time training sets) and ``online`` (lookups and pushes); their public names are
+importable from here.
 
 Training (point-in-time-correct historical retrieval) and serving (online lookups) both read
 through the same versioned feature service (``ranking_v<N>``), so what a model was trained on
@@ -37,7 +39,12 @@ from flywheel.feature_store.base import (
     repo_config,
 )
 from flywheel.feature_store.online import online_features, push_user_activity, service_lookups
-from flywheel.feature_store.registration import _definitions, apply, materialize
+from flywheel.feature_store.registration import (
+    _definitions,
+    apply,
+    materialize,
+    materialize_range,
+)
 from flywheel.feature_store.training import entity_columns, historical_features
 
 __all__ = [
@@ -65,6 +72,7 @@ __all__ = [
     "get_store",
     "historical_features",
     "materialize",
+    "materialize_range",
     "online_features",
     "push_user_activity",
     "repo_config",

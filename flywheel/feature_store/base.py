@@ -80,13 +80,23 @@ class ApplySummary:
 
 @dataclass(frozen=True)
 class MaterializedView:
-    """One feature view's materialization window (``start`` exclusive of earlier runs)."""
+    """One feature view's materialization: its window and, for a delta, what it wrote."""
 
     name: str
     start: datetime
     end: datetime
     #: Rows per online write batch (sized from ``feast.online_write_batch_mib``).
     batch_rows: int = 0
+    #: ``delta`` (changed keys only), ``full`` (every latest row) or ``range`` (Feast's
+    #: materialization of the time window, :func:`materialize_range`).
+    mode: str = "range"
+    #: Keys with a latest row in the window; None for ``range``, which does not count.
+    keys_scanned: int | None = None
+    #: Keys whose latest row is new or differs from the digest of the last write.
+    keys_changed: int | None = None
+    #: Keys written to the online store.
+    keys_written: int | None = None
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,74 @@ def apply(settings: Settings) -> ApplySummary:
 def materialize(
     settings: Settings, end: datetime | None = None, full: bool = False
 ) -> MaterializeSummary:
-    """Load feature rows up to ``end`` into the online store, incrementally.
+    """Write the keys whose latest row changed since the last successful materialization.
+
+    Per online view: each key's latest row within the view's ttl back from ``end`` (all
+    rows for a view that never expires) is hashed; keys that are new or whose hash differs
+    from the digest kept under ``<workspace>/state/online_digest`` (late events correcting
+    an old key included) are written, then the digest is replaced
+    (:mod:`flywheel.feature_store.delta`). Without a trusted digest (a first run, another
+    online store or feature-service version) a view is written whole.
+
+    Args:
+        settings: the store to materialize.
+        end: tz-aware upper bound of event timestamps to load (default: now).
+        full: write every view's latest rows whatever the digest says: for an online store
+            that lost its rows (a Redis restarted empty).
+
+    Returns:
+        Per view: mode, keys scanned, changed and written, seconds.
+
+    Raises:
+        FeatureTablesMissingError: a feature table file does not exist.
+        OnlineStoreUnavailableError: the Redis online store cannot be reached (the digest of
+            the view being written is kept, so the next run rewrites its changes).
+    """
+    from flywheel.feature_store.delta import connect, materialize_view
+    from flywheel.feature_store.online_digest import DigestState
+
+    began = time.perf_counter()
+    end = _as_utc(end, "end") if end is not None else datetime.now(UTC)
+    check_feature_tables(settings)
+    store = get_store(settings)
+    if settings.feast.online_store == "redis":
+        # Write every row handed over: a corrected row keeps its event timestamp, which
+        # Redis's timestamp check would skip (the delta hands over only current rows).
+        store.config.online_store.skip_dedup = True
+    state = DigestState.load(settings)
+    done: list[MaterializedView] = []
+    with _online_store_errors(store.config), connect(settings) as con:
+        for view in store.list_feature_views():
+            if not view.online:  # offline only (user_item: online as user_item_latest)
+                continue
+            start = end - view.ttl if view.ttl else _EPOCH
+            d = materialize_view(settings, store, con, state, view, start, end, full)
+            done.append(
+                MaterializedView(
+                    view.name,
+                    start,
+                    end,
+                    d.batch_rows,
+                    d.mode,
+                    d.keys_scanned,
+                    d.keys_changed,
+                    d.keys_written,
+                    d.seconds,
+                )
+            )
+    return MaterializeSummary(
+        online_store=settings.feast.online_store,
+        views=tuple(done),
+        seconds=time.perf_counter() - began,
+    )
+
+
+def materialize_range(
+    settings: Settings, end: datetime | None = None, full: bool = False
+) -> MaterializeSummary:
+    """Load feature rows up to ``end`` into the online store by time window (Feast's own
+    materialization): the path before delta writes, kept for comparison (``benchmarks/
+    online_delta.py``) and for callers that want Feast's window semantics.
 
     A view continues from where its last materialization ended. The first run of a view
     covers its ttl back from ``end`` (7 days for activity), or everything for a view that
@@ -139,7 +206,7 @@ def materialize(
         )
         with _online_store_errors(store.config):
             store.materialize(start_date=start, end_date=end, feature_views=[view.name])
-        done.append(MaterializedView(view.name, start, end, rows))
+        done.append(MaterializedView(view.name, start, end, rows, mode="range"))
     return MaterializeSummary(
         online_store=settings.feast.online_store,
         views=tuple(done),

@@ -518,9 +518,9 @@ def test_materialize_then_online_lookup_and_push(online):
     assert {v.name for v in first.views} == set(FEATURE_TABLES) - {"user_item"}
     _assert_online(settings, tables, settings, T0 + H, items)
 
-    # Incremental: the next run starts where the first ended and picks up newer rows.
+    # The next run writes the keys whose latest row changed since (a delta per view).
     second = fs.materialize(settings, end=T0 + 2 * D)
-    assert all(v.start == T0 + H for v in second.views)
+    assert all(v.mode == "delta" for v in second.views)
     assert all(v.end == T0 + 2 * D for v in second.views)
     _assert_online(settings, tables, settings, T0 + 2 * D, items)
 
