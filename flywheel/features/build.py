@@ -16,19 +16,18 @@
    catalog's tables are computed in the driver), written to a temp file and
    ``os.replace``d, so readers never see half a table.
 
-Each run rebuilds everything from the lake: simple and correct. An incremental build would
-recompute only the snapshots whose 7-day windows reach the new hours (a later optimisation).
+This is the full path (``flywheel features --full-rebuild``); the default build is the
+incremental one of :mod:`~flywheel.features.incremental`, which reuses each unchanged lake
+partition's stored partials and computes only the rows after the first changed hour.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -51,9 +50,10 @@ from flywheel.features.aggregate import (
     hourly_partials,
     iter_bucket_features,
 )
-from flywheel.features.keys import KeySpace, distinct_sorted
-from flywheel.features.partials import US_PER_HOUR
-from flywheel.schemas import FEATURE_TABLES, ITEM_SCHEMA, TS_TYPE
+from flywheel.features.keys import KeySpace
+from flywheel.features.publish import write_atomic
+from flywheel.features.scan import ID_COLUMNS, LakeScan, lake_files, read_catalog, scan_lake
+from flywheel.schemas import FEATURE_TABLES
 
 if TYPE_CHECKING:
     import ray
@@ -65,13 +65,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FeatureBuildSummary:
-    """What one build did: rows per table, events read, seconds per phase."""
+    """What one build did: rows per table, events read, seconds per phase, which path ran
+    (``full``: every row computed; ``incremental``: rows after the cut) and how many lake
+    partitions had their partials recomputed."""
 
     events_read: int
     partial_rows: int
     buckets: int
     rows: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    path: str = "full"
+    partitions: int = 0
+    partitions_recomputed: int = 0
 
 
 @dataclass(frozen=True)
@@ -110,97 +115,6 @@ EVENTS_PER_USER_BUCKET = 500_000
 EVENTS_PER_ITEM_BUCKET = 5_000_000
 
 
-@dataclass(frozen=True)
-class LakeScan:
-    """What a scan of the lake found: work units, event count and the distinct ids."""
-
-    #: Units of work: (file, row group) pairs holding at least one event.
-    row_groups: tuple[tuple[str, int], ...]
-    events: int
-    #: Sorted distinct user and item ids of the events.
-    user_ids: pa.Array
-    item_ids: pa.Array
-    #: Epoch µs of the lake's latest event.
-    last_us: int = 0
-
-    @property
-    def horizon(self) -> int:
-        """The end (epoch hour) of the hour holding the lake's latest event."""
-        return self.last_us // US_PER_HOUR + 1
-
-    @property
-    def user_range(self) -> tuple[int, int]:
-        return 0, max(len(self.user_ids) - 1, 0)
-
-    def key_space(self, catalog: pa.Table) -> KeySpace:
-        """Keys for the lake's users and for the items of the lake and the catalog."""
-        items = distinct_sorted([self.item_ids, catalog["item_id"]])
-        return KeySpace(self.user_ids, items)
-
-
-def lake_files(events_dir: Path) -> list[Path]:
-    """The lake's event files (``date=YYYY-MM-DD/*.parquet``); raises if there are none."""
-    files = sorted(events_dir.glob("date=*/*.parquet"))
-    if not files:
-        raise FeatureBuildError(
-            f"event lake {str(events_dir)!r} is empty: expected date=YYYY-MM-DD/*.parquet files"
-        )
-    return files
-
-
-_ID_COLUMNS = ["user_id", "item_id"]
-
-
-def _file_ids(path: Path) -> tuple[list[pa.Array], list[pa.Array]]:
-    """A lake file's distinct user and item ids: the dictionaries of its id columns (read
-    dictionary-encoded as Parquet stores them; the per-row indices are dropped at once)."""
-    schema = pq.read_schema(path)
-    for column in _ID_COLUMNS:
-        if schema.get_field_index(column) < 0:
-            raise FeatureBuildError(f"lake file {str(path)!r} has no column {column!r}")
-    table = pq.read_table(path, columns=_ID_COLUMNS, read_dictionary=_ID_COLUMNS)
-    users, items = (
-        [c.dictionary if pa.types.is_dictionary(c.type) else c for c in table[name].chunks]
-        for name in _ID_COLUMNS
-    )
-    return users, items
-
-
-def _file_last_us(path: Path, md: pq.FileMetaData) -> int:
-    """Epoch µs of a lake file's latest event: its footer statistics, else its ``ts``."""
-    column = md.schema.to_arrow_schema().get_field_index("ts")
-    if column < 0:
-        raise FeatureBuildError(f"lake file {str(path)!r} has no column 'ts'")
-    stats = [md.row_group(rg).column(column).statistics for rg in range(md.num_row_groups)]
-    if all(s is not None and s.has_min_max for s in stats):
-        highs = [pa.scalar(s.max, TS_TYPE) for s in stats if s is not None]
-    else:
-        highs = [pc.max(pq.read_table(path, columns=["ts"])["ts"]).cast(TS_TYPE)]
-    return max(h.value for h in highs if h.is_valid)
-
-
-def scan_lake(files: Sequence[Path]) -> LakeScan:
-    """Count events, find the latest one and collect the distinct user/item ids; raises on
-    an empty lake."""
-    units: list[tuple[str, int]] = []
-    users: list[pa.Array] = []
-    items: list[pa.Array] = []
-    events, last_us = 0, 0
-    for path in files:
-        md = pq.read_metadata(path)
-        if md.num_rows == 0:
-            continue
-        events += md.num_rows
-        units += [(str(path), rg) for rg in range(md.num_row_groups) if md.row_group(rg).num_rows]
-        last_us = max(last_us, _file_last_us(path, md))
-        user, item = _file_ids(path)
-        users += user
-        items += item
-    if events == 0:
-        raise FeatureBuildError(f"event lake files under {str(files[0].parent.parent)!r} are empty")
-    return LakeScan(tuple(units), events, distinct_sorted(users), distinct_sorted(items), last_us)
-
-
 def plan_buckets(
     scan: LakeScan,
     events_per_user_bucket: int = EVENTS_PER_USER_BUCKET,
@@ -211,13 +125,6 @@ def plan_buckets(
     n_item = max(1, -(-scan.events // events_per_item_bucket))
     item_range = (0, max(len(scan.item_ids) - 1, 0))
     return BucketPlan(*scan.user_range, n_user, *item_range, n_item)
-
-
-def read_catalog(items_path: Path) -> pa.Table:
-    """The item catalog; raises if it is missing or lacks contract columns."""
-    if not items_path.is_file():
-        raise FeatureBuildError(f"item catalog {str(items_path)!r} does not exist")
-    return pq.read_table(items_path, columns=ITEM_SCHEMA.names)
 
 
 def _keys(keys: KeySpace | ray.ObjectRef) -> KeySpace:
@@ -240,7 +147,7 @@ def _partials_udf(
     space = _keys(keys)
     parts = []
     for path, row_group in zip(units["path"], units["row_group"], strict=True):
-        reader = pq.ParquetFile(str(path), read_dictionary=_ID_COLUMNS)
+        reader = pq.ParquetFile(str(path), read_dictionary=ID_COLUMNS)
         for batch in reader.iter_batches(batch_rows, [int(row_group)], EVENT_COLUMNS):
             parts.append(hourly_partials(pa.Table.from_batches([batch]), catalog, space))
     out = concat_partials(parts)
@@ -329,19 +236,6 @@ def _run_pipeline(
     return summary
 
 
-def _write_atomic(parts: Sequence[Path | pa.Table], schema: pa.Schema, dest: Path) -> None:
-    """Write parts (files or tables) in order as one Parquet file; readers never see half."""
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for part in parts:
-                table = part if isinstance(part, pa.Table) else pq.read_table(part)
-                writer.write_table(table.cast(schema))
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _publish(staging: Path, out_dir: Path, driver: dict[str, pa.Table]) -> dict[str, int]:
     """Concatenate each table's bucket parts (entity-range order) into its final file;
     ``driver`` holds the tables computed in the driver (:data:`DRIVER_TABLES`)."""
@@ -352,7 +246,7 @@ def _publish(staging: Path, out_dir: Path, driver: dict[str, pa.Table]) -> dict[
             if name in DRIVER_TABLES
             else list(sorted((staging / name).glob("part-*.parquet")))
         )
-        _write_atomic(parts or [schema.empty_table()], schema, out_dir / f"{name}.parquet")
+        write_atomic(parts or [schema.empty_table()], schema, out_dir / f"{name}.parquet")
         rows[name] = sum(
             p.num_rows if isinstance(p, pa.Table) else pq.read_metadata(p).num_rows for p in parts
         )
@@ -360,7 +254,31 @@ def _publish(staging: Path, out_dir: Path, driver: dict[str, pa.Table]) -> dict[
     return rows
 
 
-def build_features(settings: Settings) -> FeatureBuildSummary:
+def build_features(settings: Settings, full_rebuild: bool = False) -> FeatureBuildSummary:
+    """Bring the feature tables up to date with the lake: incrementally
+    (:mod:`~flywheel.features.incremental`), or with ``full_rebuild`` by the Ray Data build
+    of every table from every event (:func:`rebuild_all`), then recording the build state so
+    the next build is incremental again."""
+    from flywheel.features import build_state, incremental
+
+    if not full_rebuild:
+        return incremental.build_incremental(settings)
+    previous = build_state.read_build_state(settings)
+    if previous is not None and previous.definition != build_state.definition_digest():
+        previous = None  # stored partials of another layout: recompute them
+    build_state.clear_build_state(settings)  # the tables are about to change
+    built = rebuild_all(settings)
+    start = time.perf_counter()
+    recomputed = incremental.record_state(settings, previous)
+    seconds = {**built.seconds, "record_state": round(time.perf_counter() - start, 3)}
+    seconds["total"] = round(built.seconds["total"] + seconds["record_state"], 3)
+    parts = len(build_state.read_build_state(settings).partitions)  # type: ignore[union-attr]
+    return replace(
+        built, seconds=seconds, path="full", partitions=parts, partitions_recomputed=recomputed
+    )
+
+
+def rebuild_all(settings: Settings) -> FeatureBuildSummary:
     """Rebuild every feature table (``FEATURE_TABLES``) from the event lake and the catalog.
 
     In: ``settings.events_dir`` (``date=YYYY-MM-DD/*.parquet`` with ``EVENT_SCHEMA``) and

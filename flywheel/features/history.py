@@ -68,14 +68,19 @@ def _windows(
     counts: np.ndarray,
     names: Sequence[str],
     horizon: int,
+    since: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, str], np.ndarray]]:
     """Change points of ``group`` rows and the ``counts`` windows at each.
 
     Out: (group, end hour) per output row and, per (column of ``counts``, window name), one
     contiguous array: computed a window at a time, so only one (n_rows, k) block is alive.
+    ``since``: only the change points after that hour end (an incremental build's rows).
     """
     hours = [WINDOW_HOURS[n] for n in names]
     q_group, q_end = change_points(group, hour, hours, horizon)
+    if since is not None:
+        keep = q_end > since
+        q_group, q_end = q_group[keep], q_end[keep]
     out: dict[tuple[int, str], np.ndarray] = {}
     for name in names:
         block = window_sums(group, hour, counts, q_group, q_end, WINDOW_HOURS[name])
@@ -84,7 +89,9 @@ def _windows(
     return q_group, q_end, out
 
 
-def user_item_table(pairs: Columns, horizon: int, created_us: int, keys: KeySpace) -> pa.Table:
+def user_item_table(
+    pairs: Columns, horizon: int, created_us: int, keys: KeySpace, since: int | None = None
+) -> pa.Table:
     """``user_item`` rows from the combined user-item partials (all three kinds).
 
     In: partial rows of the ``USER_ITEM_KINDS`` (``entity`` = user, ``sub`` = item),
@@ -105,7 +112,7 @@ def user_item_table(pairs: Columns, horizon: int, created_us: int, keys: KeySpac
         return USER_ITEM_SCHEMA.empty_table()
     g, h = pair_rank(merged["entity"], merged["sub"]), merged["hour"].astype(np.int64)
     counts = np.stack([merged[c] for c in _SHOPPING], axis=1).astype(np.int64)
-    q_group, q_end, w = _windows(g, h, counts, ("24h", "7d", "30d"), horizon)
+    q_group, q_end, w = _windows(g, h, counts, ("24h", "7d", "30d"), horizon, since)
     first = _first_rows(g, q_group)
     cols: dict[str, pa.Array | np.ndarray] = {
         "user_id": keys.ids("user", merged["entity"][first]),
@@ -128,6 +135,7 @@ def user_category_history_table(
     horizon: int,
     created_us: int,
     keys: KeySpace,
+    since: int | None = None,
 ) -> pa.Table:
     """``user_category_history`` rows from combined user-category partials sorted by
     (entity, sub, hour). Out: rows sorted by user, category, event_timestamp."""
@@ -136,7 +144,7 @@ def user_category_history_table(
     g = pair_rank(user_cats["entity"], user_cats["sub"])
     h = user_cats["hour"].astype(np.int64)
     counts = np.stack([user_cats[c] for c in _SHOPPING], axis=1).astype(np.int64)
-    q_group, q_end, w = _windows(g, h, counts, ("7d", "30d"), horizon)
+    q_group, q_end, w = _windows(g, h, counts, ("7d", "30d"), horizon, since)
     first = _first_rows(g, q_group)
     codes = user_cats["sub"][first]
     names = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(categories, pa.string()))
@@ -155,12 +163,12 @@ def user_category_history_table(
 
 
 def user_activity_30d_table(
-    users: Columns, horizon: int, created_us: int, keys: KeySpace
+    users: Columns, horizon: int, created_us: int, keys: KeySpace, since: int | None = None
 ) -> pa.Table:
     """``user_activity_30d`` rows from combined user partials sorted by (entity, hour)."""
     g, h = dense_rank(users["entity"]), users["hour"].astype(np.int64)
     counts = np.stack([users[c] for c in COUNTS], axis=1).astype(np.int64)
-    q_group, q_end, w = _windows(g, h, counts, ("30d",), horizon)
+    q_group, q_end, w = _windows(g, h, counts, ("30d",), horizon, since)
     first = _first_rows(g, q_group)
     cols = {
         "user_id": keys.ids("user", users["entity"][first]),
@@ -172,7 +180,7 @@ def user_activity_30d_table(
 
 
 def item_activity_30d_table(
-    items: Columns, horizon: int, created_us: int, keys: KeySpace
+    items: Columns, horizon: int, created_us: int, keys: KeySpace, since: int | None = None
 ) -> pa.Table:
     """``item_activity_30d`` rows (30d counts, 24h-vs-7d trend) from combined item
     partials sorted by (entity, hour)."""
@@ -180,7 +188,7 @@ def item_activity_30d_table(
     moved = counts.any(axis=1)  # an hour of clicks alone changes none of these windows
     entity, counts = items["entity"][moved], counts[moved]
     g, h = dense_rank(entity), items["hour"][moved].astype(np.int64)
-    q_group, q_end, w = _windows(g, h, counts, ("24h", "7d", "30d"), horizon)
+    q_group, q_end, w = _windows(g, h, counts, ("24h", "7d", "30d"), horizon, since)
     first = _first_rows(g, q_group)
     cols = {
         "item_id": keys.ids("item", entity[first]),

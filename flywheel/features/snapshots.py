@@ -28,21 +28,28 @@ from flywheel.features.windows import (
 from flywheel.schemas import ITEM_ACTIVITY_SCHEMA, USER_ACTIVITY_SCHEMA, USER_CATEGORY_SCHEMA
 
 
-def user_activity_table(users: Columns, created_us: int, keys: KeySpace) -> pa.Table:
+def user_activity_table(
+    users: Columns, created_us: int, keys: KeySpace, since: int | None = None
+) -> pa.Table:
     """``user_activity`` rows from combined user partials sorted by (entity, hour), with
-    their viewed prices (:func:`~flywheel.features.partials.with_view_prices`)."""
+    their viewed prices (:func:`~flywheel.features.partials.with_view_prices`); ``since``:
+    only the rows stamped after that hour end (the windows still see every partial)."""
     g, h = dense_rank(users["entity"]), users["hour"].astype(np.int64)
     counts = np.stack([users[c] for c in (*COUNTS, "price_n")], axis=1).astype(np.int64)
     end = h + 1
+    sel = rows_after(end, since)
+    q_g, q_end = g[sel], end[sel]
     w = {
-        name: window_sums(g, h, counts, g, end, WINDOW_HOURS[name]) for name in ("1h", "24h", "7d")
+        name: window_sums(g, h, counts, q_g, q_end, WINDOW_HOURS[name])
+        for name in ("1h", "24h", "7d")
     }
-    price = window_sums(g, h, users["price_sum"][:, None], g, end, WINDOW_HOURS["7d"])[:, 0]
+    price_sum = users["price_sum"][:, None]
+    price = window_sums(g, h, price_sum, q_g, q_end, WINDOW_HOURS["7d"])[:, 0]
     w7 = w["7d"]
     cols = {
-        "user_id": keys.ids("user", users["entity"]),
-        "event_timestamp": hour_stamps(end),
-        "created_timestamp": build_stamps(len(h), created_us),
+        "user_id": keys.ids("user", users["entity"][sel]),
+        "event_timestamp": hour_stamps(q_end),
+        "created_timestamp": build_stamps(len(q_end), created_us),
         "views_1h": w["1h"][:, 0],
         "views_24h": w["24h"][:, 0],
         "views_7d": w7[:, 0],
@@ -54,22 +61,31 @@ def user_activity_table(users: Columns, created_us: int, keys: KeySpace) -> pa.T
         "conversion_rate_7d": ratio(w7[:, 2], w7[:, 0]),
         "avg_price_7d": ratio(price, w7[:, 4]),
         # the latest event before T = s + 1h is the latest one in hour s itself
-        "last_event_unix": users["last_us"] / 1e6,
+        "last_event_unix": users["last_us"][sel] / 1e6,
     }
     return pa.Table.from_pydict(cols, schema=USER_ACTIVITY_SCHEMA)
 
 
-def item_activity_table(items: Columns, created_us: int, keys: KeySpace) -> pa.Table:
+def rows_after(end: np.ndarray, since: int | None) -> np.ndarray:
+    """Indices of the rows stamped after ``since`` (all rows when None)."""
+    return np.arange(len(end)) if since is None else np.flatnonzero(end > since)
+
+
+def item_activity_table(
+    items: Columns, created_us: int, keys: KeySpace, since: int | None = None
+) -> pa.Table:
     """``item_activity`` rows from combined item partials sorted by (entity, hour)."""
     g, h = dense_rank(items["entity"]), items["hour"].astype(np.int64)
     counts = np.stack([items[c] for c in COUNTS], axis=1).astype(np.int64)
     end = h + 1
-    w24 = window_sums(g, h, counts[:, :1], g, end, WINDOW_HOURS["24h"])
-    w7 = window_sums(g, h, counts, g, end, WINDOW_HOURS["7d"])
+    sel = rows_after(end, since)
+    q_g, q_end = g[sel], end[sel]
+    w24 = window_sums(g, h, counts[:, :1], q_g, q_end, WINDOW_HOURS["24h"])
+    w7 = window_sums(g, h, counts, q_g, q_end, WINDOW_HOURS["7d"])
     cols = {
-        "item_id": keys.ids("item", items["entity"]),
-        "event_timestamp": hour_stamps(end),
-        "created_timestamp": build_stamps(len(h), created_us),
+        "item_id": keys.ids("item", items["entity"][sel]),
+        "event_timestamp": hour_stamps(q_end),
+        "created_timestamp": build_stamps(len(q_end), created_us),
         "item_views_24h": w24[:, 0],
         "item_views_7d": w7[:, 0],
         "item_carts_7d": w7[:, 1],
@@ -125,9 +141,12 @@ def user_category_table(
     categories: Sequence[str],
     created_us: int,
     keys: KeySpace,
+    since: int | None = None,
 ) -> pa.Table:
     """``user_category`` rows: at each user snapshot, each category viewed in the 7d window,
     and the zero row of each category whose views left it since the previous snapshot.
+    ``since``: only the rows stamped after that hour end (``views_7d`` need only be right
+    at those snapshots).
 
     In: combined user-category partials sorted by (entity, sub, hour) (rows without views
     are ignored); combined user partials sorted by (entity, hour) (the snapshots) and their
@@ -143,6 +162,9 @@ def user_category_table(
     row, cat, c_rank = _category_snapshots(user_cats, users, rank, wh)
     n_cat = len(categories)
     end = users["hour"][row].astype(np.int64) + 1
+    if since is not None:
+        keep = end > since
+        row, cat, end = row[keep], cat[keep], end[keep]
     cat_views = window_sums(
         c_rank * n_cat + user_cats["sub"],
         user_cats["hour"].astype(np.int64),
