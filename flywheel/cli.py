@@ -177,6 +177,17 @@ def features(
         help="Write every key's latest values, not only the changed ones: for an online "
         "store that lost its rows (a Redis restarted empty).",
     ),
+    incremental: bool = typer.Option(
+        False,
+        "--incremental",
+        help="Recompute only the lake partitions that changed since the last recorded build "
+        "(opt-in; equals the full build cell for cell in the tests).",
+    ),
+    full_rebuild: bool = typer.Option(
+        False,
+        "--full-rebuild",
+        help="With --incremental: rebuild every table and record the build state.",
+    ),
 ) -> None:
     """Build feature tables from the lake (Ray Data), `feast apply`, materialize online."""
     from flywheel import feature_store
@@ -188,7 +199,7 @@ def features(
         logged(ctx, s, "features", "features: building tables with Ray Data") as run,
         workspace_lock(s, "features"),
     ):
-        built = build_features(s)
+        built = build_features(s, full_rebuild=full_rebuild, incremental=incremental)
         progress.phase(log, "features: feast apply")
         applied = feature_store.apply(s)
         materialized = None

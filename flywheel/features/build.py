@@ -254,22 +254,31 @@ def _publish(staging: Path, out_dir: Path, driver: dict[str, pa.Table]) -> dict[
     return rows
 
 
-def build_features(settings: Settings, full_rebuild: bool = False) -> FeatureBuildSummary:
-    """Bring the feature tables up to date with the lake: incrementally
-    (:mod:`~flywheel.features.incremental`), or with ``full_rebuild`` by the Ray Data build
-    of every table from every event (:func:`rebuild_all`), then recording the build state so
-    the next build is incremental again."""
-    from flywheel.features import build_state, incremental
+def build_features(
+    settings: Settings, full_rebuild: bool = False, incremental: bool = False
+) -> FeatureBuildSummary:
+    """Bring the feature tables up to date with the lake.
+
+    By default (and for every pipeline stage) the Ray Data build of every table from every
+    event (:func:`rebuild_all`). With ``incremental`` (opt-in: ``flywheel features
+    --incremental``; not yet run through the cycle or measured at scale) only the partitions
+    that changed since the last recorded build (:mod:`~flywheel.features.incremental`), or with
+    ``full_rebuild`` too the full build followed by recording the build state so the next
+    incremental build starts from it."""
+    if not incremental:
+        return rebuild_all(settings)
+    from flywheel.features import build_state
+    from flywheel.features import incremental as incremental_build
 
     if not full_rebuild:
-        return incremental.build_incremental(settings)
+        return incremental_build.build_incremental(settings)
     previous = build_state.read_build_state(settings)
     if previous is not None and previous.definition != build_state.definition_digest():
         previous = None  # stored partials of another layout: recompute them
     build_state.clear_build_state(settings)  # the tables are about to change
     built = rebuild_all(settings)
     start = time.perf_counter()
-    recomputed = incremental.record_state(settings, previous)
+    recomputed = incremental_build.record_state(settings, previous)
     seconds = {**built.seconds, "record_state": round(time.perf_counter() - start, 3)}
     seconds["total"] = round(built.seconds["total"] + seconds["record_state"], 3)
     parts = len(build_state.read_build_state(settings).partitions)  # type: ignore[union-attr]

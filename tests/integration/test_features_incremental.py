@@ -123,7 +123,7 @@ def _assert_equal_to_full(settings: Settings, tmp: Path) -> None:
 
 
 def _build(settings: Settings) -> FeatureBuildSummary:
-    return build_features(settings)
+    return build_features(settings, incremental=True)
 
 
 @pytest.fixture
@@ -227,11 +227,11 @@ def test_full_rebuild_flag_records_state_and_next_build_is_incremental(
     lake: Settings, tmp_path: Path
 ) -> None:
     settings = lake
-    summary = build_features(settings, full_rebuild=True)
+    summary = build_features(settings, full_rebuild=True, incremental=True)
     assert (summary.path, summary.partitions, summary.partitions_recomputed) == ("full", 36, 36)
     assert summary.buckets > 0  # the Ray Data pipeline ran
     _add(settings, 36, 60, seed=136)
-    summary = build_features(settings)
+    summary = build_features(settings, incremental=True)
     assert (summary.path, summary.partitions_recomputed) == ("incremental", 1)
     _assert_equal_to_full(settings, tmp_path)
 
