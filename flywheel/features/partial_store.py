@@ -19,8 +19,6 @@ after it has written a new state. ``flywheel gc`` never looks under ``state_dir`
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,7 +39,7 @@ from flywheel.features.partials import (
     concat_partials,
     hourly_partials,
 )
-from flywheel.lake import PART_GLOB, partition_day
+from flywheel.lake import PART_GLOB, partition_day, write_parquet_atomic
 
 if TYPE_CHECKING:
     from flywheel.config import Settings
@@ -157,15 +155,8 @@ def write_partials(settings: Settings, name: str, content: str, table: pa.Table)
     """Write a partition's partials under their content id (atomic; an existing file with
     the same content id is the same partials and is kept)."""
     path = partial_path(settings, name, content)
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    if not path.exists():
+        write_parquet_atomic(table, path)
     return path
 
 
