@@ -11,6 +11,7 @@ file like any other, and without a console (tests, library use) it is just a log
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Final, Literal
 
 #: The ``LogRecord`` attribute that marks a progress event; its value is the kind.
@@ -33,3 +34,20 @@ def kind_of(record: logging.LogRecord) -> Kind | None:
     """``"phase"``, ``"milestone"`` or ``None`` for an ordinary record."""
     kind = getattr(record, PROGRESS_ATTR, None)
     return kind if kind in ("phase", "milestone") else None
+
+
+class PhaseClock:
+    """Seconds per phase of a run: ``lap(name)`` records the time since the previous lap
+    (or the start) under ``name``; ``total()`` is the time since the start."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._start = self._mark = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(now - self._mark, 3)
+        self._mark = now
+
+    def total(self) -> float:
+        return round(time.perf_counter() - self._start, 3)

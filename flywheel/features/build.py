@@ -53,6 +53,7 @@ from flywheel.features.aggregate import (
 from flywheel.features.keys import KeySpace
 from flywheel.features.publish import write_atomic
 from flywheel.features.scan import ID_COLUMNS, LakeScan, lake_files, read_catalog, scan_lake
+from flywheel.progress import PhaseClock
 from flywheel.schemas import FEATURE_TABLES
 
 if TYPE_CHECKING:
@@ -297,14 +298,8 @@ def rebuild_all(settings: Settings) -> FeatureBuildSummary:
     """
     from flywheel.ray_runtime import ensure_ray
 
-    seconds: dict[str, float] = {}
-    start = mark = time.perf_counter()
-
-    def lap(phase: str) -> None:
-        nonlocal mark
-        now = time.perf_counter()
-        seconds[phase] = round(now - mark, 3)
-        mark = now
+    clock = PhaseClock()
+    seconds, lap = clock.seconds, clock.lap
 
     catalog_table = read_catalog(settings.items_path)
     scan = scan_lake(lake_files(settings.events_dir))
@@ -334,5 +329,5 @@ def rebuild_all(settings: Settings) -> FeatureBuildSummary:
         lap("publish")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    seconds["total"] = round(time.perf_counter() - start, 3)
+    seconds["total"] = clock.total()
     return FeatureBuildSummary(scan.events, partial_rows, buckets.num_rows, rows, seconds)

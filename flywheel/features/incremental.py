@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ from flywheel.features.keys import KeySpace
 from flywheel.features.partials import CatalogIndex, Columns, combine_partials
 from flywheel.features.publish import SORT_KEYS, kept_rows, latest_of, merge_rows, write_atomic
 from flywheel.features.refinalise import iter_incremental_features
+from flywheel.progress import PhaseClock
 from flywheel.schemas import FEATURE_TABLES
 
 if TYPE_CHECKING:
@@ -203,14 +203,8 @@ def build_incremental(settings: Settings) -> FeatureBuildSummary:
     """Bring every feature table up to date with the lake, recomputing only what changed
     (see the module docstring). Raises ``FeatureBuildError`` on an empty lake or a missing
     catalog."""
-    start = mark = time.perf_counter()
-    seconds: dict[str, float] = {}
-
-    def lap(phase: str) -> None:
-        nonlocal mark
-        now = time.perf_counter()
-        seconds[phase] = round(now - mark, 3)
-        mark = now
+    clock = PhaseClock()
+    seconds, lap = clock.seconds, clock.lap
 
     catalog_table = read_catalog(settings.items_path)
     lake_files(settings.events_dir)  # raises on an empty lake
@@ -238,7 +232,7 @@ def build_incremental(settings: Settings) -> FeatureBuildSummary:
         bs.write_build_state(
             settings, bs.BuildState(definition, catalog_id, previous.horizon, diff.versions)
         )
-        seconds["total"] = round(time.perf_counter() - start, 3)
+        seconds["total"] = clock.total()
         return FeatureBuildSummary(0, 0, 0, {}, seconds, "incremental", n_parts, 0)
     paths = [store.store_dir(settings) / v.partials for v in diff.versions.values()]
     partials = store.read_partials(paths)
@@ -278,7 +272,7 @@ def build_incremental(settings: Settings) -> FeatureBuildSummary:
     state = bs.BuildState(definition, catalog_id, horizon, diff.versions)
     bs.write_build_state(settings, state)
     prune_store(settings, state)
-    seconds["total"] = round(time.perf_counter() - start, 3)
+    seconds["total"] = clock.total()
     path = "full" if since is None else "incremental"
     log.info(
         "features: %s build, %d of %d partitions recomputed", path, len(diff.recomputed), n_parts
