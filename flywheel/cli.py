@@ -177,16 +177,18 @@ def features(
         help="Write every key's latest values, not only the changed ones: for an online "
         "store that lost its rows (a Redis restarted empty).",
     ),
-    incremental: bool = typer.Option(
-        False,
-        "--incremental",
+    incremental: bool | None = typer.Option(
+        None,
+        "--incremental/--no-incremental",
         help="Recompute only the lake partitions that changed since the last recorded build "
-        "(opt-in; equals the full build cell for cell in the tests).",
+        "(equal to the full build cell for cell), or force the full Ray build. Default: the "
+        "features.build setting (full).",
     ),
     full_rebuild: bool = typer.Option(
         False,
         "--full-rebuild",
-        help="With --incremental: rebuild every table and record the build state.",
+        help="Rebuild every table with Ray Data and record the build state, so the next "
+        "incremental build starts from it.",
     ),
 ) -> None:
     """Build feature tables from the lake (Ray Data), `feast apply`, materialize online."""
@@ -199,6 +201,8 @@ def features(
         logged(ctx, s, "features", "features: building tables with Ray Data") as run,
         workspace_lock(s, "features"),
     ):
+        if full_rebuild and incremental is None:
+            incremental = True  # the full build, then the state the next incremental one needs
         built = build_features(s, full_rebuild=full_rebuild, incremental=incremental)
         progress.phase(log, "features: feast apply")
         applied = feature_store.apply(s)

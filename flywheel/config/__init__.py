@@ -24,6 +24,7 @@ from flywheel.config.settings import (
 )
 from flywheel.config.stages import (
     FeastSettings,
+    FeatureSettings,
     IngestSettings,
     LockSettings,
     RaySettings,
@@ -40,6 +41,7 @@ __all__ = [
     "PROFILES",
     "ConfigError",
     "FeastSettings",
+    "FeatureSettings",
     "IngestSettings",
     "KubernetesSettings",
     "LockSettings",

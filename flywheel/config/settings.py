@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from flywheel.config.runtime import KubernetesSettings, ServingSettings
 from flywheel.config.stages import (
     FeastSettings,
+    FeatureSettings,
     IngestSettings,
     LockSettings,
     RaySettings,
@@ -43,6 +44,7 @@ class Settings(BaseModel):
     image: str = "flywheel-platform:0.1.0"
     ray: RaySettings = Field(default_factory=RaySettings)
     feast: FeastSettings = Field(default_factory=FeastSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     lock: LockSettings = Field(default_factory=LockSettings)

@@ -1,4 +1,4 @@
-"""Settings of the data and training stages: Ray, Feast, ingest, the workspace lock, training."""
+"""Settings of the data and training stages: Ray, Feast, features, ingest, lock, training."""
 
 from __future__ import annotations
 
@@ -53,6 +53,19 @@ class FeastSettings(BaseModel):
     #: Proto memory (MiB) one online write batch of a materialization may take; each view's
     #: batch rows are sized from it (``flywheel.feature_store.write_batches``), 10k-200k rows.
     online_write_batch_mib: int = Field(default=384, ge=16)
+
+
+class FeatureSettings(BaseModel):
+    """How the feature build brings the tables up to date (``features.build_features``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: ``full``: every table from every event with Ray Data; ``incremental``: only the lake
+    #: partitions that changed since the last recorded build, from stored per-partition
+    #: partials (:mod:`flywheel.features.incremental`; equal to the full build cell for
+    #: cell). ``full`` stays the default until the incremental cost follows the new data at
+    #: scale (``benchmarks/steady_state.py``, RESULTS.md).
+    build: Literal["full", "incremental"] = "full"
 
 
 class IngestSettings(BaseModel):

@@ -256,16 +256,17 @@ def _publish(staging: Path, out_dir: Path, driver: dict[str, pa.Table]) -> dict[
 
 
 def build_features(
-    settings: Settings, full_rebuild: bool = False, incremental: bool = False
+    settings: Settings, full_rebuild: bool = False, incremental: bool | None = None
 ) -> FeatureBuildSummary:
     """Bring the feature tables up to date with the lake.
 
-    By default (and for every pipeline stage) the Ray Data build of every table from every
-    event (:func:`rebuild_all`). With ``incremental`` (opt-in: ``flywheel features
-    --incremental``; not yet run through the cycle or measured at scale) only the partitions
-    that changed since the last recorded build (:mod:`~flywheel.features.incremental`), or with
-    ``full_rebuild`` too the full build followed by recording the build state so the next
-    incremental build starts from it."""
+    ``incremental`` None follows ``settings.features.build`` (every pipeline stage does).
+    Not incremental: the Ray Data build of every table from every event (:func:`rebuild_all`).
+    Incremental: only the partitions that changed since the last recorded build
+    (:mod:`~flywheel.features.incremental`), or with ``full_rebuild`` the full build followed
+    by recording the build state so the next incremental build starts from it."""
+    if incremental is None:
+        incremental = settings.features.build == "incremental"
     if not incremental:
         return rebuild_all(settings)
     from flywheel.features import build_state

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flywheel.config import Settings
+from flywheel.config import FeatureSettings, Settings
 from flywheel.features import FeatureBuildSummary, build_features, incremental, publish
 from flywheel.features import build_state as bs
 from flywheel.features.build import rebuild_all
@@ -234,6 +234,20 @@ def test_full_rebuild_flag_records_state_and_next_build_is_incremental(
     summary = build_features(settings, incremental=True)
     assert (summary.path, summary.partitions_recomputed) == ("incremental", 1)
     _assert_equal_to_full(settings, tmp_path)
+
+
+def test_features_build_setting_chooses_the_path(lake: Settings) -> None:
+    """``features.build`` decides what ``build_features`` (and so every pipeline stage) runs
+    when the caller does not say; an explicit ``incremental`` wins over it."""
+    incremental = lake.model_copy(update={"features": FeatureSettings(build="incremental")})
+    first = build_features(incremental)
+    assert first.path == "full" and first.buckets == 0  # no state yet: the driver's full pass
+    _add(lake, 36, 40, seed=236)
+    again = build_features(incremental)
+    assert (again.path, again.partitions_recomputed) == ("incremental", 1)
+    forced = build_features(incremental, incremental=False)
+    assert forced.path == "full" and forced.buckets > 0  # the Ray Data build ran
+    assert build_features(lake).buckets > 0  # the default setting: the full Ray build
 
 
 def test_gc_keeps_the_partial_store(lake: Settings, tmp_path: Path) -> None:
