@@ -61,3 +61,53 @@ def _prediction_records(
             record["degraded"] = True
         records.append(record)
     return records
+
+
+def _shared_or_list(values: np.ndarray) -> Any:
+    """One value when every candidate has it (NaN as ``None``), else the list."""
+    missing = np.isnan(values)
+    if missing.all():
+        return None
+    if not missing.any() and (values == values[0]).all():
+        return float(values[0])
+    return [None if m else v for m, v in zip(missing.tolist(), values.tolist(), strict=True)]
+
+
+def _candidate_record(
+    request_id: str,
+    at: datetime,
+    user_id: str,
+    model_version: str,
+    features: pd.DataFrame | Mapping[str, Any],
+    scores: np.ndarray,
+    slate: Slate,
+    epsilon: float,
+    raw: Sequence[str] = RAW_FEATURES,
+    degraded: bool = False,
+) -> dict[str, Any]:
+    """The request's candidate record (``CANDIDATE_LOG_SCHEMA``): every candidate, the
+    champion's scores, the served order, ``epsilon`` and the raw values the champion scored,
+    column by column (a column every candidate shares is written once). ``degraded`` as in
+    :func:`_prediction_records`."""
+    categories = list(features["category"])
+    if len(set(categories)) == 1:
+        category: Any = categories[0]
+    else:
+        category = categories
+    columns: dict[str, Any] = {"category": category}
+    columns.update((n, _shared_or_list(feature_column(features, n))) for n in raw)
+    record: dict[str, Any] = {
+        "request_id": request_id,
+        "ts": at,
+        "user_id": str(user_id),
+        "model_version": model_version,
+        "epsilon": float(epsilon),
+        "candidates": len(categories),
+        "served": np.asarray(slate.indices, dtype=np.int64).tolist(),
+        "item_ids": [str(i) for i in features["item_id"]],
+        "scores": np.asarray(scores, dtype=np.float64).tolist(),
+        "features": json.JSONEncoder(separators=(",", ":")).encode(columns),
+    }
+    if degraded:
+        record["degraded"] = True
+    return record

@@ -27,11 +27,11 @@ from flywheel.serving.api import (
 from flywheel.serving.candidates import CandidatePool
 from flywheel.serving.champion import ChampionWatcher, LoadedModel, load_serving_model
 from flywheel.serving.clock import make_clock
-from flywheel.serving.exploration import epsilon_greedy
+from flywheel.serving.exploration import Slate, epsilon_greedy
 from flywheel.serving.features import OnlineFeatureReader, ViewReader
 from flywheel.serving.feedback import _ACTIVITY_KEYS, ACTIVITY_VIEW, activity_after_feedback
 from flywheel.serving.item_cache import ItemSideViews
-from flywheel.serving.records import _prediction_records
+from flywheel.serving.records import _candidate_record, _prediction_records
 from flywheel.serving.sessions import SessionBuffer
 from flywheel.serving.store_health import (
     LostRowsWatch,
@@ -116,6 +116,16 @@ class RankingService:
         self.rng = np.random.default_rng(self.options.seed)
         self.predictions = LogWriter(log_dir(settings, "predictions"), "predictions")
         self.feedback_log = LogWriter(log_dir(settings, "feedback"), "feedback")
+        #: Every candidate of a request, for the off-policy check (``serving.log_candidates``),
+        #: sampled at ``serving.candidate_sample_rate`` with draws of its own (the slates'
+        #: exploration draws stay those of ``rng``).
+        self.candidates_log = (
+            LogWriter(log_dir(settings, "candidates"), "candidates")
+            if policy.log_candidates
+            else None
+        )
+        seed = self.options.seed
+        self._candidate_rng = np.random.default_rng(None if seed is None else [seed, 1])
         self.stats = ServingStats()
         #: The users' recent events as this worker saw them (per-worker state: see
         #: :mod:`flywheel.serving.sessions`), for the session features.
@@ -206,6 +216,8 @@ class RankingService:
                 degraded=degraded,
             )
         )
+        self._log_candidates(request_id, at, request.user_id, model, features, scores, slate,
+                             degraded)  # fmt: skip
         cold = bool(np.isnan(feature_column(features, "last_event_unix")).all())
         if not degraded:  # a degraded read is cold by construction
             self.lost_rows.observe(cold)
@@ -219,6 +231,31 @@ class RankingService:
         )
         explored = int(slate.explored.sum())
         return RankOutcome(response, explored, cold, not request.candidates, degraded)
+
+    def _log_candidates(
+        self,
+        request_id: str,
+        at: datetime,
+        user_id: str,
+        model: LoadedModel,
+        features: dict[str, Any],
+        scores: np.ndarray,
+        slate: Slate,
+        degraded: bool,
+    ) -> None:
+        """Append the request's candidate record when candidates are logged (and drawn)."""
+        from flywheel.ranking import feature_set
+
+        if self.candidates_log is None:
+            return
+        rate = self.settings.serving.candidate_sample_rate
+        if rate < 1.0 and self._candidate_rng.random() >= rate:
+            return
+        record = _candidate_record(
+            request_id, at, user_id, model.tag, features, scores, slate, self.options.epsilon,
+            raw=feature_set(model.feature_service).raw, degraded=degraded,
+        )  # fmt: skip
+        self.candidates_log.append([record])
 
     def _degraded_features(
         self, reader: OnlineFeatureReader, user_id: str, candidates: list[str], at: datetime
