@@ -21,7 +21,6 @@ approximation of :mod:`flywheel.evaluate_ope`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -104,21 +103,12 @@ def _stack(records: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]
     import pandas as pd
 
     from flywheel.monitor.drift import unix_seconds
+    from flywheel.serving.records import candidate_columns
 
     counts = records["item_ids"].map(len).to_numpy(dtype=np.int64)
-    parsed = [json.loads(v) if isinstance(v, str) and v else {} for v in records["features"]]
-    names = set.intersection(*(set(p) for p in parsed)) if parsed else set()
-    columns: dict[str, list[np.ndarray]] = {n: [] for n in sorted(names)}
-    for values, c in zip(parsed, counts.tolist(), strict=True):
-        for name in columns:
-            v = values[name]
-            if name == "category":
-                columns[name].append(np.array(v if isinstance(v, list) else [v] * c, object))
-            elif isinstance(v, list):
-                columns[name].append(np.array(v, dtype=np.float64))
-            else:
-                columns[name].append(np.full(c, np.nan if v is None else float(v)))
-    raw = pd.DataFrame({n: np.concatenate(parts) for n, parts in columns.items()})
+    parsed = [candidate_columns(r) for r in records.to_dict("records")]
+    names = sorted(set.intersection(*(set(p) for p in parsed))) if parsed else []
+    raw = pd.DataFrame({n: np.concatenate([p[n] for p in parsed]) for n in names})
     at = np.repeat(unix_seconds(records["ts"]), counts)
     return raw, at, counts
 

@@ -67,10 +67,13 @@ PREDICTION_LOG_SCHEMA: Final = pa.schema(
 #: record per ranked request with what a challenger needs to re-rank it exactly (the
 #: off-policy check, :mod:`flywheel.ope_candidates`): every candidate's item id, the
 #: champion's score of each, ``served`` (candidate indices in served order), the slate's
-#: ``epsilon`` and ``candidates`` (the count), and ``features``: a JSON object of the raw
-#: values the champion scored, column by column (``category`` and the feature service's raw
-#: features): a list with one value per candidate, or one value when every candidate shares
-#: it (the user's own features), ``null`` for missing. ``degraded`` as in the prediction log.
+#: ``epsilon`` and ``candidates`` (the count), and the raw values the champion scored:
+#: ``features``, a JSON object of the columns every candidate shares (the user's own
+#: features; ``null``: missing for all) and ``category`` (one value or the list);
+#: ``varying``, the other columns' names, and ``values``, their float64 matrix (candidates x
+#: ``varying``, NaN for missing) as base64 of its little-endian bytes
+#: (:func:`flywheel.serving.records.candidate_columns` decodes it). ``degraded`` as in the
+#: prediction log.
 CANDIDATE_LOG_SCHEMA: Final = pa.schema(
     [
         pa.field("request_id", pa.string(), nullable=False),
@@ -83,6 +86,8 @@ CANDIDATE_LOG_SCHEMA: Final = pa.schema(
         pa.field("item_ids", pa.list_(pa.string()), nullable=False),
         pa.field("scores", pa.list_(pa.float64()), nullable=False),
         pa.field("features", pa.string(), nullable=True),
+        pa.field("varying", pa.list_(pa.string()), nullable=True),
+        pa.field("values", pa.string(), nullable=True),
         pa.field("degraded", pa.bool_(), nullable=True),
     ]
 )

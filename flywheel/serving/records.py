@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -63,16 +64,6 @@ def _prediction_records(
     return records
 
 
-def _shared_or_list(values: np.ndarray) -> Any:
-    """One value when every candidate has it (NaN as ``None``), else the list."""
-    missing = np.isnan(values)
-    if missing.all():
-        return None
-    if not missing.any() and (values == values[0]).all():
-        return float(values[0])
-    return [None if m else v for m, v in zip(missing.tolist(), values.tolist(), strict=True)]
-
-
 def _candidate_record(
     request_id: str,
     at: datetime,
@@ -86,16 +77,30 @@ def _candidate_record(
     degraded: bool = False,
 ) -> dict[str, Any]:
     """The request's candidate record (``CANDIDATE_LOG_SCHEMA``): every candidate, the
-    champion's scores, the served order, ``epsilon`` and the raw values the champion scored,
-    column by column (a column every candidate shares is written once). ``degraded`` as in
+    champion's scores, the served order, ``epsilon`` and the raw values the champion scored.
+
+    A raw column every candidate shares (the user's own features; all missing counts as
+    shared) goes into the ``features`` JSON once; the others (``varying``) as one float64
+    matrix, candidates x columns, NaN for missing, in ``values`` (base64 of its
+    little-endian bytes): exact, and ~100x cheaper to encode than the same numbers as JSON
+    text. ``category``: one value when shared, else the list. ``degraded`` as in
     :func:`_prediction_records`."""
+    names = tuple(raw)
+    matrix = np.column_stack([feature_column(features, n) for n in names])
+    missing = np.isnan(matrix)
+    same = ((matrix == matrix[0]) | missing).all(axis=0) & (missing.all(0) | ~missing.any(0))
     categories = list(features["category"])
-    if len(set(categories)) == 1:
-        category: Any = categories[0]
-    else:
-        category = categories
-    columns: dict[str, Any] = {"category": category}
-    columns.update((n, _shared_or_list(feature_column(features, n))) for n in raw)
+    shared: dict[str, Any] = {
+        "category": categories[0] if len(set(categories)) == 1 else categories
+    }
+    first = matrix[0].tolist()
+    shared.update(
+        (n, None if m else first[j])
+        for j, (n, m) in enumerate(zip(names, missing.all(0).tolist(), strict=True))
+        if same[j]
+    )
+    varying = [n for n, k in zip(names, same.tolist(), strict=True) if not k]
+    values = np.ascontiguousarray(matrix[:, ~same], dtype="<f8")
     record: dict[str, Any] = {
         "request_id": request_id,
         "ts": at,
@@ -106,8 +111,30 @@ def _candidate_record(
         "served": np.asarray(slate.indices, dtype=np.int64).tolist(),
         "item_ids": [str(i) for i in features["item_id"]],
         "scores": np.asarray(scores, dtype=np.float64).tolist(),
-        "features": json.JSONEncoder(separators=(",", ":")).encode(columns),
+        "features": json.JSONEncoder(separators=(",", ":")).encode(shared),
+        "varying": varying,
+        "values": base64.b64encode(values.tobytes()).decode("ascii"),
     }
     if degraded:
         record["degraded"] = True
     return record
+
+
+def candidate_columns(record: Mapping[Any, Any]) -> dict[str, Any]:
+    """A candidate record's raw values back as columns (one entry per candidate): the
+    inverse of :func:`_candidate_record`'s encoding."""
+    n = int(record["candidates"])
+    shared = json.loads(record["features"]) if record.get("features") else {}
+    columns: dict[str, Any] = {}
+    for name, v in shared.items():
+        if name == "category":
+            columns[name] = np.array(v if isinstance(v, list) else [v] * n, dtype=object)
+        else:
+            columns[name] = np.full(n, np.nan if v is None else float(v))
+    listed = record.get("varying")
+    varying = [] if listed is None else [str(v) for v in listed]
+    if varying:
+        flat = np.frombuffer(base64.b64decode(record["values"]), dtype="<f8")
+        matrix = flat.reshape(n, len(varying))
+        columns.update((name, matrix[:, j]) for j, name in enumerate(varying))
+    return columns

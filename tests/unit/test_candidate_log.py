@@ -12,6 +12,7 @@ the independent-slot estimand equals the challenger's true value, computed exact
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,7 @@ from flywheel.ope_candidates import candidate_records, full_targets
 from flywheel.predlog import LogWriter, log_dir, read_candidate_logs, scan_logs
 from flywheel.ranking import MODEL_FEATURES, RAW_FEATURES, model_inputs
 from flywheel.serving.exploration import Slate, epsilon_greedy
-from flywheel.serving.records import _candidate_record, _prediction_records
+from flywheel.serving.records import _candidate_record, _prediction_records, candidate_columns
 from flywheel.train import load_booster, predict
 from tests.shards import write_shards
 
@@ -70,12 +71,21 @@ def test_candidate_record_holds_every_candidate_compactly() -> None:
     assert record["item_ids"] == ["i0", "i1", "i2", "i3"]
     assert record["scores"] == [0.1, 0.2, 0.7, 0.4]
     assert "degraded" not in record
-    features = json.loads(record["features"])
-    assert features["price"] == [10.0, None, 30.5, 40.0]  # varies: one value per candidate
-    assert features["views_1h"] == 2.0  # shared: written once
-    assert features["last_event_unix"] is None  # missing for all
-    assert features["category"] == ["c1", "c2", "c1", None]
-    assert set(features) == {"category", *RAW_FEATURES}
+    shared = json.loads(record["features"])
+    assert shared["views_1h"] == 2.0  # shared: written once
+    assert shared["last_event_unix"] is None  # missing for all
+    assert shared["category"] == ["c1", "c2", "c1", None]
+    assert record["varying"] == ["price"]  # differs per candidate: the float64 matrix
+    assert set(shared) | set(record["varying"]) == {"category", *RAW_FEATURES}
+    assert len(base64.b64decode(record["values"])) == 4 * 8
+    back = candidate_columns(json.loads(json.dumps(record, default=str)))
+    np.testing.assert_array_equal(back["price"], [10.0, np.nan, 30.5, 40.0])
+    for name in RAW_FEATURES:
+        np.testing.assert_array_equal(back[name], cols[name])  # exact, bit for bit
+    assert back["category"].tolist() == ["c1", "c2", "c1", None]
+    one = _candidate_record("r1", T0, "u1", CHAMPION, _columns(3), scores[:3], slate, 0.1)
+    assert one["varying"] == [] and json.loads(one["features"])["category"] == "c1"
+    assert candidate_columns(one)["category"].tolist() == ["c1"] * 3
     marked = _candidate_record("r1", T0, "u1", CHAMPION, cols, scores, slate, 0.1, degraded=True)
     assert marked["degraded"] is True
 
@@ -100,7 +110,9 @@ def test_candidate_records_round_trip_through_the_writer_and_reader(tmp_path: Pa
     rows = read_candidate_logs(settings).to_pylist()
     for got, want in zip(rows, written, strict=True):
         assert got["ts"] == want["ts"] and got["features"] == want["features"]
-        for key in ("request_id", "epsilon", "candidates", "served", "item_ids", "scores"):
+        keys = ("request_id", "epsilon", "candidates", "served", "item_ids", "scores", "varying",
+                "values")  # fmt: skip
+        for key in keys:
             assert got[key] == want[key], key
     assert [r["degraded"] for r in rows] == [None, None, True]
     # the reader of the check: the champion's normal traffic of the window only
