@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from flywheel.config import OpeSettings, Settings
 from flywheel.evaluate_ope import closed_slates, remaining_candidates
-from flywheel.ope_candidates import candidate_records, full_targets
+from flywheel.ope_candidates import Scorer, candidate_records, full_targets
 from flywheel.predlog import LogWriter, log_dir
 from flywheel.serving.exploration import Slate
 from flywheel.serving.records import _candidate_record, _prediction_records
@@ -104,7 +105,16 @@ def pipeline_targets(
             "q": {},
         }
         for name in challengers:
-            got = full_targets(frame, records, remaining, eps, lambda raw, _, n=name: raw[n])
+            got = full_targets(frame, records, remaining, eps, _column_scorer(name))
             out["q"][name] = got.target
             out["full_share"] = got.slates / frame["request_id"].nunique()
     return out
+
+
+def _column_scorer(name: str) -> Scorer:
+    """The challenger ``name``'s scores: the raw column the benchmark logged them in."""
+
+    def score(raw: pd.DataFrame, at_unix: np.ndarray) -> np.ndarray:
+        return raw[name].to_numpy(dtype=np.float64)
+
+    return score
