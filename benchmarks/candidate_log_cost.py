@@ -25,7 +25,6 @@ the features decoding to the columns written).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -45,7 +44,12 @@ from flywheel.config import Settings
 from flywheel.predlog import LogWriter, log_dir, read_candidate_logs
 from flywheel.ranking import feature_set
 from flywheel.serving.exploration import epsilon_greedy
-from flywheel.serving.records import _candidate_record, _prediction_records
+from flywheel.serving.records import (
+    _candidate_record,
+    _prediction_records,
+    candidate_columns,
+    raw_matrix,
+)
 
 T0 = datetime(2026, 3, 2, 8, tzinfo=UTC)
 SERVICE_CPU_MS = 2.9  # serving_bench.py, ranking_v2 champion, 1 worker (RESULTS.md)
@@ -89,11 +93,15 @@ def run_path(
         cols, scores = requests[n % len(requests)]
         slate = epsilon_greedy(scores, args.slots, 0.1, rng)
         rid, at = f"req-{n}", T0 + timedelta(milliseconds=n)
+        # as RankingService.rank: one raw matrix for both records when candidates are logged
+        matrix = raw_matrix(cols, raw) if with_candidates else None
         sizes[0] += predictions.append(
-            _prediction_records(rid, at, "user-1", "m:1", cols, scores, slate, raw=raw)
-        )
+            _prediction_records(rid, at, "user-1", "m:1", cols, scores, slate, raw=raw,
+                                matrix=matrix)
+        )  # fmt: skip
         if with_candidates:
-            record = _candidate_record(rid, at, "user-1", "m:1", cols, scores, slate, 0.1, raw=raw)
+            record = _candidate_record(rid, at, "user-1", "m:1", cols, scores, slate, 0.1,
+                                       raw=raw, matrix=matrix)  # fmt: skip
             sizes[1] += candidates.append([record])
     seconds = time.perf_counter() - started
     predictions.close()
@@ -101,15 +109,22 @@ def run_path(
     return seconds / args.requests, sizes[0], sizes[1]
 
 
-def reads_back(root: Path, service: str, args: argparse.Namespace) -> bool:
-    """The candidate log of one contender round holds every request, decodable."""
+def reads_back(root: Path, service: str, args: argparse.Namespace, seed: int) -> bool:
+    """The candidate log of one contender round holds every request, and its first record
+    decodes to the columns written, bit for bit."""
     table = read_candidate_logs(Settings(workspace=root))
     if table.num_rows != args.requests:
         return False
     first = table.slice(0, 1).to_pylist()[0]
-    decoded = json.loads(first["features"])
-    return set(decoded) == {"category", *feature_set(service).raw} and (
-        len(first["item_ids"]) == args.candidates == first["candidates"]
+    written = features(service, args.candidates, np.random.default_rng(seed))
+    back = candidate_columns(first)
+    same = all(
+        np.array_equal(back[n], written[n], equal_nan=True) for n in feature_set(service).raw
+    )
+    return (
+        same
+        and first["item_ids"] == written["item_id"]
+        and first["candidates"] == len(back["category"])
     )
 
 
@@ -135,7 +150,7 @@ def main() -> int:
                     times[with_candidates].append(s)
                     sizes[with_candidates] = (pred, cand)
                     if with_candidates:
-                        readable &= reads_back(root, service, args)
+                        readable &= reads_back(root, service, args, seed=r)
             base, cont = statistics.median(times[False]), statistics.median(times[True])
             table[service] = {
                 "served_only_us": base * 1e6,

@@ -1,4 +1,5 @@
-"""Prediction records: what the log holds for each served item."""
+"""Log records of a ranked request: one per served item (the prediction log) and one with
+every candidate (the candidate log)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,17 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+def raw_matrix(features: pd.DataFrame | Mapping[str, Any], raw: Sequence[str]) -> np.ndarray:
+    """The raw columns ``raw`` of every candidate as one float64 matrix (NaN: missing),
+    built once per request for both records."""
+    first = feature_column(features, raw[0])
+    out = np.empty((len(first), len(raw)), dtype=np.float64)
+    out[:, 0] = first
+    for j, name in enumerate(raw[1:], start=1):
+        out[:, j] = feature_column(features, name)
+    return out
+
+
 def _prediction_records(
     request_id: str,
     at: datetime,
@@ -28,6 +40,7 @@ def _prediction_records(
     slate: Slate,
     raw: Sequence[str] = RAW_FEATURES,
     degraded: bool = False,
+    matrix: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """One log record per served item; ``features`` holds the raw values the model saw
     (a DataFrame or a mapping of columns: ``item_id``, ``category`` and ``raw``, the raw
@@ -35,10 +48,14 @@ def _prediction_records(
 
     ``degraded``: ranked without the online store; each record then carries
     ``"degraded": true`` (normal records leave the optional field out), which the dataset
-    stage and the monitor exclude."""
+    stage and the monitor exclude. ``matrix``: :func:`raw_matrix` of ``features``, when the
+    caller has it already."""
     served = np.asarray(slate.indices, dtype=np.int64)
     names = tuple(raw)
-    values_of = np.column_stack([feature_column(features, n)[served] for n in names])
+    if matrix is None:
+        values_of = np.column_stack([feature_column(features, n)[served] for n in names])
+    else:
+        values_of = matrix[served]
     items, categories = list(features["item_id"]), list(features["category"])
     user, dumps = str(user_id), json.JSONEncoder(separators=(",", ":")).encode
     records = []
@@ -75,6 +92,7 @@ def _candidate_record(
     epsilon: float,
     raw: Sequence[str] = RAW_FEATURES,
     degraded: bool = False,
+    matrix: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The request's candidate record (``CANDIDATE_LOG_SCHEMA``): every candidate, the
     champion's scores, the served order, ``epsilon`` and the raw values the champion scored.
@@ -84,9 +102,10 @@ def _candidate_record(
     matrix, candidates x columns, NaN for missing, in ``values`` (base64 of its
     little-endian bytes): exact, and ~100x cheaper to encode than the same numbers as JSON
     text. ``category``: one value when shared, else the list. ``degraded`` as in
-    :func:`_prediction_records`."""
+    :func:`_prediction_records`; ``matrix`` as there."""
     names = tuple(raw)
-    matrix = np.column_stack([feature_column(features, n) for n in names])
+    if matrix is None:
+        matrix = raw_matrix(features, names)
     missing = np.isnan(matrix)
     same = ((matrix == matrix[0]) | missing).all(axis=0) & (missing.all(0) | ~missing.any(0))
     categories = list(features["category"])

@@ -27,11 +27,11 @@ from flywheel.serving.api import (
 from flywheel.serving.candidates import CandidatePool
 from flywheel.serving.champion import ChampionWatcher, LoadedModel, load_serving_model
 from flywheel.serving.clock import make_clock
-from flywheel.serving.exploration import Slate, epsilon_greedy
+from flywheel.serving.exploration import epsilon_greedy
 from flywheel.serving.features import OnlineFeatureReader, ViewReader
 from flywheel.serving.feedback import _ACTIVITY_KEYS, ACTIVITY_VIEW, activity_after_feedback
 from flywheel.serving.item_cache import ItemSideViews
-from flywheel.serving.records import _candidate_record, _prediction_records
+from flywheel.serving.records import _candidate_record, _prediction_records, raw_matrix
 from flywheel.serving.sessions import SessionBuffer
 from flywheel.serving.store_health import (
     LostRowsWatch,
@@ -203,21 +203,22 @@ class RankingService:
         scores = _score(model.booster, x)
         slate = epsilon_greedy(scores, request.k, self.options.epsilon, self.rng)
         request_id = new_request_id(request.user_id)
+        raw = feature_set(model.feature_service).raw
+        candidates_logged = self._candidates_drawn()
+        # One matrix of the raw values for both logs when the candidates are logged.
+        matrix = raw_matrix(features, raw) if candidates_logged else None
         self.predictions.append(
             _prediction_records(
-                request_id,
-                at,
-                request.user_id,
-                model.tag,
-                features,
-                scores,
-                slate,
-                raw=feature_set(model.feature_service).raw,
-                degraded=degraded,
+                request_id, at, request.user_id, model.tag, features, scores, slate, raw=raw,
+                degraded=degraded, matrix=matrix,
             )
-        )
-        self._log_candidates(request_id, at, request.user_id, model, features, scores, slate,
-                             degraded)  # fmt: skip
+        )  # fmt: skip
+        if candidates_logged and self.candidates_log is not None:
+            record = _candidate_record(
+                request_id, at, request.user_id, model.tag, features, scores, slate,
+                self.options.epsilon, raw=raw, degraded=degraded, matrix=matrix,
+            )  # fmt: skip
+            self.candidates_log.append([record])
         cold = bool(np.isnan(feature_column(features, "last_event_unix")).all())
         if not degraded:  # a degraded read is cold by construction
             self.lost_rows.observe(cold)
@@ -232,30 +233,13 @@ class RankingService:
         explored = int(slate.explored.sum())
         return RankOutcome(response, explored, cold, not request.candidates, degraded)
 
-    def _log_candidates(
-        self,
-        request_id: str,
-        at: datetime,
-        user_id: str,
-        model: LoadedModel,
-        features: dict[str, Any],
-        scores: np.ndarray,
-        slate: Slate,
-        degraded: bool,
-    ) -> None:
-        """Append the request's candidate record when candidates are logged (and drawn)."""
-        from flywheel.ranking import feature_set
-
+    def _candidates_drawn(self) -> bool:
+        """Whether this request's candidates are logged (``serving.log_candidates``, drawn
+        at ``serving.candidate_sample_rate``)."""
         if self.candidates_log is None:
-            return
+            return False
         rate = self.settings.serving.candidate_sample_rate
-        if rate < 1.0 and self._candidate_rng.random() >= rate:
-            return
-        record = _candidate_record(
-            request_id, at, user_id, model.tag, features, scores, slate, self.options.epsilon,
-            raw=feature_set(model.feature_service).raw, degraded=degraded,
-        )  # fmt: skip
-        self.candidates_log.append([record])
+        return rate >= 1.0 or bool(self._candidate_rng.random() < rate)
 
     def _degraded_features(
         self, reader: OnlineFeatureReader, user_id: str, candidates: list[str], at: datetime
