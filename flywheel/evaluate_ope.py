@@ -25,6 +25,11 @@ candidate, so two things are read back or approximated:
   challenger restricted to the champion's slates. ``benchmarks/ope_coverage.py`` measures
   what this costs against a log that holds every candidate.
 
+With the candidate log (``serving.log_candidates``) both are exact instead for every slate
+it holds (:mod:`flywheel.ope_candidates`): the challenger scores all the request's
+candidates and "best remaining" is judged among all of them. The block's ``candidates``
+(``full``, ``mixed``, ``served_only``) and ``full_candidate_share`` say which ran.
+
 **Estimates.** SNIPS and DR (:func:`flywheel.monitor.ope.off_policy_estimates`, per-position
 baseline as DR's direct model) of the challenger's engagements per slate, each with a
 percentile bootstrap 95% interval over whole slates (``ope.bootstrap`` resamples, seeded),

@@ -34,8 +34,10 @@ class ServingSettings(BaseModel):
     #: Log every candidate of a request (``<workspace>/serving/candidates``: item ids, the
     #: champion's scores, the raw values it scored, the served order), besides the served
     #: slots, so the off-policy check re-ranks the request exactly
-    #: (:mod:`flywheel.ope_candidates`). Costs ~1.4x the served log's bytes at 50 candidates
-    #: x 10 slots (``benchmarks/RESULTS.md``, candidate log cost).
+    #: (:mod:`flywheel.ope_candidates`). On by default: without it the gate's estimate
+    #: undercovers (served-only DR coverage 0.65); it costs ~0.3 ms of CPU per request and
+    #: 2.0-2.4x the served log's bytes at 50 candidates x 10 slots (``benchmarks/RESULTS.md``,
+    #: "Candidate log: cost"); retention removes it after ``retention.serving_log_days``.
     log_candidates: bool = True
     #: Share of requests whose candidates are logged (drawn per request); the rest are
     #: judged on their served items only.
