@@ -23,16 +23,21 @@ resamples) with two logs:
 
 * ``full``: the log holds every candidate's challenger score: ``q`` is the challenger's
   exact epsilon-greedy probability of the logged item given the logged prefix;
-* ``served``: only what our prediction log holds today, the served items:
+* ``served``: only what the prediction log holds, the served items:
   :mod:`flywheel.evaluate_ope`'s ``remaining_candidates`` / ``served_best`` /
-  ``epsilon_greedy_target``, exactly as the gate computes it.
+  ``epsilon_greedy_target``, exactly as the gate computes it without a candidate log;
+* ``pipeline``: the same requests written through the real serving record code and
+  ``LogWriter`` (prediction, candidate and feedback logs in a scratch workspace) and read
+  back by the gate's reader (``closed_slates``, ``candidate_records``, ``full_targets``;
+  :mod:`ope_pipeline`): what the gate computes with ``serving.log_candidates``.
 
 Reported per challenger, log and estimator: coverage of the true value over the seeds,
 mean bias (estimate - truth), mean interval width, mean ESS. Targets: coverage >= 0.90 for
 each (log, estimator) over both challengers' seeds. Checks (FAILED, exit 1): with the
 logger as its own target every estimator returns the logged value; the full log's ``q``
-sums to 1 over the candidates at every checked slot; the truth's Monte Carlo standard
-error is below a fifth of the mean interval width.
+sums to 1 over the candidates at every checked slot; the pipeline's slots, rewards and
+``q`` equal the benchmark's own (``q`` to 1e-12, every slate with its candidate record);
+the truth's Monte Carlo standard error is below a fifth of the mean interval width.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import Check, Target, finish
+from ope_pipeline import pipeline_targets
 
 from flywheel.evaluate_ope import epsilon_greedy_target, remaining_candidates, served_best
 from flywheel.monitor.ope import LoggedSlots, logged_value, off_policy_estimates
@@ -56,7 +62,7 @@ from flywheel.monitor.ope import LoggedSlots, logged_value, off_policy_estimates
 DIM = 4
 CHALLENGERS = ("better", "popular")
 ESTIMATORS = ("snips", "dr")
-LOGS = ("full", "served")
+LOGS = ("full", "served", "pipeline")
 TARGET_COVERAGE = 0.90
 
 
@@ -164,9 +170,16 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "truth": {},
         "estimates": {},
     }
+    pipe = pipeline_targets(world, users, cands, chosen, prop, clicks, CHALLENGERS, args.epsilon)
+    out["pipeline_same_slots"] = bool(
+        np.array_equal(pipe["request"], slate) and np.array_equal(pipe["position"], position)
+        and np.array_equal(pipe["reward"], r) and np.array_equal(pipe["propensity"], p)
+    )  # fmt: skip
+    out["pipeline_full_share"] = pipe["full_share"]
+    out["log_bytes"] = pipe["bytes"]
     truth_logger, se_logger = true_value(world, "logger", args, seed)
     out["truth"]["logger"] = {"value": truth_logger, "se": se_logger, "logged": logged}
-    q_sum_gap = 0.0
+    q_sum_gap, q_pipe_gap = 0.0, 0.0
     for name in CHALLENGERS:
         truth, se = true_value(world, name, args, seed)
         out["truth"][name] = {"value": truth, "se": se}
@@ -176,7 +189,9 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         served_scores = np.take_along_axis(target, chosen, axis=1).ravel()
         best = served_best(slate, position, served_scores)
         q_served = epsilon_greedy_target(best, remaining_candidates(p, args.epsilon), args.epsilon)
-        for log, q in (("full", q_full.ravel()), ("served", q_served)):
+        q_pipe = pipe["q"][name]
+        q_pipe_gap = max(q_pipe_gap, float(np.max(np.abs(q_pipe - q_full.ravel()))))
+        for log, q in (("full", q_full.ravel()), ("served", q_served), ("pipeline", q_pipe)):
             slots = LoggedSlots(slate, position, p, r, q)
             est = off_policy_estimates(slots, n_boot=args.bootstrap, seed=seed)
             out["estimates"][f"{name}/{log}"] = {
@@ -185,6 +200,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
                 for e in ESTIMATORS
             }  # fmt: skip
     out["q_sum_gap"] = q_sum_gap
+    out["q_pipeline_gap"] = q_pipe_gap
     return out
 
 
@@ -239,6 +255,13 @@ def main() -> int:
         row = table[key]
         print(f"{key:28} {row['coverage']:6.2f} {row['bias']:+8.4f} {row['width']:7.4f} "
               f"{row['ess']:8.0f}")  # fmt: skip
+    requests = args.requests * len(runs)
+    per_request = {k: sum(run["log_bytes"][k] for run in runs) / requests
+                   for k in ("predictions", "candidates")}  # fmt: skip
+    print(
+        f"\nlog bytes per request: predictions {per_request['predictions']:.0f}, candidates "
+        f"{per_request['candidates']:.0f} (benchmark's {len(CHALLENGERS)} raw columns)"
+    )
     widths = min(row["width"] for row in table.values())
     worst_se = max(t["se"] for run in runs for t in run["truth"].values())
     targets = [
@@ -251,10 +274,18 @@ def main() -> int:
               max(run["on_policy_gap"] for run in runs) < 1e-9),
         Check("full-log q sums to 1 over the candidates",
               max(run["q_sum_gap"] for run in runs) < 1e-9),
+        Check("pipeline: same slots, rewards and propensities as the arrays",
+              all(run["pipeline_same_slots"] for run in runs)),
+        Check("pipeline: every slate re-ranked from its candidate record",
+              min(run["pipeline_full_share"] for run in runs) == 1.0),
+        Check("pipeline q equals the full log's q",
+              max(run["q_pipeline_gap"] for run in runs) < 1e-12,
+              f"largest gap {max(run['q_pipeline_gap'] for run in runs):.2e}"),
         Check("truth MC error < width / 5", worst_se < widths / 5,
               f"largest SE {worst_se:.5f}, narrowest mean width {widths:.4f}"),
     ]  # fmt: skip
-    return finish(args.out, args, started, targets, checks, table=table, runs=runs)
+    return finish(args.out, args, started, targets, checks, table=table,
+                  log_bytes_per_request=per_request, runs=runs)  # fmt: skip
 
 
 if __name__ == "__main__":

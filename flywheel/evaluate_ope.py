@@ -25,6 +25,11 @@ candidate, so two things are read back or approximated:
   challenger restricted to the champion's slates. ``benchmarks/ope_coverage.py`` measures
   what this costs against a log that holds every candidate.
 
+With the candidate log (``serving.log_candidates``) both are exact instead for every slate
+it holds (:mod:`flywheel.ope_candidates`): the challenger scores all the request's
+candidates and "best remaining" is judged among all of them. The block's ``candidates``
+(``full``, ``mixed``, ``served_only``) and ``full_candidate_share`` say which ran.
+
 **Estimates.** SNIPS and DR (:func:`flywheel.monitor.ope.off_policy_estimates`, per-position
 baseline as DR's direct model) of the challenger's engagements per slate, each with a
 percentile bootstrap 95% interval over whole slates (``ope.bootstrap`` resamples, seeded),
@@ -64,6 +69,7 @@ if TYPE_CHECKING:
 
     from flywheel.config import OpeSettings, Settings
     from flywheel.evaluate import Decision
+    from flywheel.ope_candidates import FullTargets
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +246,8 @@ def ope_block(ctx: OpeContext, booster: xgb.Booster, service: str) -> dict[str, 
         "min_ess": settings.min_ess,
         "window": {"until": until.isoformat(), "hours": settings.window_hours},
         "log": "served slots only (candidates that were not served are not logged)",
+        "candidates": "served_only",
+        "full_candidate_share": 0.0,
     }
     try:
         frame, since = closed_slates(ctx.settings, ctx.champion, until)
@@ -248,13 +256,49 @@ def ope_block(ctx: OpeContext, booster: xgb.Booster, service: str) -> dict[str, 
         remaining = remaining_candidates(slots.propensity, settings.epsilon)
         best = served_best(slots.slate, slots.position, scores)
         q = epsilon_greedy_target(best, remaining, settings.epsilon)
+        full = _full_targets(ctx, frame, since, until, remaining, booster, service)
+        q = np.where(full.full, full.target, q)
         slots = LoggedSlots(slots.slate, slots.position, slots.propensity, slots.reward, q)
-        block = {**base, **estimate_block(slots, settings)}
+        block = {**base, **estimate_block(slots, settings), **_mode(full, slots.slates)}
     except (OpeUnavailable, OffPolicyError) as exc:
         log.info("off-policy check not computed: %s", exc)
         return {**base, "computed": False, "sufficient": False, "reason": str(exc)}
     block["window"]["since"] = since.isoformat()
     return block
+
+
+def _full_targets(
+    ctx: OpeContext,
+    frame: pd.DataFrame,
+    since: datetime,
+    until: datetime,
+    remaining: np.ndarray,
+    booster: xgb.Booster,
+    service: str,
+) -> FullTargets:
+    """Exact target propensities of the slates the candidate log covers."""
+    from flywheel.ope_candidates import booster_scorer, candidate_records, full_targets
+
+    assert ctx.champion is not None  # closed_slates refused otherwise
+    records = candidate_records(ctx.settings, ctx.champion, since, until)
+    scorer = booster_scorer(booster, service)
+    return full_targets(frame, records, remaining, ctx.settings.ope.epsilon, scorer)
+
+
+def _mode(full: FullTargets, slates: int) -> dict[str, Any]:
+    """Which target propensities ran: ``candidates`` ``full`` (every slate re-ranked over
+    its logged candidates), ``served_only`` (none) or ``mixed``, and the full share."""
+    share = full.slates / slates if slates else 0.0
+    mode = "full" if full.slates == slates else "served_only" if not full.slates else "mixed"
+    text = {
+        "full": "every candidate (the candidate log): exact target propensities",
+        "mixed": f"every candidate for {share:.0%} of slates, served slots only for the rest",
+        "served_only": "served slots only (candidates that were not served are not logged)",
+    }[mode]
+    if full.mismatched:
+        text += f"; {full.mismatched} candidate record(s) disagreed with the served log"
+    return {"candidates": mode, "full_candidate_share": share, "log": text,
+            "candidate_records_mismatched": full.mismatched}  # fmt: skip
 
 
 def gate(settings: OpeSettings, offline: Decision, block: dict[str, Any]) -> Decision:

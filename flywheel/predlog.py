@@ -4,10 +4,14 @@ Layout (a contract the next cycle's ingest relies on)::
 
     <workspace>/serving/predictions/date=YYYY-MM-DD/<pid>-<uuid>.jsonl
     <workspace>/serving/feedback/date=YYYY-MM-DD/<pid>-<uuid>.jsonl
+    <workspace>/serving/candidates/date=YYYY-MM-DD/<pid>-<uuid>.jsonl
 
-Each line is one record of ``PREDICTION_LOG_SCHEMA`` (one per request and served item) or
-``FEEDBACK_SCHEMA``, ``ts`` as ISO 8601 UTC (``...Z``); the date partition is the UTC date
-of the record's ``ts``. Every process writes its own files, so workers never interleave.
+Each line is one record of ``PREDICTION_LOG_SCHEMA`` (one per request and served item),
+``FEEDBACK_SCHEMA`` or ``CANDIDATE_LOG_SCHEMA`` (one per request: every candidate, for the
+off-policy check; only with ``serving.log_candidates``, and read by nothing but that
+check: the served ingest reads the first two), ``ts`` as ISO 8601 UTC (``...Z``); the
+date partition is the UTC date of the record's ``ts``. Every process writes its own files,
+so workers never interleave.
 
 Durability: a request's records are encoded first and handed to the OS in one ``write()``
 on a file opened with ``O_APPEND`` and no user-space buffer, before the response leaves.
@@ -32,18 +36,19 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import pyarrow as pa
 
-from flywheel.schemas import FEEDBACK_SCHEMA, PREDICTION_LOG_SCHEMA
+from flywheel.schemas import CANDIDATE_LOG_SCHEMA, FEEDBACK_SCHEMA, PREDICTION_LOG_SCHEMA
 
 if TYPE_CHECKING:
     from flywheel.config import Settings
 
 log = logging.getLogger(__name__)
 
-LogKind = Literal["predictions", "feedback"]
+LogKind = Literal["predictions", "feedback", "candidates"]
 #: The contract each kind of log holds.
 LOG_SCHEMAS: Final[dict[str, pa.Schema]] = {
     "predictions": PREDICTION_LOG_SCHEMA,
     "feedback": FEEDBACK_SCHEMA,
+    "candidates": CANDIDATE_LOG_SCHEMA,
 }
 PARTITION_PREFIX: Final = "date="
 LOG_SUFFIX: Final = ".jsonl"
@@ -237,7 +242,7 @@ def scan_logs(settings: Settings, kind: LogKind, since: datetime | None = None) 
 
     Args:
         settings: whose workspace holds the logs.
-        kind: ``"predictions"`` or ``"feedback"``.
+        kind: ``"predictions"``, ``"feedback"`` or ``"candidates"``.
         since: tz-aware; only records with ``ts >= since`` (default: all).
 
     Returns:
@@ -290,3 +295,9 @@ def read_prediction_logs(settings: Settings, since: datetime | None = None) -> p
 def read_feedback_logs(settings: Settings, since: datetime | None = None) -> pa.Table:
     """Every feedback record (``FEEDBACK_SCHEMA``) with ``ts >= since``."""
     return scan_logs(settings, "feedback", since).table
+
+
+def read_candidate_logs(settings: Settings, since: datetime | None = None) -> pa.Table:
+    """Every candidate record (``CANDIDATE_LOG_SCHEMA``) with ``ts >= since``; none when
+    serving never logged candidates."""
+    return scan_logs(settings, "candidates", since).table

@@ -63,6 +63,35 @@ PREDICTION_LOG_SCHEMA: Final = pa.schema(
     ]
 )
 
+#: The candidate log (``<workspace>/serving/candidates``, :mod:`flywheel.predlog`): one
+#: record per ranked request with what a challenger needs to re-rank it exactly (the
+#: off-policy check, :mod:`flywheel.ope_candidates`): every candidate's item id, the
+#: champion's score of each, ``served`` (candidate indices in served order), the slate's
+#: ``epsilon`` and ``candidates`` (the count), and the raw values the champion scored:
+#: ``features``, a JSON object of the columns every candidate shares (the user's own
+#: features; ``null``: missing for all) and ``category`` (one value or the list);
+#: ``varying``, the other columns' names, and ``values``, their float64 matrix (candidates x
+#: ``varying``, NaN for missing) as base64 of its little-endian bytes
+#: (:func:`flywheel.serving.records.candidate_columns` decodes it). ``degraded`` as in the
+#: prediction log.
+CANDIDATE_LOG_SCHEMA: Final = pa.schema(
+    [
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("ts", TS_TYPE, nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("epsilon", pa.float64(), nullable=False),
+        pa.field("candidates", pa.int32(), nullable=False),
+        pa.field("served", pa.list_(pa.int32()), nullable=False),
+        pa.field("item_ids", pa.list_(pa.string()), nullable=False),
+        pa.field("scores", pa.list_(pa.float64()), nullable=False),
+        pa.field("features", pa.string(), nullable=True),
+        pa.field("varying", pa.list_(pa.string()), nullable=True),
+        pa.field("values", pa.string(), nullable=True),
+        pa.field("degraded", pa.bool_(), nullable=True),
+    ]
+)
+
 FEEDBACK_SCHEMA: Final = pa.schema(
     [
         pa.field("request_id", pa.string(), nullable=False),

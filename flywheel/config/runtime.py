@@ -31,6 +31,17 @@ class ServingSettings(BaseModel):
     lost_rows_window: int = Field(default=200, ge=10)
     lost_rows_share: float = Field(default=0.98, gt=0, le=1)
     normal_cold_share: float = Field(default=0.9, ge=0, lt=1)
+    #: Log every candidate of a request (``<workspace>/serving/candidates``: item ids, the
+    #: champion's scores, the raw values it scored, the served order), besides the served
+    #: slots, so the off-policy check re-ranks the request exactly
+    #: (:mod:`flywheel.ope_candidates`). On by default: without it the gate's estimate
+    #: undercovers (served-only DR coverage 0.65); it costs ~0.3 ms of CPU per request and
+    #: 2.0-2.4x the served log's bytes at 50 candidates x 10 slots (``benchmarks/RESULTS.md``,
+    #: "Candidate log: cost"); retention removes it after ``retention.serving_log_days``.
+    log_candidates: bool = True
+    #: Share of requests whose candidates are logged (drawn per request); the rest are
+    #: judged on their served items only.
+    candidate_sample_rate: float = Field(default=1.0, gt=0, le=1)
 
     @model_validator(mode="after")
     def _normal_below_lost(self) -> ServingSettings:

@@ -80,7 +80,8 @@ def lake_partitions(settings: Settings, now: datetime, floor: date) -> list[Cand
 def serving_logs(
     settings: Settings, now: datetime, floor: date, served_state: dict[str, Any]
 ) -> list[Candidate]:
-    """Closed, fully ingested raw serving logs older than ``retention.serving_log_days``."""
+    """Closed, fully ingested raw serving logs older than ``retention.serving_log_days``
+    (the candidate log, which nothing ingests: closed and older)."""
     from flywheel.predlog import log_dir
 
     keep = settings.retention.serving_log_days
@@ -88,9 +89,12 @@ def serving_logs(
         return []
     first = _cutoff(data_anchor(settings, now), keep, floor)
     out = []
-    for kind in ("predictions", "feedback"):
+    for kind in ("predictions", "feedback", "candidates"):
         root = log_dir(settings, kind)  # type: ignore[arg-type]
         offsets = dict(served_state.get(kind, {}).get("files", {}))
+        if kind == "candidates":  # read where it lies (the off-policy check): no ingest
+            offsets = {p.relative_to(root).as_posix(): p.stat().st_size
+                       for p in root.glob("date=*/*.jsonl")}  # fmt: skip
         for folder, files in closed_log_files(settings, root, offsets, now.timestamp()).items():
             day = lake.partition_day(folder)
             if day is None or day >= first:

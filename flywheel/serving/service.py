@@ -31,7 +31,7 @@ from flywheel.serving.exploration import epsilon_greedy
 from flywheel.serving.features import OnlineFeatureReader, ViewReader
 from flywheel.serving.feedback import _ACTIVITY_KEYS, ACTIVITY_VIEW, activity_after_feedback
 from flywheel.serving.item_cache import ItemSideViews
-from flywheel.serving.records import _prediction_records
+from flywheel.serving.records import _candidate_record, _prediction_records, raw_matrix
 from flywheel.serving.sessions import SessionBuffer
 from flywheel.serving.store_health import (
     LostRowsWatch,
@@ -116,6 +116,16 @@ class RankingService:
         self.rng = np.random.default_rng(self.options.seed)
         self.predictions = LogWriter(log_dir(settings, "predictions"), "predictions")
         self.feedback_log = LogWriter(log_dir(settings, "feedback"), "feedback")
+        #: Every candidate of a request, for the off-policy check (``serving.log_candidates``),
+        #: sampled at ``serving.candidate_sample_rate`` with draws of its own (the slates'
+        #: exploration draws stay those of ``rng``).
+        self.candidates_log = (
+            LogWriter(log_dir(settings, "candidates"), "candidates")
+            if policy.log_candidates
+            else None
+        )
+        seed = self.options.seed
+        self._candidate_rng = np.random.default_rng(None if seed is None else [seed, 1])
         self.stats = ServingStats()
         #: The users' recent events as this worker saw them (per-worker state: see
         #: :mod:`flywheel.serving.sessions`), for the session features.
@@ -193,19 +203,22 @@ class RankingService:
         scores = _score(model.booster, x)
         slate = epsilon_greedy(scores, request.k, self.options.epsilon, self.rng)
         request_id = new_request_id(request.user_id)
+        raw = feature_set(model.feature_service).raw
+        candidates_logged = self._candidates_drawn()
+        # One matrix of the raw values for both logs when the candidates are logged.
+        matrix = raw_matrix(features, raw) if candidates_logged else None
         self.predictions.append(
             _prediction_records(
-                request_id,
-                at,
-                request.user_id,
-                model.tag,
-                features,
-                scores,
-                slate,
-                raw=feature_set(model.feature_service).raw,
-                degraded=degraded,
+                request_id, at, request.user_id, model.tag, features, scores, slate, raw=raw,
+                degraded=degraded, matrix=matrix,
             )
-        )
+        )  # fmt: skip
+        if candidates_logged and self.candidates_log is not None:
+            record = _candidate_record(
+                request_id, at, request.user_id, model.tag, features, scores, slate,
+                self.options.epsilon, raw=raw, degraded=degraded, matrix=matrix,
+            )  # fmt: skip
+            self.candidates_log.append([record])
         cold = bool(np.isnan(feature_column(features, "last_event_unix")).all())
         if not degraded:  # a degraded read is cold by construction
             self.lost_rows.observe(cold)
@@ -219,6 +232,14 @@ class RankingService:
         )
         explored = int(slate.explored.sum())
         return RankOutcome(response, explored, cold, not request.candidates, degraded)
+
+    def _candidates_drawn(self) -> bool:
+        """Whether this request's candidates are logged (``serving.log_candidates``, drawn
+        at ``serving.candidate_sample_rate``)."""
+        if self.candidates_log is None:
+            return False
+        rate = self.settings.serving.candidate_sample_rate
+        return rate >= 1.0 or bool(self._candidate_rng.random() < rate)
 
     def _degraded_features(
         self, reader: OnlineFeatureReader, user_id: str, candidates: list[str], at: datetime

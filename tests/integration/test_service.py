@@ -38,7 +38,12 @@ from flywheel import feature_store as fs
 from flywheel.config import Settings
 from flywheel.features.packed import packed_from_user_item
 from flywheel.lake import write_state
-from flywheel.predlog import read_feedback_logs, read_prediction_logs, scan_logs
+from flywheel.predlog import (
+    read_candidate_logs,
+    read_feedback_logs,
+    read_prediction_logs,
+    scan_logs,
+)
 from flywheel.ranking import MODEL_FEATURES, RAW_FEATURES, model_inputs
 from flywheel.registry import current_champion, model_file, register_model
 from flywheel.schemas import FEATURE_TABLES
@@ -53,6 +58,7 @@ from flywheel.serving import (
     start_server,
     wait_ready,
 )
+from flywheel.serving.records import candidate_columns
 from flywheel.simulate import IdNaming, make_world
 from flywheel.simulate.traffic import (
     HttpRanker,
@@ -259,6 +265,15 @@ def test_rank_scores_with_the_champion_and_logs_what_it_served(
         logged[list(RAW_FEATURES)].to_numpy(np.float64),
         online[list(RAW_FEATURES)].to_numpy(np.float64, na_value=np.nan),
     )
+    # the candidate log (serving.log_candidates, on by default): every candidate, whose
+    # logged raw values replay to the champion's scores of all 50
+    records = read_candidate_logs(world).to_pylist()
+    record = next(r for r in records if r["request_id"] == body["request_id"])
+    assert record["item_ids"] == candidates and record["candidates"] == len(candidates)
+    assert [candidates[i] for i in record["served"]] == served and record["epsilon"] == 0.0
+    replay = predict(booster, model_inputs(candidate_columns(record), at))
+    np.testing.assert_allclose(replay, record["scores"], rtol=1e-6)
+    np.testing.assert_allclose(record["scores"], reference, rtol=1e-6)
 
 
 def test_cold_user_gets_default_candidates_and_is_counted(
@@ -552,6 +567,14 @@ def test_server_ranks_logs_every_served_item_and_takes_feedback(
         p.name.split("-")[0] for p in (world.workspace / "serving" / "predictions").rglob("*.jsonl")
     }
     assert len(pids - {str(os.getpid())}) == 2  # each worker wrote its own file
+    # each answer's candidate record, written by the worker that served it
+    records = {r["request_id"]: r for r in read_candidate_logs(world).to_pylist()}
+    for answer in load.answers:
+        record = records[answer["request_id"]]
+        assert [record["item_ids"][i] for i in record["served"]] == [
+            e["item_id"] for e in answer["items"]
+        ]
+        assert record["candidates"] == 50
 
 
 def test_server_answers_sequential_calls_with_the_champions_ranking(

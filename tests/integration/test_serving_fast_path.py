@@ -174,3 +174,28 @@ def test_no_cache_when_max_age_is_zero(world: Settings) -> None:
     items, scores, at = served(service, "17", CANDIDATES)
     assert not service.item_views.views  # every view read per request
     assert (items, scores) == reference(world, "17", CANDIDATES, at, 12)
+
+
+def test_candidate_logging_follows_its_settings(world: Settings) -> None:
+    """``serving.log_candidates`` off writes no candidate log; a sample rate logs that
+    share of requests (its own draws: the slates stay those of the seed)."""
+    from flywheel.config import ServingSettings
+    from flywheel.predlog import read_candidate_logs, read_prediction_logs
+
+    off = world.model_copy(update={"serving": ServingSettings(log_candidates=False)})
+    service = _greedy(off)
+    for user in USERS:
+        served(service, user, CANDIDATES)
+    assert read_candidate_logs(world).num_rows == 0
+    assert read_prediction_logs(world).num_rows == 12 * len(USERS)
+
+    half = world.model_copy(update={"serving": ServingSettings(candidate_sample_rate=0.5)})
+    service = RankingService(half, ServingOptions(epsilon=0.1, seed=3))
+    plain = RankingService(world, ServingOptions(epsilon=0.1, seed=3))
+    for n in range(60):
+        user = USERS[n % len(USERS)]
+        a = service.rank(RankRequest(user_id=user, candidates=CANDIDATES, k=5)).response
+        b = plain.rank(RankRequest(user_id=user, candidates=CANDIDATES, k=5)).response
+        assert [e.item_id for e in a.items] == [e.item_id for e in b.items]
+    logged = read_candidate_logs(world).num_rows - 60  # ``plain`` logs every request
+    assert 15 <= logged <= 45, logged

@@ -185,6 +185,7 @@ def test_estimates_cover_the_true_values_and_the_gate_blesses(
     block = summary.ope
     assert block is not None and block["computed"] and block["sufficient"]
     assert block["slates"] == N_REQUESTS and block["slots"] == 3 * N_REQUESTS
+    assert block["candidates"] == "served_only" and block["full_candidate_share"] == 0.0
     assert 2_000 < block["effective_sample_size"] <= 3 * N_REQUESTS
     for name in ("snips", "dr"):
         est = block["challenger"][name]
