@@ -31,6 +31,7 @@ cost on day 7. Checks: the incremental tables equal the full rebuild's on every 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -124,8 +125,6 @@ def features_stage(workspace: str, build: str, lake_workspace: str) -> dict[str,
 
 def cycle(workspace: str, day_dir: str, seed: int) -> dict[str, Any]:
     """One ``run_cycle`` over the day's raw folder; the per-stage seconds of its run."""
-    import json
-
     from flywheel.cycle import run_cycle
     from flywheel.evaluate import BlessingRule
 
@@ -261,6 +260,58 @@ def run_day(args: Any, day: int, root: Path, lake_events: int, users: int) -> di
     return row
 
 
+def _ratio(a: Any, b: Any) -> float:
+    """``a / b``, NaN when either did not run (a stopped run, a day without that step)."""
+    return float(a) / float(b) if a is not None and b not in (None, 0) else float("nan")
+
+
+def _print_table(days: list[dict[str, Any]]) -> None:
+    print(f"\n{'day':>3} | {'events':>9} | {'lake':>11} | {'ingest':>6} | {'incr build':>10} | "
+          f"{'incr stage':>10} | {'incr MiB':>8} | {'full build':>10} | {'full MiB':>8} | "
+          f"{'cycle':>6}")  # fmt: skip
+    for d in days:
+        full_s = f"{d['full_build_s']:>10.1f}" if "full_build_s" in d else f"{'':>10}"
+        full_m = f"{d['full_peak_mib']:>8.0f}" if "full_peak_mib" in d else f"{'':>8}"
+        cyc = f"{d['cycle_s']:>6.1f}" if d.get("cycle_s") is not None else f"{'':>6}"
+        print(f"{d['day']:>3} | {d['events']:>9,} | {d['lake_events']:>11,} | "
+              f"{d['ingest_s']:>6.1f} | {d['inc_build_s']:>10.1f} | {d['inc_features_s']:>10.1f}"
+              f" | {d['inc_peak_mib']:>8.0f} | {full_s} | {full_m} | {cyc}")  # fmt: skip
+
+
+def report(args: Any, days: list[dict[str, Any]], started: float) -> int:
+    """The per-day table, the plot, targets and checks over the days that ran (the last of
+    them stands for day ``--days`` when a run was stopped early; it says so)."""
+    plot(days, args.plot)
+    _print_table(days)
+    by_day = {d["day"]: d for d in days}
+    d7, last = by_day.get(7, {}), days[-1]
+    n = last["day"]
+    if n != args.days:
+        print(f"\nthe run stopped after day {n} of {args.days}: the targets use day {n}")
+    build_ratio = _ratio(last.get("inc_build_s"), d7.get("inc_build_s"))
+    stage_ratio = _ratio(last.get("inc_features_s"), d7.get("inc_features_s"))
+    speedup = _ratio(last.get("full_build_s"), last.get("inc_build_s"))
+    cycle_ratio = _ratio(last.get("cycle_s"), d7.get("cycle_s"))
+    print(f"\nday {n} / day 7: incremental build {build_ratio:.2f}x, features stage "
+          f"{stage_ratio:.2f}x, cycle {cycle_ratio:.2f}x; day {n} full / incremental "
+          f"build {speedup:.2f}x; machine {machine()}")  # fmt: skip
+    targets = [
+        Target(f"incremental build day {n} / day 7", build_ratio, FEATURES_RATIO_TARGET, True, "x"),
+        Target(f"features stage day {n} / day 7", stage_ratio, FEATURES_RATIO_TARGET, True, "x"),
+        Target(f"full / incremental build on day {n}", speedup, SPEEDUP_TARGET, False, "x"),
+        Target(f"cycle day {n} / day 7", cycle_ratio, CYCLE_RATIO_TARGET, True, "x"),
+    ]
+    fulls = [d for d in days if "equal" in d]
+    checks = [
+        Check("incremental tables equal the full rebuild's on every full day",
+              bool(fulls) and all(d["equal"] for d in fulls),
+              ", ".join(f"day {d['day']}: {d['differ'] or 'equal'}" for d in fulls)),
+        Check("every cycle ran all eight stages",
+              all(set(d["statuses"]) == {"ran"} for d in days if "statuses" in d)),
+    ]  # fmt: skip
+    return finish(Path(args.out), args, started, targets, checks, days=days)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=30)
@@ -274,12 +325,21 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path("bench-out/steady_state"))
     parser.add_argument("--out", default="bench-out/steady_state.json")
     parser.add_argument("--plot", type=Path, default=Path("bench-out/steady_state.png"))
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: report the days in <out>.days.jsonl (e.g. of a stopped run)",
+    )
     args = parser.parse_args()
     if args.days < 7:
         parser.error("--days must be at least 7 (the targets compare against day 7)")
     args.full_set = _days(args.full_days, args.days) | {7}
     args.cycle_set = _days(args.cycle_days, args.days) | {7}
     started = time.perf_counter()
+    record = Path(args.out).with_suffix(".days.jsonl")
+    if args.report_only:
+        days = [json.loads(line) for line in record.read_text().splitlines() if line.strip()]
+        return report(args, days, started)
 
     from flywheel.simulate import users_for_events
 
@@ -288,56 +348,21 @@ def main() -> int:
         shutil.rmtree(root / name, ignore_errors=True)
     (root / "full").mkdir(parents=True)
     os.symlink((root / "inc" / "lake").absolute(), root / "full" / "lake")
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text("")
     # The simulator's weekday rhythm makes days vary about +-10% around the mean.
     users = users_for_events(int(args.events_per_day * 1.05), 1)
     days: list[dict[str, Any]] = []
     lake = 0
     for day in range(1, args.days + 1):
         row = run_day(args, day, root, lake, users)
+        row["load"] = [round(x, 2) for x in os.getloadavg()]
         lake = row["lake_events"]
         days.append(row)
+        with record.open("a") as fh:  # each day kept as it ends: a stopped run keeps them
+            fh.write(json.dumps(row) + "\n")
         _print_day(row)
-    plot(days, args.plot)
-
-    by_day = {d["day"]: d for d in days}
-    d7, last = by_day[7], by_day[args.days]
-    print(f"\n{'day':>3} | {'events':>9} | {'lake':>11} | {'ingest':>6} | {'incr build':>10} | "
-          f"{'incr stage':>10} | {'incr MiB':>8} | {'full build':>10} | {'full MiB':>8} | "
-          f"{'cycle':>6}")  # fmt: skip
-    for d in days:
-        full_s = f"{d['full_build_s']:>10.1f}" if "full_build_s" in d else f"{'':>10}"
-        full_m = f"{d['full_peak_mib']:>8.0f}" if "full_peak_mib" in d else f"{'':>8}"
-        cyc = f"{d['cycle_s']:>6.1f}" if d.get("cycle_s") is not None else f"{'':>6}"
-        print(f"{d['day']:>3} | {d['events']:>9,} | {d['lake_events']:>11,} | "
-              f"{d['ingest_s']:>6.1f} | {d['inc_build_s']:>10.1f} | {d['inc_features_s']:>10.1f}"
-              f" | {d['inc_peak_mib']:>8.0f} | {full_s} | {full_m} | {cyc}")  # fmt: skip
-    build_ratio = last["inc_build_s"] / d7["inc_build_s"]
-    stage_ratio = last["inc_features_s"] / d7["inc_features_s"]
-    speedup = last["full_build_s"] / last["inc_build_s"]
-    cycle_ratio = last["cycle_s"] / d7["cycle_s"]
-    print(f"\nday {args.days} / day 7: incremental build {build_ratio:.2f}x, features stage "
-          f"{stage_ratio:.2f}x, cycle {cycle_ratio:.2f}x; day {args.days} full / incremental "
-          f"build {speedup:.2f}x; machine {machine()}; load {os.getloadavg()}")  # fmt: skip
-    targets = [
-        Target(f"incremental build day {args.days} / day 7", build_ratio,
-               FEATURES_RATIO_TARGET, True, "x"),
-        Target(f"features stage day {args.days} / day 7", stage_ratio,
-               FEATURES_RATIO_TARGET, True, "x"),
-        Target(f"full / incremental build on day {args.days}", speedup, SPEEDUP_TARGET,
-               False, "x"),
-        Target(f"cycle day {args.days} / day 7", cycle_ratio, CYCLE_RATIO_TARGET, True, "x"),
-    ]  # fmt: skip
-    fulls = [d for d in days if "equal" in d]
-    checks = [
-        Check("incremental tables equal the full rebuild's on every full day",
-              all(d["equal"] for d in fulls),
-              ", ".join(f"day {d['day']}: {d['differ'] or 'equal'}" for d in fulls)),
-        Check("every cycle ran all eight stages",
-              all(set(d["statuses"]) == {"ran"} for d in days if "statuses" in d)),
-    ]  # fmt: skip
-    for d in days:
-        d.pop("statuses", None)
-    return finish(Path(args.out), args, started, targets, checks, days=days)
+    return report(args, days, started)
 
 
 if __name__ == "__main__":
