@@ -101,13 +101,13 @@ def features_stage(workspace: str, build: str, lake_workspace: str) -> dict[str,
     """The features stage's work: build the tables, ``feast apply``, delta materialize (up
     to the lake's feature time: ``lake_workspace`` holds the lake's watermark)."""
     from flywheel import feature_store
-    from flywheel.features.build import build_features, rebuild_all
+    from flywheel.features.build import build_features
     from flywheel.lake import feature_time
     from flywheel.ray_runtime import shutdown_ray
 
     s = _settings(workspace, build)
     start = time.perf_counter()
-    built = build_features(s) if build == "incremental" else rebuild_all(s)
+    built = build_features(s)  # follows features.build
     build_s = time.perf_counter() - start
     shutdown_ray()
     feature_store.apply(s)

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+#: Compact JSON of a record's feature values (one encoder for every request).
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def raw_matrix(features: pd.DataFrame | Mapping[str, Any], raw: Sequence[str]) -> np.ndarray:
     """The raw columns ``raw`` of every candidate as one float64 matrix (NaN: missing),
     built once per request for both records."""
@@ -52,12 +56,9 @@ def _prediction_records(
     caller has it already."""
     served = np.asarray(slate.indices, dtype=np.int64)
     names = tuple(raw)
-    if matrix is None:
-        values_of = np.column_stack([feature_column(features, n)[served] for n in names])
-    else:
-        values_of = matrix[served]
+    values_of = (raw_matrix(features, names) if matrix is None else matrix)[served]
     items, categories = list(features["item_id"]), list(features["category"])
-    user, dumps = str(user_id), json.JSONEncoder(separators=(",", ":")).encode
+    user, dumps = str(user_id), _dumps
     records = []
     for position, (i, p, row) in enumerate(
         zip(served.tolist(), slate.propensities.tolist(), values_of.tolist(), strict=True)
@@ -130,7 +131,7 @@ def _candidate_record(
         "served": np.asarray(slate.indices, dtype=np.int64).tolist(),
         "item_ids": [str(i) for i in features["item_id"]],
         "scores": np.asarray(scores, dtype=np.float64).tolist(),
-        "features": json.JSONEncoder(separators=(",", ":")).encode(shared),
+        "features": _dumps(shared),
         "varying": varying,
         "values": base64.b64encode(values.tobytes()).decode("ascii"),
     }
