@@ -59,13 +59,15 @@ def pandas_build(workspace: str) -> dict[str, Any]:
 
 def tables_equal(workspace: Path) -> dict[str, bool]:
     """Compare both builds' tables (all but created_timestamp); floats to 1e-9 relative."""
+    from flywheel.features.day_parts import in_key_order
+
     result = {}
     for name in TABLES:
-        ray_t = pq.read_table(workspace / "features" / f"{name}.parquet").drop(
-            ["created_timestamp"]
-        )
+        # the build's per-entity tables are day folders: compare both in key order
+        ray_t = pq.read_table(workspace / "features" / f"{name}.parquet")
+        ray_t = in_key_order(ray_t, name).drop(["created_timestamp"])
         pd_t = pq.read_table(workspace / "pandas-features" / f"{name}.parquet")
-        pd_t = pd_t.drop(["created_timestamp"])
+        pd_t = in_key_order(pd_t, name).drop(["created_timestamp"])
         try:
             pd.testing.assert_frame_equal(
                 ray_t.to_pandas(), pd_t.to_pandas(), check_exact=False, rtol=1e-9

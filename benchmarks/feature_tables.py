@@ -138,12 +138,18 @@ def _workspace(root: Path, n: int, name: str) -> Path:
 
 
 def _frame(path: Path) -> pd.DataFrame:
-    table = pq.read_table(path).drop(["created_timestamp"])
-    return table.to_pandas()
+    """A table in key order (a day folder reads day by day; a base tree's file is sorted)."""
+    from flywheel.features.day_parts import in_key_order
+
+    table = pq.read_table(path)
+    table = in_key_order(table, path.name.removesuffix(".parquet"))
+    return table.drop(["created_timestamp"]).to_pandas()
 
 
 def compare(base: Path, new: Path) -> list[Check]:
     """The tables both write are equal; new user_category = base's plus zero rows only."""
+    from flywheel.features.day_parts import in_key_order
+
     checks = []
     for name in SHARED:
         left, right = _frame(base / f"{name}.parquet"), _frame(new / f"{name}.parquet")
@@ -152,8 +158,9 @@ def compare(base: Path, new: Path) -> list[Check]:
             checks.append(Check(f"{name} equal to the base build's", True, f"{len(left):,} rows"))
         except AssertionError as exc:
             checks.append(Check(f"{name} equal to the base build's", False, str(exc)[:200]))
-    old = pq.read_table(base / "user_category.parquet").drop(["created_timestamp"])
-    cats = pq.read_table(new / "user_category.parquet").drop(["created_timestamp"])
+    old = in_key_order(pq.read_table(base / "user_category.parquet"), "user_category")
+    cats = in_key_order(pq.read_table(new / "user_category.parquet"), "user_category")
+    old, cats = old.drop(["created_timestamp"]), cats.drop(["created_timestamp"])
     nonzero = cats.filter(pc.greater(cats["cat_views_7d"], 0))
     zero = cats.num_rows - nonzero.num_rows
     same = nonzero.num_rows == old.num_rows and nonzero.equals(old)

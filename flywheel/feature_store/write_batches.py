@@ -33,25 +33,30 @@ MAX_ROWS = 200_000
 
 
 def mean_list_lengths(path: Path, columns: list[str]) -> dict[str, float]:
-    """Mean number of elements per row of each list column, from the Parquet footer.
+    """Mean number of elements per row of each list column, from the Parquet footers (of
+    the file, or of every file of a folder).
 
     A Parquet column chunk's ``num_values`` counts the leaf values (elements, plus one slot
     per null or empty list), so this reads no data pages.
     """
     import pyarrow.parquet as pq
 
-    meta = pq.ParquetFile(path).metadata
-    if meta.num_rows == 0:
-        return dict.fromkeys(columns, 0.0)
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]  # a day folder
     leaves: dict[str, int] = dict.fromkeys(columns, 0)
-    for g in range(meta.num_row_groups):
-        group = meta.row_group(g)
-        for c in range(group.num_columns):
-            chunk = group.column(c)
-            top = chunk.path_in_schema.split(".", 1)[0]
-            if top in leaves:
-                leaves[top] += chunk.num_values
-    return {name: count / meta.num_rows for name, count in leaves.items()}
+    rows = 0
+    for file in files:
+        meta = pq.ParquetFile(file).metadata
+        rows += meta.num_rows
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            for c in range(group.num_columns):
+                chunk = group.column(c)
+                top = chunk.path_in_schema.split(".", 1)[0]
+                if top in leaves:
+                    leaves[top] += chunk.num_values
+    if rows == 0:
+        return dict.fromkeys(columns, 0.0)
+    return {name: count / rows for name, count in leaves.items()}
 
 
 def row_bytes(scalar_values: int, list_elements: float) -> float:
@@ -82,5 +87,5 @@ def view_batch_rows(view: Any, budget_bytes: int) -> int:
     elements = 0.0
     if lists:
         path = Path(view.batch_source.path)
-        elements = sum(mean_list_lengths(path, lists).values()) if path.is_file() else 0.0
+        elements = sum(mean_list_lengths(path, lists).values()) if path.exists() else 0.0
     return rows_for_budget(budget_bytes, row_bytes(scalars, elements))

@@ -50,6 +50,7 @@ from flywheel.features.aggregate import (
     hourly_partials,
     iter_bucket_features,
 )
+from flywheel.features.day_parts import DAY_PARTED, write_day_parts
 from flywheel.features.keys import KeySpace
 from flywheel.features.publish import write_atomic
 from flywheel.features.scan import ID_COLUMNS, LakeScan, lake_files, read_catalog, scan_lake
@@ -247,7 +248,12 @@ def _publish(staging: Path, out_dir: Path, driver: dict[str, pa.Table]) -> dict[
             if name in DRIVER_TABLES
             else list(sorted((staging / name).glob("part-*.parquet")))
         )
-        write_atomic(parts or [schema.empty_table()], schema, out_dir / f"{name}.parquet")
+        dest = out_dir / f"{name}.parquet"
+        if name in DAY_PARTED:
+            rows[name] = write_day_parts(parts, schema, dest)
+            log.info("features: wrote %s (%d rows)", name, rows[name])
+            continue
+        write_atomic(parts or [schema.empty_table()], schema, dest)
         rows[name] = sum(
             p.num_rows if isinstance(p, pa.Table) else pq.read_metadata(p).num_rows for p in parts
         )

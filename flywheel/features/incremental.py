@@ -8,10 +8,12 @@
    if earlier (rows after it appear as the lake grows). Published rows at or before the cut
    are kept; the rows after it are computed from the stored partials of every partition
    (:mod:`~flywheel.features.refinalise`), a range of users (or items) at a time.
-3. Publish: kept + new rows per table (:mod:`~flywheel.features.publish`); ``user_item_latest``
-   and the catalog's tables are recomputed. The build state is removed before the first
-   table is replaced and written after the last, so a crash in between leaves no state and
-   the next build is a full one.
+3. Publish: per table, the day files before the cut kept as they are and the new rows
+   merged into the cut's day and written as later days (:mod:`~flywheel.features.publish`,
+   :mod:`~flywheel.features.day_parts`); ``user_item_latest`` is recomputed from the days of
+   ``user_item`` within its ttl, and the catalog's tables. The build state is removed before
+   the first table is replaced and written after the last, so a crash in between leaves no
+   state and the next build is a full one.
 
 A full build (no state, a catalog or definition change, a table missing) takes the same path
 with no cut: every partition's partials recomputed, every row computed.
@@ -37,9 +39,10 @@ from flywheel.features import build_state as bs
 from flywheel.features import partial_store as store
 from flywheel.features.aggregate import DRIVER_TABLES, KIND_ITEM, driver_tables
 from flywheel.features.build import FeatureBuildSummary, lake_files, read_catalog
+from flywheel.features.day_parts import DAY_PARTED
 from flywheel.features.keys import KeySpace
 from flywheel.features.partials import CatalogIndex, Columns, combine_partials
-from flywheel.features.publish import SORT_KEYS, kept_rows, latest_of, merge_rows, write_atomic
+from flywheel.features.publish import SORT_KEYS, latest_of, publish_days, write_atomic
 from flywheel.features.refinalise import iter_incremental_features
 from flywheel.progress import PhaseClock
 from flywheel.schemas import FEATURE_TABLES
@@ -155,28 +158,22 @@ def _publish(
     horizon: int,
     created_us: int,
 ) -> dict[str, int]:
-    """Every table: kept rows (at or before ``since``) merged with the staged new ones."""
+    """Every per-entity table: its days before the cut kept, the staged new rows merged in
+    (:func:`~flywheel.features.publish.publish_days`); then ``user_item_latest`` and the
+    catalog's tables."""
     out_dir, rows = settings.feature_data_dir, {}
-    for name in [n for n in SORT_KEYS if n != "user_item"] + ["user_item"]:
+    for name in SORT_KEYS:
         schema = FEATURE_TABLES[name]
         parts = sorted((staging / name).glob("part-*.parquet"))
         new = pa.concat_tables([pq.read_table(p) for p in parts]) if parts else None
         new = schema.empty_table() if new is None else new.cast(schema)
-        old = (
-            schema.empty_table() if since is None else kept_rows(out_dir / f"{name}.parquet", since)
-        )
-        table = merge_rows(old.cast(schema), new, name, keys, catalog.categories)
-        del old, new
-        write_atomic([table], schema, out_dir / f"{name}.parquet")
-        rows[name] = table.num_rows
-        if name == "user_item":
-            latest = latest_of(table, horizon, created_us)
-            schema = FEATURE_TABLES["user_item_latest"]
-            write_atomic(
-                latest or [schema.empty_table()], schema, out_dir / "user_item_latest.parquet"
-            )
-            rows["user_item_latest"] = sum(t.num_rows for t in latest)
-        del table
+        dest = out_dir / f"{name}.parquet"
+        rows[name] = publish_days(dest, schema, new, since, name, keys, catalog.categories)
+        del new
+    schema = FEATURE_TABLES["user_item_latest"]
+    latest = latest_of(out_dir / "user_item.parquet", keys, horizon, created_us)
+    write_atomic(latest or [schema.empty_table()], schema, out_dir / "user_item_latest.parquet")
+    rows["user_item_latest"] = sum(t.num_rows for t in latest)
     for name in DRIVER_TABLES:
         write_atomic([driver[name]], FEATURE_TABLES[name], out_dir / f"{name}.parquet")
         rows[name] = driver[name].num_rows
@@ -184,7 +181,14 @@ def _publish(
 
 
 def _published(settings: Settings) -> bool:
-    return all((settings.feature_data_dir / f"{n}.parquet").is_file() for n in FEATURE_TABLES)
+    """Every table there, in this version's layout (day folders for the per-entity ones)."""
+    folder = settings.feature_data_dir
+    return all(
+        (folder / f"{n}.parquet").is_dir()
+        if n in DAY_PARTED
+        else (folder / f"{n}.parquet").is_file()
+        for n in FEATURE_TABLES
+    )
 
 
 def prune_store(settings: Settings, state: bs.BuildState) -> None:

@@ -1,14 +1,17 @@
 """Publishing feature tables: atomic single-file writes, and the incremental merge.
 
-Each table is one Parquet file under ``settings.feature_data_dir``, written to a temp file
-and ``os.replace``d, so readers never see half a table. An incremental build keeps the
-published rows stamped at or before its cut and merges the rows it computed after the cut
-into them, in the order a full build writes (keys, then ``event_timestamp``).
+The small tables are one Parquet file under ``settings.feature_data_dir``, written to a temp
+file and ``os.replace``d, so readers never see half a table; the per-entity ones are day
+folders (:mod:`~flywheel.features.day_parts`). An incremental build keeps the published rows
+stamped at or before its cut (older days' files as they are, hard-linked) and merges the rows
+it computed after the cut into the day of the cut, in the order a full build writes (keys,
+then ``event_timestamp``).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from flywheel.features import day_parts
 from flywheel.features.keys import KeySpace
 from flywheel.features.packed import user_item_latest_table
 from flywheel.features.partials import US_PER_HOUR
+from flywheel.packed_history import HISTORY_TTL_S
 from flywheel.schemas import TS_TYPE
 
 #: Sort keys of each per-entity table (then ``event_timestamp``; ``user_category`` is
@@ -52,10 +57,52 @@ def write_atomic(parts: Sequence[Path | pa.Table], schema: pa.Schema, dest: Path
 
 
 def kept_rows(path: Path, since: int) -> pa.Table:
-    """The published rows of a table stamped at or before hour end ``since``."""
+    """The rows of a table file stamped at or before hour end ``since``."""
     table = pq.read_table(path)
     cut = pa.scalar(since * US_PER_HOUR, TS_TYPE)
     return table.filter(pc.less_equal(table["event_timestamp"], cut))
+
+
+def publish_days(
+    dest: Path,
+    schema: pa.Schema,
+    new: pa.Table,
+    since: int | None,
+    name: str,
+    keys: KeySpace,
+    categories: Sequence[str],
+) -> int:
+    """Publish day folder ``dest``: its days before the cut's unchanged (linked), the cut's
+    day as its kept rows merged with the new ones, later days the new rows alone.
+    ``since=None``: the new rows are the whole table. Returns the table's rows."""
+    staged = day_parts.staging_folder(dest)
+    writer = day_parts.DayPartWriter(staged, schema)
+    try:
+        rows = new.num_rows
+        new_days = day_parts.row_days(new) if new.num_rows else np.zeros(0, np.int64)
+        open_day = None if since is None else day_parts.first_open_day(since)
+        kept = schema.empty_table()
+        for path in [] if since is None else day_parts.table_files(dest):
+            day = day_parts.part_day(path)
+            if open_day is not None and day < open_day:
+                writer.link(path)
+                rows += pq.read_metadata(path).num_rows
+            elif day == open_day:
+                kept = kept_rows(path, since).cast(schema)  # type: ignore[arg-type]
+                rows += kept.num_rows
+        days = set(np.unique(new_days).tolist())
+        if kept.num_rows:
+            days.add(open_day)
+        for day in sorted(days):
+            mine = new.take(pa.array(np.flatnonzero(new_days == day))).cast(schema)
+            old = kept if day == open_day else schema.empty_table()
+            writer.write(merge_rows(old, mine, name, keys, categories), day=day)
+        writer.finish()
+        day_parts.replace_table(staged, dest)
+    finally:
+        writer.close()
+        shutil.rmtree(staged, ignore_errors=True)
+    return rows
 
 
 def _codes(table: pa.Table, name: str, keys: KeySpace, categories: Sequence[str]) -> np.ndarray:
@@ -92,12 +139,27 @@ def merge_rows(
     return both.take(pa.array(order))
 
 
-def latest_of(user_item: pa.Table, horizon: int, created_us: int) -> list[pa.Table]:
-    """``user_item_latest`` of a whole published-order ``user_item`` table, a slice of whole
-    users at a time."""
-    n = user_item.num_rows
-    if n == 0:
+def latest_of(folder: Path, keys: KeySpace, horizon: int, created_us: int) -> list[pa.Table]:
+    """``user_item_latest`` from the published ``user_item`` day folder: only the days within
+    the history ttl of the horizon are read (an older row cannot be served), the last row of
+    each pair taken, then packed a slice of whole users at a time."""
+    low_hour = horizon - int(HISTORY_TTL_S // 3600)
+    files = [
+        p for p in day_parts.table_files(folder) if 24 * day_parts.part_day(p) + 24 >= low_hour
+    ]
+    tables = [t for t in (pq.read_table(p) for p in files) if t.num_rows]
+    if not tables:
         return []
+    user_item = pa.concat_tables(tables)
+    del tables
+    # days in order and each day in (user, item, stamp) order: a pair's last row is its
+    # last occurrence; np.unique orders the pairs by (user, item) as the full build does
+    code = keys.user_keys(user_item["user_id"]) * max(len(keys.items), 1)
+    code += keys.item_keys(user_item["item_id"])
+    _, first_reversed = np.unique(code[::-1], return_index=True)
+    user_item = user_item.take(pa.array(len(code) - 1 - first_reversed))
+    del code
+    n = user_item.num_rows
     codes = pc.dictionary_encode(user_item["user_id"].combine_chunks()).indices.to_numpy()
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])  # sorted by user
     out, lo = [], 0

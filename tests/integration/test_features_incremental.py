@@ -27,6 +27,7 @@ from flywheel.config import FeatureSettings, Settings
 from flywheel.features import FeatureBuildSummary, build_features, incremental, publish
 from flywheel.features import build_state as bs
 from flywheel.features.build import rebuild_all
+from flywheel.features.day_parts import DAY_PARTED
 from flywheel.features.partial_store import store_dir
 from flywheel.ray_runtime import ensure_ray, shutdown_ray
 from flywheel.schemas import EVENT_SCHEMA, FEATURE_TABLES, ITEM_SCHEMA
@@ -122,6 +123,15 @@ def _assert_equal_to_full(settings: Settings, tmp: Path) -> None:
                 assert a.equals(b), f"{name}.{column}"
 
 
+def _day_files(settings: Settings) -> dict[tuple[str, str], int]:
+    """(table, file name) -> inode of every day file of the per-entity tables."""
+    out = {}
+    for name in DAY_PARTED:
+        for path in (settings.feature_data_dir / f"{name}.parquet").iterdir():
+            out[name, path.name] = path.stat().st_ino
+    return out
+
+
 def _build(settings: Settings) -> FeatureBuildSummary:
     return build_features(settings, incremental=True)
 
@@ -145,10 +155,18 @@ def test_incremental_equals_full_rebuild_through_a_lakes_life(
     _assert_equal_to_full(settings, tmp_path)
 
     for day in (36, 37):  # new days
+        before = _day_files(settings)
         _add(settings, day, 60, seed=100 + day)
         summary = _build(settings)
         assert (summary.path, summary.partitions_recomputed) == ("incremental", 1), day
         _assert_equal_to_full(settings, tmp_path)
+        after = _day_files(settings)
+        # per-entity tables are day folders; the days before the new one are the same files
+        # (hard links), the new day's are new, the day of the cut is rewritten
+        assert set(before) < set(after), day
+        older = [k for k in before if k[1] < f"part-{DAY0.date() + timedelta(days=day - 1)}"]
+        assert older and all(after[k] == before[k] for k in older), day
+        assert any(k[1].startswith(f"part-{DAY0.date() + timedelta(days=day)}") for k in after)
 
     _add(settings, 20, 15, seed=200, name="part-late")  # late events into an old partition
     summary = _build(settings)
@@ -201,16 +219,16 @@ def test_incremental_equals_full_rebuild_through_a_lakes_life(
 
     # a crash during the publish (some tables replaced): no state, the next build is full
     _add(settings, 39, 50, seed=139)
-    real, calls = publish.write_atomic, []
+    real, calls = publish.publish_days, []
 
-    def flaky(*args: object, **kwargs: object) -> None:
+    def flaky(*args: object, **kwargs: object) -> int:
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("injected crash during publish")
-        real(*args, **kwargs)  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
 
     with monkeypatch.context() as patch:
-        patch.setattr(incremental, "write_atomic", flaky)
+        patch.setattr(incremental, "publish_days", flaky)
         with pytest.raises(RuntimeError, match="during publish"):
             _build(settings)
     assert bs.read_build_state(settings) is None

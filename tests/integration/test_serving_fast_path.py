@@ -15,6 +15,7 @@ here in a workspace of this module, since these tests rewrite item rows.
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -131,7 +132,12 @@ def test_a_materialization_is_served_at_the_next_registry_check(world: Settings)
     assert served(stale, user, CANDIDATES)[:2] == before
     stamp = max(datetime.now(UTC) - timedelta(seconds=1), NOW + timedelta(seconds=2))
     table = _new_item_activity(world, stamp, scale=3.0)
-    table.to_parquet(world.feature_data_dir / "item_activity.parquet", index=False)
+    path = world.feature_data_dir / "item_activity.parquet"
+    if path.is_dir():  # a built table is a day folder; a fixture's is one file
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+    table.to_parquet(path, index=False)
     fs.materialize(world, end=stamp + timedelta(seconds=1))
 
     items, scores, at = served(fresh, user, CANDIDATES)

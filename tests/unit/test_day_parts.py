@@ -1,0 +1,101 @@
+"""Day folders of the per-entity feature tables: which day a row belongs to, and the
+incremental publish (older days linked, the cut's day merged, later days new)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from flywheel.features import day_parts
+from flywheel.features.keys import KeySpace
+from flywheel.features.partials import US_PER_HOUR
+from flywheel.features.publish import publish_days
+from flywheel.schemas import USER_ACTIVITY_30D_SCHEMA
+
+SCHEMA = USER_ACTIVITY_30D_SCHEMA
+DAY0 = datetime(2025, 3, 1, tzinfo=UTC)
+H0 = int(DAY0.timestamp()) // 3600  # epoch hour of DAY0 00:00
+
+
+def _rows(pairs: list[tuple[str, int]], views: int = 1) -> pa.Table:
+    """Rows (user, stamp hour) sorted as published: by user, then stamp."""
+    pairs = sorted(pairs)
+    stamps = [DAY0 + timedelta(hours=h) for _, h in pairs]
+    data = {
+        "user_id": [u for u, _ in pairs],
+        "event_timestamp": stamps,
+        "created_timestamp": stamps,
+    }
+    for name in SCHEMA.names[3:]:
+        data[name] = [views] * len(pairs)
+    return pa.Table.from_pydict(data, schema=SCHEMA)
+
+
+def test_a_row_belongs_to_the_day_of_the_hour_it_closes() -> None:
+    table = _rows([("a", 1), ("a", 24), ("a", 25), ("b", 48)])
+    days = day_parts.row_days(table) - (H0 // 24)
+    assert days.tolist() == [0, 0, 1, 1]  # stamp 24:00 closes 23:00-24:00 of day 0
+    assert day_parts.first_open_day(H0 + 24) == H0 // 24 + 1  # all of day 0 is kept
+    assert day_parts.first_open_day(H0 + 23) == H0 // 24  # day 0's last hour is not
+    name = day_parts.part_name(H0 // 24)
+    assert name == "part-2025-03-01.parquet"
+    assert day_parts.part_day(Path(name)) == H0 // 24
+
+
+def test_write_day_parts_splits_by_day_keeping_order(tmp_path: Path) -> None:
+    table = _rows([("a", 3), ("a", 30), ("b", 5), ("b", 50), ("c", 29)])
+    dest = tmp_path / "user_activity_30d.parquet"
+    assert day_parts.write_day_parts([table.slice(0, 2), table.slice(2)], SCHEMA, dest) == 5
+    files = day_parts.table_files(dest)
+    assert [f.name for f in files] == [
+        "part-2025-03-01.parquet",
+        "part-2025-03-02.parquet",
+        "part-2025-03-03.parquet",
+    ]
+    assert pq.read_table(files[0])["user_id"].to_pylist() == ["a", "b"]
+    assert pq.read_table(files[1])["user_id"].to_pylist() == ["a", "c"]
+    # an empty table is one empty file: readers still find the schema
+    empty = tmp_path / "empty.parquet"
+    day_parts.write_day_parts([], SCHEMA, empty)
+    assert pq.read_table(empty).schema.equals(SCHEMA)
+    assert pq.read_table(empty).num_rows == 0
+
+
+def test_publish_days_links_old_days_and_merges_the_cut(tmp_path: Path) -> None:
+    keys = KeySpace(pa.array(["a", "b", "c"]), pa.array([], pa.string()))
+    old = _rows([("a", 3), ("b", 5), ("a", 30), ("c", 40), ("b", 44)])
+    dest = tmp_path / "user_activity_30d.parquet"
+    day_parts.write_day_parts([old], SCHEMA, dest)
+    first = {p.name: p.stat().st_ino for p in day_parts.table_files(dest)}
+    since = H0 + 40  # rows stamped after hour 40 of the lake are recomputed
+    new = _rows([("a", 45), ("b", 41), ("c", 50)], views=9)
+    rows = publish_days(dest, SCHEMA, new, since, "user_activity_30d", keys, ())
+    files = day_parts.table_files(dest)
+    assert rows == sum(pq.read_metadata(f).num_rows for f in files) == 7
+    assert files[0].stat().st_ino == first["part-2025-03-01.parquet"]  # linked, not rewritten
+    day1 = pq.read_table(files[1])
+    # kept (a@30, c@40) and new (a@45, b@41) rows, by user then stamp; b@44 dropped
+    assert day1["user_id"].to_pylist() == ["a", "a", "b", "c"]
+    assert day1["views_30d"].to_pylist() == [1, 9, 9, 1]
+    hours = (day1["event_timestamp"].cast(pa.int64()).to_numpy() // US_PER_HOUR - H0).tolist()
+    assert hours == [30, 45, 41, 40]
+    assert pq.read_table(files[2])["user_id"].to_pylist() == ["c"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers
+
+
+def test_a_failed_publish_keeps_the_published_days(tmp_path: Path) -> None:
+    keys = KeySpace(pa.array(["a"]), pa.array([], pa.string()))
+    dest = tmp_path / "user_activity_30d.parquet"
+    day_parts.write_day_parts([_rows([("a", 3), ("a", 30)])], SCHEMA, dest)
+    before = {p.name: p.read_bytes() for p in day_parts.table_files(dest)}
+    bad = _rows([("zz", 35)])  # an id outside the key space
+    with pytest.raises(ValueError, match="key space"):
+        publish_days(dest, SCHEMA, bad, H0 + 32, "user_activity_30d", keys, ())
+    assert {p.name: p.read_bytes() for p in day_parts.table_files(dest)} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert np.array_equal(pq.read_table(dest)["views_30d"].to_numpy(), np.array([1, 1]))
