@@ -50,7 +50,7 @@ from flywheel.features.aggregate import (
     hourly_partials,
     iter_bucket_features,
 )
-from flywheel.features.day_parts import DAY_PARTED, write_day_parts
+from flywheel.features.day_parts import DAY_PARTED, drop_leftovers, write_day_parts
 from flywheel.features.keys import KeySpace
 from flywheel.features.publish import write_atomic
 from flywheel.features.scan import ID_COLUMNS, LakeScan, lake_files, read_catalog, scan_lake
@@ -241,6 +241,7 @@ def _run_pipeline(
 def _publish(staging: Path, out_dir: Path, driver: dict[str, pa.Table]) -> dict[str, int]:
     """Concatenate each table's bucket parts (entity-range order) into its final file;
     ``driver`` holds the tables computed in the driver (:data:`DRIVER_TABLES`)."""
+    drop_leftovers(out_dir)
     rows = {}
     for name, schema in FEATURE_TABLES.items():
         parts: list[Path | pa.Table] = (

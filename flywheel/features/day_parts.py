@@ -9,10 +9,13 @@ day of its cut and writes the days after it, and hard-links every older day unch
 publish follows the new data, not the history. The small tables (the catalog's,
 ``user_item_latest``) stay single files.
 
-A folder is replaced by writing the new one beside it, renaming the old away, renaming the new
-in and deleting the old. Between the two renames a reader finds no table, and a crash there
-leaves none; the build state is cleared before publishing starts, so the next build is then a
-full one. Nothing is lost: feature tables are derived from the lake.
+A folder is replaced by writing the new one beside it (hidden, ``.<name>.<id>.new``) and
+exchanging the two names in one step where the filesystem can (Linux ``renameat2``: ext4,
+xfs, btrfs, tmpfs), then deleting the old. Elsewhere the old is renamed away and the new in:
+between the two renames a reader finds no table, and a crash there leaves none; the build
+state is cleared before publishing starts, so the next build is then a full one. Nothing is
+lost: feature tables are derived from the lake. Hidden folders a crash left are removed at
+the next publish (:func:`drop_leftovers`).
 """
 
 from __future__ import annotations
@@ -130,7 +133,21 @@ def staging_folder(dest: Path) -> Path:
 
 
 def replace_table(staged: Path, dest: Path) -> None:
-    """Make ``staged`` (a folder) the table at ``dest`` (a folder or an older single file)."""
+    """Make ``staged`` (a folder) the table at ``dest`` (a folder or an older single file).
+
+    Folder for folder, the two names are exchanged in one step (``renameat2``, see
+    :mod:`flywheel.housekeeping.swap`): a reader finds the old table or the new one, never
+    none. Where the filesystem cannot, two renames (the gap the module docstring names)."""
+    from flywheel.housekeeping.swap import ExchangeUnsupported, exchange
+
+    if dest.is_dir():
+        try:
+            exchange(staged, dest)
+        except ExchangeUnsupported:
+            pass
+        else:
+            shutil.rmtree(staged, ignore_errors=True)  # now the old table
+            return
     old = None
     if dest.exists():
         old = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.old")
@@ -141,6 +158,16 @@ def replace_table(staged: Path, dest: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             old.unlink(missing_ok=True)
+
+
+def drop_leftovers(folder: Path) -> int:
+    """Remove the hidden new / old table folders a crashed publish left in ``folder``."""
+    removed = 0
+    for path in folder.glob(".*.parquet.*"):
+        if path.is_dir() and path.suffix in (".new", ".old"):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def write_day_parts(parts: list[Path | pa.Table], schema: pa.Schema, dest: Path) -> int:

@@ -39,7 +39,7 @@ from flywheel.features import build_state as bs
 from flywheel.features import partial_store as store
 from flywheel.features.aggregate import DRIVER_TABLES, KIND_ITEM, driver_tables
 from flywheel.features.build import FeatureBuildSummary, lake_files, read_catalog
-from flywheel.features.day_parts import DAY_PARTED
+from flywheel.features.day_parts import DAY_PARTED, drop_leftovers
 from flywheel.features.keys import KeySpace
 from flywheel.features.partials import CatalogIndex, Columns, combine_partials
 from flywheel.features.publish import SORT_KEYS, latest_of, publish_days, write_atomic
@@ -162,6 +162,7 @@ def _publish(
     (:func:`~flywheel.features.publish.publish_days`); then ``user_item_latest`` and the
     catalog's tables."""
     out_dir, rows = settings.feature_data_dir, {}
+    drop_leftovers(out_dir)
     for name in SORT_KEYS:
         schema = FEATURE_TABLES[name]
         parts = sorted((staging / name).glob("part-*.parquet"))

@@ -99,3 +99,27 @@ def test_a_failed_publish_keeps_the_published_days(tmp_path: Path) -> None:
     assert {p.name: p.read_bytes() for p in day_parts.table_files(dest)} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert np.array_equal(pq.read_table(dest)["views_30d"].to_numpy(), np.array([1, 1]))
+
+
+def test_a_folder_is_replaced_in_one_step_and_leftovers_go(tmp_path: Path) -> None:
+    dest = tmp_path / "user_activity_30d.parquet"
+    day_parts.write_day_parts([_rows([("a", 3)])], SCHEMA, dest)
+    old_inode = dest.stat().st_ino
+    day_parts.write_day_parts([_rows([("b", 30)])], SCHEMA, dest)
+    assert dest.stat().st_ino != old_inode  # another folder under the same name
+    assert pq.read_table(dest)["user_id"].to_pylist() == ["b"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # a crash's hidden folders are dropped, the table and other files are not
+    (tmp_path / ".user_item.parquet.abc.new").mkdir()
+    (tmp_path / ".user_item.parquet.def.old").mkdir()
+    (tmp_path / ".keep.tmp").touch()
+    assert day_parts.drop_leftovers(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".keep.tmp", dest.name]
+
+
+def test_a_single_file_table_becomes_a_folder(tmp_path: Path) -> None:
+    dest = tmp_path / "user_activity_30d.parquet"
+    pq.write_table(_rows([("a", 3)]), dest)  # an older version's layout
+    day_parts.write_day_parts([_rows([("b", 30)])], SCHEMA, dest)
+    assert dest.is_dir()
+    assert [f.name for f in day_parts.table_files(dest)] == ["part-2025-03-02.parquet"]
