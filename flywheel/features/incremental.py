@@ -7,7 +7,9 @@
 2. The cut: the first hour a changed (old or new) partition holds, or the previous horizon
    if earlier (rows after it appear as the lake grows). Published rows at or before the cut
    are kept; the rows after it are computed from the stored partials of every partition
-   (:mod:`~flywheel.features.refinalise`), a range of users (or items) at a time.
+   (:mod:`~flywheel.features.refinalise`), only for the entities that have such rows
+   (:func:`touched`: active after the cut, or with an hour leaving a window after it), a
+   range of users (or items) at a time.
 3. Publish: per table, the day files before the cut kept as they are and the new rows
    merged into the cut's day and written as later days (:mod:`~flywheel.features.publish`,
    :mod:`~flywheel.features.day_parts`); ``user_item_latest`` is recomputed from the days of
@@ -44,6 +46,7 @@ from flywheel.features.keys import KeySpace
 from flywheel.features.partials import CatalogIndex, Columns, combine_partials
 from flywheel.features.publish import SORT_KEYS, latest_of, publish_days, write_atomic
 from flywheel.features.refinalise import iter_incremental_features
+from flywheel.features.windows import WINDOW_HOURS
 from flywheel.progress import PhaseClock
 from flywheel.schemas import FEATURE_TABLES
 
@@ -104,6 +107,32 @@ def diff_lake(settings: Settings, previous: bs.BuildState | None) -> LakeDiff:
         if name not in parts and prev.first_hour >= 0:  # a removed partition
             hours.append(prev.first_hour)
     return LakeDiff(versions, recomputed, hours, events)
+
+
+def touched(combined: Columns, since: int, horizon: int) -> Columns:
+    """The partials of the entities (users, items) that have a row stamped after ``since``.
+
+    A snapshot row follows an hour with events (``h + 1``); a window row also follows it by
+    each window (``h + 1 + W``, dropped after the horizon: :func:`~flywheel.features.windows.
+    change_points`). So an entity has a row in ``(since, horizon]`` only if one of its hours
+    ``h`` has ``h >= since`` or ``since < h + 1 + W <= horizon`` for some window; the others'
+    rows are all kept as published, and computing them again would only cost time. A user's
+    partials are its own and its pairs' (``entity`` = the user), an item's its own."""
+    hour = combined["hour"].astype(np.int64)
+    hit = hour >= since
+    for w in sorted(set(WINDOW_HOURS.values())):
+        end = hour + 1 + w
+        hit |= (end > since) & (end <= horizon)
+    is_item = combined["kind"] == KIND_ITEM
+    entity = combined["entity"].astype(np.int64)
+    size = int(entity.max()) + 1 if len(entity) else 0
+    users, items = np.zeros(size, bool), np.zeros(size, bool)
+    users[entity[hit & ~is_item]] = True
+    items[entity[hit & is_item]] = True
+    keep = np.where(is_item, items[entity], users[entity])
+    if keep.all():
+        return combined
+    return {c: v[keep] for c, v in combined.items()}
 
 
 def _entity_chunks(combined: Columns) -> list[Columns]:
@@ -256,6 +285,13 @@ def build_incremental(settings: Settings) -> FeatureBuildSummary:
     combined = combine_partials(cols)
     partial_rows = len(cols["entity"])
     del cols
+    if since is not None:
+        combined = touched(combined, since, horizon)
+        log.info(
+            "features: %d of %d partial rows belong to entities with rows after the cut",
+            len(combined["entity"]),
+            partial_rows,
+        )
     chunks = _entity_chunks(combined)
     del combined
     lap("load")

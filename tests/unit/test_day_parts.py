@@ -123,3 +123,38 @@ def test_a_single_file_table_becomes_a_folder(tmp_path: Path) -> None:
     day_parts.write_day_parts([_rows([("b", 30)])], SCHEMA, dest)
     assert dest.is_dir()
     assert [f.name for f in day_parts.table_files(dest)] == ["part-2025-03-02.parquet"]
+
+
+def test_only_entities_with_rows_after_the_cut_are_recomputed() -> None:
+    from flywheel.features.incremental import touched
+    from flywheel.features.partials import KIND_ITEM, KIND_USER, KIND_USER_ITEM_VIEW
+    from flywheel.features.windows import WINDOW_HOURS
+
+    assert sorted(set(WINDOW_HOURS.values())) == [1, 24, 168, 720]
+    since, horizon = 1000, 1024
+    rows = [  # (kind, entity, hour)
+        (KIND_USER, 0, 1010),  # active after the cut
+        (KIND_USER, 1, 980),  # leaves its 24 h window at 1005
+        (KIND_USER, 2, 900),  # leaves windows at 925, 1069 (after the horizon), 1621
+        (KIND_USER, 3, 831),  # leaves its 7 d window at 1000: at the cut, not after it
+        (KIND_USER, 4, 832),  # ... at 1001
+        (KIND_USER, 5, 900),
+        (KIND_USER_ITEM_VIEW, 5, 1012),  # user 5 through one of its pairs
+        (KIND_ITEM, 2, 290),  # leaves its 30 d window at 1011 (items: their own keys)
+        (KIND_ITEM, 1, 900),
+        (KIND_ITEM, 0, 1000),
+    ]
+    cols = {
+        "kind": np.array([k for k, _, _ in rows], np.int8),
+        "entity": np.array([e for _, e, _ in rows], np.int32),
+        "hour": np.array([h for _, _, h in rows], np.int32),
+        "views": np.arange(len(rows), dtype=np.int64),
+    }
+    out = touched(cols, since, horizon)
+    got = sorted(
+        zip(out["kind"].tolist(), out["entity"].tolist(), out["hour"].tolist(), strict=True)
+    )
+    want = [r for r in rows if (r[0] == KIND_ITEM and r[1] in (0, 2))]
+    want += [r for r in rows if r[0] != KIND_ITEM and r[1] in (0, 1, 4, 5)]
+    assert got == sorted(want)
+    assert out["views"].tolist() == [i for i, r in enumerate(rows) if r in want]
