@@ -41,10 +41,11 @@ def mean_list_lengths(path: Path, columns: list[str]) -> dict[str, float]:
     """
     import pyarrow.parquet as pq
 
-    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]  # a day folder
+    from flywheel.features.day_parts import table_files
+
     leaves: dict[str, int] = dict.fromkeys(columns, 0)
     rows = 0
-    for file in files:
+    for file in table_files(path):  # the file, or a day folder's
         meta = pq.ParquetFile(file).metadata
         rows += meta.num_rows
         for g in range(meta.num_row_groups):

@@ -23,6 +23,8 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -32,18 +34,19 @@ import pyarrow.parquet as pq
 
 from flywheel.features.partials import US_PER_HOUR
 
-#: Tables written as day folders (the per-entity tables; see the module docstring).
-DAY_PARTED = frozenset(
-    {
-        "user_activity",
-        "user_category",
-        "item_activity",
-        "user_item",
-        "user_category_history",
-        "user_activity_30d",
-        "item_activity_30d",
-    }
-)
+#: The per-entity tables, written as day folders, and each one's sort keys within a day
+#: file (then ``event_timestamp``; ``user_category`` is sorted by user, event_timestamp,
+#: category, so its rows merge by user alone).
+SORT_KEYS: dict[str, tuple[str, ...]] = {
+    "user_activity": ("user_id",),
+    "user_category": ("user_id",),
+    "item_activity": ("item_id",),
+    "user_item": ("user_id", "item_id"),
+    "user_category_history": ("user_id", "category"),
+    "user_activity_30d": ("user_id",),
+    "item_activity_30d": ("item_id",),
+}
+DAY_PARTED = frozenset(SORT_KEYS)
 _EPOCH = date(1970, 1, 1)
 _PREFIX, _SUFFIX = "part-", ".parquet"
 
@@ -170,22 +173,30 @@ def drop_leftovers(folder: Path) -> int:
     return removed
 
 
-def write_day_parts(parts: list[Path | pa.Table], schema: pa.Schema, dest: Path) -> int:
-    """Write parts (files or tables, in key order) as the day folder ``dest``; rows written."""
+@contextmanager
+def staged_table(dest: Path, schema: pa.Schema) -> Iterator[DayPartWriter]:
+    """A writer into a hidden folder beside ``dest`` that becomes the table at ``dest`` when
+    the block ends without an error; on an error the folder is dropped and ``dest`` kept."""
     staged = staging_folder(dest)
     writer = DayPartWriter(staged, schema)
-    rows = 0
     try:
-        for part in parts:
-            table = part if isinstance(part, pa.Table) else pq.read_table(part)
-            rows += table.num_rows
-            writer.write(table)
-            del table
+        yield writer
         writer.finish()
         replace_table(staged, dest)
     finally:
         writer.close()
         shutil.rmtree(staged, ignore_errors=True)
+
+
+def write_day_parts(parts: list[Path | pa.Table], schema: pa.Schema, dest: Path) -> int:
+    """Write parts (files or tables, in key order) as the day folder ``dest``; rows written."""
+    rows = 0
+    with staged_table(dest, schema) as writer:
+        for part in parts:
+            table = part if isinstance(part, pa.Table) else pq.read_table(part)
+            rows += table.num_rows
+            writer.write(table)
+            del table
     return rows
 
 
@@ -195,9 +206,7 @@ def in_key_order(table: pa.Table, name: str) -> pa.Table:
     Tables that are not day folders come back as they are."""
     if name not in DAY_PARTED:
         return table
+    keys = [*SORT_KEYS[name], "event_timestamp"]
     if name == "user_category":
-        keys = ["user_id", "event_timestamp", "category"]
-    else:
-        keys = [k for k in ("user_id", "item_id", "category") if k in table.column_names]
-        keys.append("event_timestamp")
+        keys.append("category")
     return table.sort_by([(k, "ascending") for k in keys])

@@ -41,10 +41,10 @@ from flywheel.features import build_state as bs
 from flywheel.features import partial_store as store
 from flywheel.features.aggregate import DRIVER_TABLES, KIND_ITEM, driver_tables
 from flywheel.features.build import FeatureBuildSummary, lake_files, read_catalog
-from flywheel.features.day_parts import DAY_PARTED, drop_leftovers
+from flywheel.features.day_parts import DAY_PARTED, SORT_KEYS, drop_leftovers
 from flywheel.features.keys import KeySpace
 from flywheel.features.partials import CatalogIndex, Columns, combine_partials
-from flywheel.features.publish import SORT_KEYS, latest_of, publish_days, write_atomic
+from flywheel.features.publish import latest_of, publish_days, write_atomic
 from flywheel.features.refinalise import iter_incremental_features
 from flywheel.features.windows import WINDOW_HOURS
 from flywheel.progress import PhaseClock

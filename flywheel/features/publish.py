@@ -11,7 +11,6 @@ then ``event_timestamp``).
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,23 +21,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flywheel.features import day_parts
+from flywheel.features.day_parts import SORT_KEYS
 from flywheel.features.keys import KeySpace
 from flywheel.features.packed import user_item_latest_table
 from flywheel.features.partials import US_PER_HOUR
 from flywheel.packed_history import HISTORY_TTL_S
 from flywheel.schemas import TS_TYPE
 
-#: Sort keys of each per-entity table (then ``event_timestamp``; ``user_category`` is
-#: sorted by user, event_timestamp, category, so its rows merge by user alone).
-SORT_KEYS: dict[str, tuple[str, ...]] = {
-    "user_activity": ("user_id",),
-    "user_category": ("user_id",),
-    "item_activity": ("item_id",),
-    "user_item": ("user_id", "item_id"),
-    "user_category_history": ("user_id", "category"),
-    "user_activity_30d": ("user_id",),
-    "item_activity_30d": ("item_id",),
-}
 #: Rows of ``user_item`` packed into ``user_item_latest`` at a time (cut at user bounds).
 _LATEST_SLICE_ROWS = 2_000_000
 
@@ -75,9 +64,7 @@ def publish_days(
     """Publish day folder ``dest``: its days before the cut's unchanged (linked), the cut's
     day as its kept rows merged with the new ones, later days the new rows alone.
     ``since=None``: the new rows are the whole table. Returns the table's rows."""
-    staged = day_parts.staging_folder(dest)
-    writer = day_parts.DayPartWriter(staged, schema)
-    try:
+    with day_parts.staged_table(dest, schema) as writer:
         rows = new.num_rows
         new_days = day_parts.row_days(new) if new.num_rows else np.zeros(0, np.int64)
         open_day = None if since is None else day_parts.first_open_day(since)
@@ -97,11 +84,6 @@ def publish_days(
             mine = new.take(pa.array(np.flatnonzero(new_days == day))).cast(schema)
             old = kept if day == open_day else schema.empty_table()
             writer.write(merge_rows(old, mine, name, keys, categories), day=day)
-        writer.finish()
-        day_parts.replace_table(staged, dest)
-    finally:
-        writer.close()
-        shutil.rmtree(staged, ignore_errors=True)
     return rows
 
 
