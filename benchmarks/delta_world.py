@@ -6,7 +6,9 @@ one to three days earlier (a device that synced late, a delayed batch): they cha
 of keys whose latest row lies before the previous materialization, which a time-window
 materialization never revisits. The tables are computed by the feature build's own
 Ray-free math (``flywheel.features.aggregate``), in seconds, and written where Feast reads
-them, as ``flywheel features`` does after a day's ingest.
+them, as ``flywheel features`` does after a day's ingest: the per-entity tables as day
+folders whose unchanged days keep their file (the incremental build hard-links them), so
+the delta's day shortcut is exercised; a late event rewrites its day and the later ones.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flywheel.features import day_parts
 from flywheel.schemas import EVENT_SCHEMA, ITEM_SCHEMA
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
@@ -97,10 +100,41 @@ def build_tables(events: pa.Table, catalog: pa.Table, created_us: int) -> dict[s
     return tables | F.driver_tables(catalog, created_us)
 
 
+def _same_rows(path: Path, table: pa.Table) -> bool:
+    """The file holds ``table``'s rows (each build stamps ``created_timestamp`` anew)."""
+    old = pq.read_table(path).drop_columns(["created_timestamp"])
+    return old.equals(table.drop_columns(["created_timestamp"]).cast(old.schema))
+
+
+def _write_days(table: pa.Table, dest: Path) -> None:
+    """``table`` as a day folder; a day whose rows did not change keeps its file (inode)."""
+    if dest.is_file():
+        dest.unlink()
+    dest.mkdir(parents=True, exist_ok=True)
+    days = day_parts.row_days(table)
+    names = set()
+    for day in np.unique(days).tolist():
+        path = dest / day_parts.part_name(day)
+        names.add(path.name)
+        rows = table.take(pa.array(np.flatnonzero(days == day)))
+        if path.is_file() and _same_rows(path, rows):
+            continue
+        tmp = path.with_name(f".{path.name}.tmp")
+        pq.write_table(rows, tmp)
+        tmp.replace(path)
+    for path in day_parts.table_files(dest):
+        if path.name not in names:
+            path.unlink()
+
+
 def write_tables(tables: dict[str, pa.Table], data_dir: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
-        pq.write_table(table, data_dir / f"{name}.parquet")
+        dest = data_dir / f"{name}.parquet"
+        if name in day_parts.DAY_PARTED:
+            _write_days(table, dest)
+        else:
+            pq.write_table(table, dest)
 
 
 def feature_end(events: pa.Table) -> datetime:

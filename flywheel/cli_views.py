@@ -40,12 +40,19 @@ def materialize_table(summary: MaterializeSummary) -> None:
         title=f"feast materialize ({summary.online_store}, {summary.seconds:.1f}s)",
         header_style="bold",
     )
-    for col in ("view", "mode", "keys scanned", "changed", "written", "seconds"):
-        table.add_column(col, justify="left" if col in ("view", "mode") else "right")
+    cols = ("view", "mode", "files read", "keys scanned", "changed", "written", "seconds")
+    for col in cols:
+        left = col in ("view", "mode")
+        table.add_column(col, justify="left" if left else "right", no_wrap=col == "view")
     for v in summary.views:
         counts = (v.keys_scanned, v.keys_changed, v.keys_written)
+        files = "-" if v.files_scanned is None else f"{v.files_scanned}/{v.files_total}"
         table.add_row(
-            v.name, v.mode, *("-" if c is None else f"{c:,}" for c in counts), f"{v.seconds:.1f}"
+            v.name,
+            v.mode,
+            files,
+            *("-" if c is None else f"{c:,}" for c in counts),
+            f"{v.seconds:.1f}",
         )
     console.print(table)
 

@@ -97,6 +97,10 @@ class MaterializedView:
     #: Keys written to the online store.
     keys_written: int | None = None
     seconds: float = 0.0
+    #: Table files read to find latest rows, of the table's files (a delta on a day folder
+    #: reads the days from the first changed one on); None for ``range``.
+    files_scanned: int | None = None
+    files_total: int | None = None
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,19 @@
 """Delta materialization: write online only the keys whose latest row changed.
 
-Per online feature view, DuckDB reads the view's Parquet table and keeps each key's latest
-row within the view's ttl back from ``end`` (event timestamp, then created timestamp,
-descending: Feast's own "latest per key" rule, bounds ``[end - ttl, end]`` inclusive as
-Feast's pull). That answer goes to a temporary Parquet file with its row hash
-(:mod:`flywheel.feature_store.online_digest`), so the table is read once and DuckDB keeps
-to ``feast.offline_memory_limit`` (spilling under ``<workspace>/tmp/duckdb``); no pandas
-frame of the table is made. The rows to write are those whose (key, hash) is not in the
-previous digest: new keys, keys with a newer row, and keys whose latest row a late event
-corrected (same timestamp, other values), including a correction back to an older value.
-They stream to the online store in Arrow batches of :func:`view_batch_rows` rows, through
-Feast's own Arrow-to-proto conversion and the provider's ``online_write_batch``.
+Per online feature view, DuckDB finds each key's latest row within the view's ttl back from
+``end`` (event timestamp, then created timestamp, descending: Feast's own "latest per key"
+rule, bounds ``[start, end]`` inclusive as Feast's pull) as a small record: the key, the
+row's hash (:mod:`flywheel.feature_store.online_digest`) and where the row is
+(:mod:`flywheel.feature_store.delta_scan`). On day folders a run scans only the days from
+the first one that changed since the last run and keeps the other keys' records, so its
+cost follows the new days, not the history. The records go to Parquet files under
+``<workspace>/tmp``, so DuckDB keeps to ``feast.offline_memory_limit`` (spilling under
+``<workspace>/tmp/duckdb``); no pandas frame of a table is made. The rows to write are
+those whose (key, hash) is not in the previous digest: new keys, keys with a newer row, and
+keys whose latest row a late event corrected (same timestamp, other values), including a
+correction back to an older value. Only those rows are read in full, and they stream to the
+online store in Arrow batches of :func:`view_batch_rows` rows, through Feast's own
+Arrow-to-proto conversion and the provider's ``online_write_batch``.
 
 Redis's ``online_write_batch`` skips a row whose event timestamp is not newer than the
 stored one, which would drop exactly the corrections; the delta writes with Feast's
@@ -31,6 +34,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flywheel.feature_store.delta_scan import (
+    FILE_COLUMN,
+    RECORD_COLUMNS,
+    TS_COLUMN,
+    Plan,
+    Spec,
+    latest_sql,
+    literal,
+    quote,
+    rows_sql,
+)
+from flywheel.feature_store.delta_scan import plan as make_plan
 from flywheel.feature_store.online_digest import HASH_COLUMN, DigestState, view_signature
 from flywheel.feature_store.write_batches import view_batch_rows
 
@@ -58,26 +73,14 @@ class ViewDelta:
     keys_written: int
     batch_rows: int
     seconds: float
+    files_scanned: int
+    files_total: int
 
 
-@dataclass(frozen=True)
-class _Spec:
-    name: str
-    path: str
-    keys: tuple[str, ...]
-    features: tuple[str, ...]
-    ts: str
-    created: str | None
-
-    @property
-    def signature(self) -> str:
-        return view_signature(self.keys, self.features, self.ts, self.created)
-
-
-def _spec(view: FeatureView, data_dir: Path) -> _Spec:
+def _spec(view: FeatureView, data_dir: Path) -> Spec:
     source: Any = view.batch_source
     path = Path(source.path)
-    return _Spec(
+    return Spec(
         name=view.name,
         path=str(path if path.is_absolute() else data_dir.absolute() / path),
         keys=tuple(c.name for c in view.entity_columns),
@@ -87,20 +90,8 @@ def _spec(view: FeatureView, data_dir: Path) -> _Spec:
     )
 
 
-def _quote(name: str) -> str:
-    """A SQL identifier, quoted (column names come from the definitions)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _scan(path: str) -> str:
-    """``read_parquet`` over one file, or every Parquet file under a folder."""
-    if Path(path).is_dir():
-        return f"read_parquet({_literal(str(Path(path) / '**' / '*.parquet'))})"
-    return f"read_parquet({_literal(path)})"
+def signature(spec: Spec) -> str:
+    return view_signature(spec.keys, spec.features, spec.ts, spec.created)
 
 
 def connect(settings: Settings) -> duckdb.DuckDBPyConnection:
@@ -118,38 +109,65 @@ def connect(settings: Settings) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def latest_sql(spec: _Spec, start: datetime, end: datetime) -> str:
-    """Each key's latest row in ``[start, end]``, with its hash (:data:`HASH_COLUMN`)."""
-    keys = ", ".join(map(_quote, spec.keys))
-    ts = _quote(spec.ts)
-    order = f"{ts} DESC" + (f", {_quote(spec.created)} DESC" if spec.created else "")
-    cols = [*spec.keys, *spec.features, spec.ts, *([spec.created] if spec.created else [])]
-    hashed = ", ".join(map(_quote, [*spec.features, spec.ts]))
-    stamp = f"CAST({ts} AS TIMESTAMPTZ)"
-    lo, hi = _literal(start.isoformat()), _literal(end.isoformat())
-    return (
-        f"SELECT {', '.join(map(_quote, cols))}, hash({hashed}) AS {HASH_COLUMN} "
-        f"FROM {_scan(spec.path)} "
-        f"WHERE {stamp} >= CAST({lo} AS TIMESTAMPTZ) AND {stamp} <= CAST({hi} AS TIMESTAMPTZ) "
-        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
-    )
+def _parquet(path: Path) -> str:
+    return f"read_parquet({literal(str(path))})"
 
 
-def _changed_sql(spec: _Spec, latest: Path, old: Path | None) -> str:
-    """The rows of ``latest`` whose (key, hash) the old digest does not hold."""
-    scan = f"read_parquet({_literal(str(latest))}) AS l"
-    if old is None:
-        return f"SELECT l.* EXCLUDE ({HASH_COLUMN}) FROM {scan}"
-    on = " AND ".join(f"l.{_quote(k)} = o.{_quote(k)}" for k in (*spec.keys, HASH_COLUMN))
-    return (
-        f"SELECT l.* EXCLUDE ({HASH_COLUMN}) FROM {scan} "
-        f"ANTI JOIN read_parquet({_literal(str(old))}) AS o ON {on}"
-    )
+def _copy(con: duckdb.DuckDBPyConnection, sql: str, path: Path) -> str:
+    con.execute(f"COPY ({sql}) TO {literal(str(path))} (FORMAT parquet)").fetchall()
+    return _parquet(path)
 
 
-def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
-    rows = con.execute(f"SELECT count(*) FROM ({sql})").fetchall()
+def _count(con: duckdb.DuckDBPyConnection, relation: str) -> int:
+    rows = con.execute(f"SELECT count(*) FROM {relation}").fetchall()
     return int(rows[0][0])
+
+
+def _not_in(alias: str, keys: tuple[str, ...], other: str) -> str:
+    """``alias``'s key has no row in ``other``."""
+    on = " AND ".join(f"{alias}.{quote(k)} = x.{quote(k)}" for k in keys)
+    return f"NOT EXISTS (SELECT 1 FROM {other} x WHERE {on})"
+
+
+def _records(
+    con: duckdb.DuckDBPyConnection,
+    spec: Spec,
+    plan: Plan,
+    old: Path | None,
+    window: tuple[datetime, datetime],
+    work: Path,
+) -> tuple[str, str]:
+    """(every key's record now, the records found by this run's scans) as relations: the
+    second is the first on a whole scan; with the day shortcut, the first adds the old
+    records the scanned days do not replace."""
+    start, end = window
+    recent = _copy(con, latest_sql(spec, plan.recent(), start, end), work / "recent.parquet")
+    if plan.first_day is None or old is None:
+        return recent, recent
+    older = [p.name for p in plan.older()]
+    names = "[" + ", ".join(literal(n) for n in older) + "]::VARCHAR[]"
+    cols = ", ".join(f"o.{quote(c)}" for c in (*spec.keys, *RECORD_COLUMNS))
+    in_window = (
+        f"o.{TS_COLUMN} >= CAST({literal(start.isoformat())} AS TIMESTAMPTZ) "
+        f"AND o.{TS_COLUMN} <= CAST({literal(end.isoformat())} AS TIMESTAMPTZ)"
+    )
+    replaced = _not_in("o", spec.keys, recent)
+    kept = (
+        f"SELECT {cols} FROM {_parquet(old)} o WHERE list_contains({names}, o.{FILE_COLUMN}) "
+        f"AND {in_window} AND {replaced}"
+    )
+    gone = (  # records that pointed into the scanned days and were not found there again
+        f"SELECT {', '.join(f'o.{quote(k)}' for k in spec.keys)} FROM {_parquet(old)} o "
+        f"WHERE NOT list_contains({names}, o.{FILE_COLUMN}) AND {in_window} AND {replaced}"
+    )
+    gone_rel = _copy(con, gone, work / "gone.parquet")
+    found = recent
+    if older and _count(con, gone_rel):
+        again = latest_sql(spec, plan.older(), start, end, only=gone_rel)
+        both = f"SELECT * FROM {recent} UNION ALL SELECT * FROM ({again})"
+        found = _copy(con, both, work / "found.parquet")
+    every = f"(SELECT * FROM {found} UNION ALL {kept})"
+    return every, found
 
 
 def _write(store: FeatureStore, view: FeatureView, reader: Any) -> int:
@@ -168,6 +186,23 @@ def _write(store: FeatureStore, view: FeatureView, reader: Any) -> int:
     return written
 
 
+def _write_records(
+    store: FeatureStore,
+    view: FeatureView,
+    con: duckdb.DuckDBPyConnection,
+    spec: Spec,
+    plan: Plan,
+    records: str,
+    batch_rows: int,
+) -> int:
+    """Read the full rows of ``records`` (from the files they name only) and write them."""
+    names = {r[0] for r in con.execute(f"SELECT DISTINCT {FILE_COLUMN} FROM {records}").fetchall()}
+    files = [p for p in plan.files if p.name in names]
+    if not files:
+        return 0
+    return _write(store, view, con.sql(rows_sql(spec, files, records)).to_arrow_reader(batch_rows))
+
+
 def materialize_view(
     settings: Settings,
     store: FeatureStore,
@@ -182,30 +217,39 @@ def materialize_view(
     record the interval in the registry, then replace its digest."""
     began = time.perf_counter()
     spec = _spec(view, settings.feature_data_dir)
-    old = state.trusted(spec.name, spec.signature)
+    old = state.trusted(spec.name, signature(spec))
     mode = "full" if full or old is None else "delta"
+    plan = make_plan(spec, state.entry(spec.name) if mode == "delta" else None, start, end)
     work = settings.workspace.absolute() / "tmp" / f"online-delta-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True, exist_ok=True)
     staged = state.staging(spec.name)
     try:
-        latest = work / "latest.parquet"
-        con.execute(f"COPY ({latest_sql(spec, start, end)}) TO {_literal(str(latest))}").fetchall()
-        keys = ", ".join(map(_quote, (*spec.keys, HASH_COLUMN)))
-        scan = f"read_parquet({_literal(str(latest))})"
-        con.execute(f"COPY (SELECT {keys} FROM {scan}) TO {_literal(str(staged))}").fetchall()
-        scanned = _count(con, f"SELECT 1 FROM {scan}")
-        changed_sql = _changed_sql(spec, latest, old)
-        changed = scanned if old is None else _count(con, changed_sql)
+        every, found = _records(con, spec, plan, old, (start, end), work)
+        con.execute(f"COPY (SELECT * FROM {every}) TO {literal(str(staged))}").fetchall()
+        scanned = _count(con, _parquet(staged))
+        changed = found
+        if old is not None:
+            on = " AND ".join(f"f.{quote(k)} = o.{quote(k)}" for k in (*spec.keys, HASH_COLUMN))
+            anti = f"SELECT f.* FROM {found} f ANTI JOIN {_parquet(old)} o ON {on}"
+            changed = _copy(con, anti, work / "changed.parquet")
+        n_changed = _count(con, changed)
+        to_write = _parquet(staged) if mode == "full" else changed
         rows = view_batch_rows(view, settings.feast.online_write_batch_mib * 2**20)
+        scope = (
+            "every file scanned"
+            if plan.first_day is None
+            else f"{len(plan.recent())} of {len(plan.files)} day files scanned"
+        )
         log.info(
-            "materializing %s (%s): %d of %d keys changed, %d-row write batches",
-            spec.name, mode, changed, scanned, rows,
+            "materializing %s (%s): %d of %d keys changed, %s, %d-row write batches",
+            spec.name, mode, n_changed, scanned, scope, rows,
         )  # fmt: skip
-        sql = _changed_sql(spec, latest, None) if mode == "full" else changed_sql
-        written = _write(store, view, con.sql(sql).to_arrow_reader(rows))
+        written = _write_records(store, view, con, spec, plan, to_write, rows)
         store.registry.apply_materialization(view, settings.feast.project, start, end)
-        state.commit(spec.name, staged, spec.signature, end, scanned)
+        state.commit(spec.name, staged, signature(spec), (start, end), scanned, plan.identities)
     finally:
         staged.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)
-    return ViewDelta(spec.name, mode, scanned, changed, written, rows, time.perf_counter() - began)
+    seconds = time.perf_counter() - began
+    files = (len(plan.recent()), len(plan.files))
+    return ViewDelta(spec.name, mode, scanned, n_changed, written, rows, seconds, *files)

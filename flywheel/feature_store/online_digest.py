@@ -5,8 +5,11 @@ latest row differs from the one written before. What was written before is this 
 one Parquet file per feature view, ``<workspace>/state/online_digest/<view>.parquet``, with
 the view's join keys and ``__h``, DuckDB's 64-bit ``hash`` of the row's features and event
 timestamp (the created timestamp is left out: every build stamps it anew, and online reads
-never return it). ``manifest.json`` says which online store and feature service the digests
-describe, and each view's definition (keys, features, timestamp columns).
+never return it), then where the row is: its event time, file name and row number
+(:mod:`flywheel.feature_store.delta_scan`). ``manifest.json`` says which online store and
+feature service the digests describe, and per view its definition (keys, features,
+timestamp columns), the window ``[start, end]`` it was taken over and the identity of each
+file it scanned.
 
 A digest is trusted only when all of these match the run's (otherwise the view is written
 whole, as on a first run): the manifest's format, DuckDB's version (``hash`` is not promised
@@ -30,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from flywheel.config import Settings
 
-#: Bumped when the digest's layout or hash input changes: older digests are then ignored.
-FORMAT = 1
+#: Bumped when the digest's layout or hash input changes: older digests are then ignored
+#: (2: each key's row location and the scanned files' identities).
+FORMAT = 2
 #: Column of a digest holding the hash of a key's latest row.
 HASH_COLUMN = "__h"
 MANIFEST = "manifest.json"
@@ -99,6 +103,11 @@ class DigestState:
             return None
         return path if path.is_file() else None
 
+    def entry(self, view: str) -> dict[str, Any] | None:
+        """The manifest's record of the view's last materialization."""
+        entry = self.manifest.get("views", {}).get(view)
+        return entry if isinstance(entry, dict) else None
+
     def staging(self, view: str) -> Path:
         """A fresh path for the view's next digest, next to the live one."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -106,13 +115,25 @@ class DigestState:
         path.unlink(missing_ok=True)
         return path
 
-    def commit(self, view: str, staged: Path, signature: str, end: datetime, keys: int) -> None:
-        """Make ``staged`` the view's digest (call only after the online write succeeded)."""
+    def commit(
+        self,
+        view: str,
+        staged: Path,
+        signature: str,
+        window: tuple[datetime, datetime],
+        keys: int,
+        files: dict[str, str],
+    ) -> None:
+        """Make ``staged`` the view's digest (call only after the online write succeeded);
+        ``window``: the ``(start, end)`` it was taken over; ``files``: name -> identity of
+        each file scanned."""
         os.replace(staged, self.path(view))
         views = dict(self.manifest.get("views", {}))
         views[view] = {
             "signature": signature,
-            "end": end.astimezone(UTC).isoformat(),
+            "start": window[0].astimezone(UTC).isoformat(),
+            "end": window[1].astimezone(UTC).isoformat(),
+            "files": files,
             "keys": keys,
             "written_at": datetime.now(UTC).isoformat(),
         }

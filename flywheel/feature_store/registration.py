@@ -151,6 +151,8 @@ def materialize(
                     d.keys_changed,
                     d.keys_written,
                     d.seconds,
+                    d.files_scanned,
+                    d.files_total,
                 )
             )
     return MaterializeSummary(

@@ -10,12 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flywheel.config import Settings
-from flywheel.feature_store.delta import _Spec, connect, latest_sql
+from flywheel.feature_store.delta import connect
+from flywheel.feature_store.delta_scan import Spec, latest_sql
 from flywheel.feature_store.online_digest import DigestState, digest_dir, view_signature
 
 T = datetime(2024, 3, 1, tzinfo=UTC)
 H = timedelta(hours=1)
-SPEC = _Spec("v", "", ("user_id",), ("x", "y"), "event_timestamp", "created_timestamp")
+SPEC = Spec("v", "", ("user_id",), ("x", "y"), "event_timestamp", "created_timestamp")
 
 
 def _write(path, rows):
@@ -31,10 +32,12 @@ def _write(path, rows):
 def _latest(tmp_path, rows, start, end):
     path = tmp_path / "t.parquet"
     _write(path, rows)
-    spec = _Spec(**{**SPEC.__dict__, "path": str(path)})
+    spec = Spec(**{**SPEC.__dict__, "path": str(path)})
     con = connect(Settings(workspace=tmp_path, feast={"offline_memory_limit": None}))
-    got = con.sql(latest_sql(spec, start, end)).df()
-    return {r["user_id"]: r for r in got.to_dict("records")}
+    got = con.sql(latest_sql(spec, [path], start, end)).df()
+    table = pq.read_table(path).to_pylist()
+    # each record points at its row: the row's own values, read back by row number
+    return {r["user_id"]: {**table[r["__row"]], **r} for r in got.to_dict("records")}
 
 
 def test_latest_row_per_key_within_inclusive_bounds_ties_by_created(tmp_path):
@@ -70,7 +73,8 @@ def test_a_digest_is_trusted_only_for_its_store_service_and_definition(tmp_path)
     assert state.trusted("v", sig) is None  # first run
     staged = state.staging("v")
     staged.write_bytes(b"digest")
-    state.commit("v", staged, sig, T, keys=1)
+    state.commit("v", staged, sig, (T - H, T), keys=1, files={"t.parquet": "1:2:3"})
+    assert DigestState.load(settings).entry("v")["files"] == {"t.parquet": "1:2:3"}
     assert not staged.exists()
     assert DigestState.load(settings).trusted("v", sig) == digest_dir(settings) / "v.parquet"
     other_def = view_signature(("user_id",), ("x", "z"), "event_timestamp", "created_timestamp")
@@ -95,11 +99,11 @@ def test_the_features_command_shows_keys_per_view():
     from flywheel.feature_store import MaterializedView, MaterializeSummary
 
     views = (
-        MaterializedView("user_activity", T - H, T, 10, "delta", 1234, 56, 56, 0.5),
+        MaterializedView("user_activity", T - H, T, 10, "delta", 1234, 56, 56, 0.5, 2, 30),
         MaterializedView("item_catalog", T - H, T, 10, "range"),
     )
     with console.capture() as captured:
         materialize_table(MaterializeSummary("sqlite", views, 1.25))
     text = captured.get()
-    assert "user_activity" in text and "1,234" in text and "56" in text
+    assert "user_activity" in text and "1,234" in text and "56" in text and "2/30" in text
     assert "range" in text and "-" in text.split("item_catalog", 1)[1]
