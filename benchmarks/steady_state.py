@@ -22,6 +22,9 @@ and every feature table of the two workspaces is compared cell for cell
 ``build`` seconds are the table build alone (the path that
 differs); ``features`` seconds add ``feast apply`` and the delta materialization.
 
+A stopped run continues with ``--resume`` (the workspaces and the recorded days are kept;
+the interrupted day runs again from its start: its ingest is idempotent).
+
 Targets (issue #14), from this run: the incremental build at the last day costs at most
 1.2x its day-7 cost (the features stage too); at the last day the incremental build is at
 least 5x faster than the full rebuild; the whole cycle at the last cycle day at most 1.3x its
@@ -331,6 +334,12 @@ def main() -> int:
     parser.add_argument("--out", default="bench-out/steady_state.json")
     parser.add_argument("--plot", type=Path, default=Path("bench-out/steady_state.png"))
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a stopped run: keep <workdir>'s workspaces and the days recorded in "
+        "<out>.days.jsonl, and run the days after the last one (the same code should run them)",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="run nothing: report the days in <out>.days.jsonl (e.g. of a stopped run)",
@@ -349,17 +358,21 @@ def main() -> int:
     from flywheel.simulate import users_for_events
 
     root = args.workdir
-    for name in ("inc", "full", "logs"):
-        shutil.rmtree(root / name, ignore_errors=True)
-    (root / "full").mkdir(parents=True)
-    os.symlink((root / "inc" / "lake").absolute(), root / "full" / "lake")
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text("")
+    days: list[dict[str, Any]] = []
+    if args.resume and record.is_file():
+        days = [json.loads(line) for line in record.read_text().splitlines() if line.strip()]
+        print(f"resuming after day {days[-1]['day'] if days else 0} of {args.days}")
+    else:
+        for name in ("inc", "full", "logs"):
+            shutil.rmtree(root / name, ignore_errors=True)
+        (root / "full").mkdir(parents=True)
+        os.symlink((root / "inc" / "lake").absolute(), root / "full" / "lake")
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text("")
     # The simulator's weekday rhythm makes days vary about +-10% around the mean.
     users = users_for_events(int(args.events_per_day * 1.05), 1)
-    days: list[dict[str, Any]] = []
-    lake = 0
-    for day in range(1, args.days + 1):
+    lake = days[-1]["lake_events"] if days else 0
+    for day in range(len(days) + 1, args.days + 1):
         row = run_day(args, day, root, lake, users)
         row["load"] = [round(x, 2) for x in os.getloadavg()]
         lake = row["lake_events"]

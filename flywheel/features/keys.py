@@ -176,7 +176,14 @@ class KeySpace:
         return cached
 
     def _codes(self, which: str, ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
-        arr = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+        if isinstance(ids, pa.ChunkedArray):
+            if pa.types.is_dictionary(ids.type) and ids.num_chunks > 1:
+                # each chunk's own dictionary (chunks of several files need not share one)
+                parts = [self._codes(which, c) for c in ids.chunks]
+                return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+            arr = ids.combine_chunks()
+        else:
+            arr = ids
         if not pa.types.is_dictionary(arr.type):
             arr = pc.dictionary_encode(arr)
         assert isinstance(arr, pa.DictionaryArray)

@@ -161,11 +161,31 @@ def write_partials(settings: Settings, name: str, content: str, table: pa.Table)
 
 
 def read_partials(paths: list[Path]) -> pa.Table:
-    """The stored partials of several partitions as one table (ids dictionary-encoded)."""
+    """The stored partials of several partitions as one table; the id columns stay
+    dictionary-encoded as stored (each file's chunk has its own dictionary), so the ids are
+    looked up once per distinct value, not once per row."""
+    ids = pa.dictionary(pa.int32(), pa.string())
+    schema = pa.schema(
+        [pa.field(f.name, ids) if f.name in ("entity_id", "sub_id") else f for f in STORE_SCHEMA]
+    )
     tables = [pq.read_table(p, read_dictionary=["entity_id", "sub_id"]) for p in paths]
     if not tables:
-        return STORE_SCHEMA.empty_table()
-    return pa.concat_tables([t.cast(STORE_SCHEMA) for t in tables])
+        return schema.empty_table()
+    return pa.concat_tables([t.cast(schema) for t in tables])
+
+
+def _distinct_of_kind(ids: pa.ChunkedArray, mask: np.ndarray) -> list[pa.Array]:
+    """Per chunk of a dictionary column, the distinct values of the rows in ``mask``."""
+    out, at = [], 0
+    for chunk in ids.chunks:
+        mine = mask[at : at + len(chunk)]
+        at += len(chunk)
+        if not pa.types.is_dictionary(chunk.type):
+            out.append(pc.unique(chunk.filter(pa.array(mine))).cast(pa.string()))
+            continue
+        used = np.unique(chunk.indices.to_numpy(zero_copy_only=False)[mine])
+        out.append(chunk.dictionary.take(pa.array(used, pa.int32())).cast(pa.string()))
+    return out
 
 
 def id_space(partials: pa.Table, catalog_items: pa.Array | pa.ChunkedArray) -> KeySpace:
@@ -173,8 +193,8 @@ def id_space(partials: pa.Table, catalog_items: pa.Array | pa.ChunkedArray) -> K
     (every event makes a user and an item row) and the catalog's items."""
     kind = partials["kind"].to_numpy()
     ent = partials["entity_id"]
-    users = distinct_sorted([ent.filter(pa.array(kind == KIND_USER))])
-    items = distinct_sorted([ent.filter(pa.array(kind == KIND_ITEM)), catalog_items])
+    users = distinct_sorted(_distinct_of_kind(ent, kind == KIND_USER))
+    items = distinct_sorted([*_distinct_of_kind(ent, kind == KIND_ITEM), catalog_items])
     return KeySpace(users, items)
 
 
@@ -185,10 +205,10 @@ def to_keys(partials: pa.Table, keys: KeySpace) -> Columns:
     kind = partials["kind"].to_numpy()
     is_item = kind == KIND_ITEM
     pair = kind > KIND_ITEM
-    ent = partials["entity_id"].cast(pa.string())
+    ent = partials["entity_id"]  # dictionary-encoded: one lookup per distinct id
     user_key, item_key = keys.user_keys(ent), keys.item_keys(ent)
     entity = np.where(is_item, item_key, user_key)
-    sub = np.where(pair, keys.item_keys(partials["sub_id"].cast(pa.string())), -1)
+    sub = np.where(pair, keys.item_keys(partials["sub_id"]), -1)
     if (entity < 0).any() or (sub[pair] < 0).any():
         raise ValueError("a stored partial's id is missing from the build's key space")
     cols = {"entity": entity, "sub": sub}
