@@ -12,10 +12,12 @@
    range of users (or items) at a time.
 3. Publish: per table, the day files before the cut kept as they are and the new rows
    merged into the cut's day and written as later days (:mod:`~flywheel.features.publish`,
-   :mod:`~flywheel.features.day_parts`); ``user_item_latest`` is recomputed from the days of
-   ``user_item`` within its ttl, and the catalog's tables. The build state is removed before
-   the first table is replaced and written after the last, so a crash in between leaves no
-   state and the next build is a full one.
+   :mod:`~flywheel.features.day_parts`); ``user_item_latest`` is the previous one with the
+   pairs that have rows in the rewritten days updated from them
+   (:mod:`~flywheel.features.latest_incr`; recomputed from the days of ``user_item`` within
+   its ttl when rows were removed, or in a full build), and the catalog's tables. The build
+   state is removed before the first table is replaced and written after the last, so a
+   crash in between leaves no state and the next build is a full one.
 
 A full build (no state, a catalog or definition change, a table missing) takes the same path
 with no cut: every partition's partials recomputed, every row computed.
@@ -43,8 +45,9 @@ from flywheel.features.aggregate import DRIVER_TABLES, KIND_ITEM, driver_tables
 from flywheel.features.build import FeatureBuildSummary, lake_files, read_catalog
 from flywheel.features.day_parts import DAY_PARTED, SORT_KEYS, drop_leftovers
 from flywheel.features.keys import KeySpace
+from flywheel.features.latest_incr import publish_latest
 from flywheel.features.partials import CatalogIndex, Columns, combine_partials
-from flywheel.features.publish import latest_of, publish_days, write_atomic
+from flywheel.features.publish import publish_days, write_atomic
 from flywheel.features.refinalise import iter_incremental_features
 from flywheel.features.windows import WINDOW_HOURS
 from flywheel.progress import PhaseClock
@@ -185,10 +188,12 @@ def _publish(
     catalog: CatalogIndex,
     driver: dict[str, pa.Table],
     horizon: int,
+    previous_horizon: int | None,
     created_us: int,
 ) -> dict[str, int]:
     """Every per-entity table: its days before the cut kept, the staged new rows merged in
-    (:func:`~flywheel.features.publish.publish_days`); then ``user_item_latest`` and the
+    (:func:`~flywheel.features.publish.publish_days`); then ``user_item_latest`` (the
+    previous one updated where it can be: :mod:`~flywheel.features.latest_incr`) and the
     catalog's tables."""
     out_dir, rows = settings.feature_data_dir, {}
     drop_leftovers(out_dir)
@@ -201,8 +206,10 @@ def _publish(
         rows[name] = publish_days(dest, schema, new, since, name, keys, catalog.categories)
         del new
     schema = FEATURE_TABLES["user_item_latest"]
-    latest = latest_of(out_dir / "user_item.parquet", keys, horizon, created_us)
-    write_atomic(latest or [schema.empty_table()], schema, out_dir / "user_item_latest.parquet")
+    dest = out_dir / "user_item_latest.parquet"
+    folder = out_dir / "user_item.parquet"
+    latest = publish_latest(folder, dest, keys, since, horizon, previous_horizon, created_us)
+    write_atomic(latest or [schema.empty_table()], schema, dest)
     rows["user_item_latest"] = sum(t.num_rows for t in latest)
     for name in DRIVER_TABLES:
         write_atomic([driver[name]], FEATURE_TABLES[name], out_dir / f"{name}.parquet")
@@ -306,7 +313,10 @@ def build_incremental(settings: Settings) -> FeatureBuildSummary:
         lap("aggregate")
         bs.clear_build_state(settings)  # from here on the tables change
         driver = driver_tables(catalog_table, created_us)
-        rows = _publish(settings, staging, since, keys, catalog, driver, horizon, created_us)
+        old_horizon = None if previous is None else previous.horizon
+        rows = _publish(
+            settings, staging, since, keys, catalog, driver, horizon, old_horizon, created_us
+        )
         lap("publish")
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -39,24 +39,46 @@ def user_item_latest_table(
     rows = np.flatnonzero(keep)
     if len(rows) == 0:
         return USER_ITEM_LATEST_SCHEMA.empty_table()
+    take = pa.array(rows)
+    return pack_pairs(
+        users.take(take), items.take(take), ts_us[rows], pair_values(user_item, rows), created_us
+    )
+
+
+def pair_values(user_item: pa.Table, rows: np.ndarray) -> np.ndarray:
+    """The packed values (:data:`~flywheel.packed_history.VALUE_COLUMNS`) of ``user_item``'s
+    ``rows``: ``[len(rows), WIDTH]`` float64, the row's time in epoch seconds first, NaN
+    where a feature is null."""
+    ts_us = user_item["event_timestamp"].combine_chunks().cast(pa.int64()).to_numpy()
     values = np.empty((len(rows), WIDTH), dtype=np.float64)
     values[:, 0] = ts_us[rows] / 1e6
+    take = pa.array(rows)
     for j, name in enumerate(HISTORY_FEATURES, start=1):
-        column = user_item[name].combine_chunks().take(pa.array(rows))
+        column = user_item[name].combine_chunks().take(take)
         values[:, j] = column.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    kept_users = users.take(pa.array(rows))
-    # Equal users are adjacent (the table is sorted by user): compare by dictionary index.
-    codes = pc.dictionary_encode(kept_users).indices.to_numpy()
+    return values
+
+
+def pack_pairs(
+    users: pa.Array, items: pa.Array, ts_us: np.ndarray, values: np.ndarray, created_us: int
+) -> pa.Table:
+    """One packed row per user from pair rows sorted by (user, item): ``users``, ``items``
+    their ids, ``ts_us`` their row times (int microseconds), ``values`` their
+    :func:`pair_values`. Each user's ``event_timestamp`` is the newest of its pairs'."""
+    if len(users) == 0:
+        return USER_ITEM_LATEST_SCHEMA.empty_table()
+    # Equal users are adjacent (sorted by user): compare by dictionary index.
+    codes = pc.dictionary_encode(users).indices.to_numpy()
     starts, item_offsets, value_offsets = pack_rows(codes)
-    newest = np.maximum.reduceat(ts_us[rows], starts)
+    newest = np.maximum.reduceat(ts_us, starts)
     table = {
-        "user_id": kept_users.take(pa.array(starts)),
+        "user_id": users.take(pa.array(starts)),
         "event_timestamp": pa.array(newest, USER_ITEM_LATEST_SCHEMA.field("event_timestamp").type),
         "created_timestamp": pa.array(
             np.full(len(starts), created_us, np.int64),
             USER_ITEM_LATEST_SCHEMA.field("created_timestamp").type,
         ),
-        "ui_items": pa.ListArray.from_arrays(pa.array(item_offsets), items.take(pa.array(rows))),
+        "ui_items": pa.ListArray.from_arrays(pa.array(item_offsets), items),
         "ui_values": pa.ListArray.from_arrays(pa.array(value_offsets), pa.array(values.ravel())),
     }
     return pa.Table.from_pydict(table, schema=USER_ITEM_LATEST_SCHEMA)

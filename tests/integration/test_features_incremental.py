@@ -12,6 +12,7 @@ entities share a bucket).
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -87,6 +88,12 @@ def _add(settings: Settings, day: int, n: int, seed: int, name: str = "part-0") 
     pq.write_table(_events(day, n, seed), folder / f"{name}.parquet")
 
 
+def _one_event(day: int, hour: int, user: str, item: str) -> pa.Table:
+    row: dict[str, object] = {"event_id": f"one-{user}-{day}", "user_id": user, "item_id": item}
+    row |= {"event_type": "view", "ts": DAY0 + timedelta(days=day, hours=hour)}
+    return pa.Table.from_pylist([row | {"session_id": "s", "device": "mobile"}], EVENT_SCHEMA)
+
+
 def _full_rebuild_of_copy(settings: Settings, tmp: Path) -> Settings:
     """``rebuild_all`` of a copy of the lake in a fresh workspace."""
     other = Settings(workspace=tmp / "full", ray={"num_cpus": 2, "batch_size": 1000})
@@ -147,7 +154,10 @@ def lake(ray_session: None, tmp_path: Path) -> Settings:
 
 
 def test_incremental_equals_full_rebuild_through_a_lakes_life(
-    lake: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lake: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = lake
     real_touched, kept = incremental.touched, []
@@ -164,6 +174,10 @@ def test_incremental_equals_full_rebuild_through_a_lakes_life(
     ids = pa.array([f"ghost-{i % 4}" for i in range(ghosts.num_rows)])
     ghosts = ghosts.set_column(ghosts.schema.get_field_index("user_id"), "user_id", ids)
     pq.write_table(ghosts, _folder(settings, 1) / "part-ghosts.parquet")
+    # a user seen on day 20 and on day 37 alone: its pair's latest row is day 37's until
+    # that event is removed, when it is day 27's (day 20's 7d window leaving)
+    pq.write_table(_one_event(20, 3, "u-once", "sku-1"), _folder(settings, 20) / "part-u.parquet")
+    caplog.set_level(logging.INFO, logger="flywheel.features.latest_incr")
     first = _build(settings)
     assert (first.path, first.partitions, first.partitions_recomputed) == ("full", 36, 36)
     _assert_equal_to_full(settings, tmp_path)
@@ -171,7 +185,12 @@ def test_incremental_equals_full_rebuild_through_a_lakes_life(
     for day in (36, 37):  # new days
         before = _day_files(settings)
         _add(settings, day, 60, seed=100 + day)
+        if day == 37:
+            once = _one_event(37, 5, "u-once", "sku-1")
+            pq.write_table(once, _folder(settings, day) / "part-u.parquet")
+        caplog.clear()
         summary = _build(settings)
+        assert "user_item_latest updated from the previous one" in caplog.text, day
         assert (summary.path, summary.partitions_recomputed) == ("incremental", 1), day
         _assert_equal_to_full(settings, tmp_path)
         after = _day_files(settings)
@@ -181,6 +200,15 @@ def test_incremental_equals_full_rebuild_through_a_lakes_life(
         older = [k for k in before if k[1] < f"part-{DAY0.date() + timedelta(days=day - 1)}"]
         assert older and all(after[k] == before[k] for k in older), day
         assert any(k[1].startswith(f"part-{DAY0.date() + timedelta(days=day)}") for k in after)
+
+    # a re-ingest of the newest day with fewer events (u-once's gone): user_item_latest
+    # cannot be updated (its pair's latest row went) and is recomputed
+    (_folder(settings, 37) / "part-u.parquet").unlink()
+    caplog.clear()
+    assert _build(settings).partitions_recomputed == 1
+    assert "pairs lost their rows after the cut" in caplog.text
+    assert "user_item_latest recomputed" in caplog.text
+    _assert_equal_to_full(settings, tmp_path)
 
     _add(settings, 20, 15, seed=200, name="part-late")  # late events into an old partition
     summary = _build(settings)
