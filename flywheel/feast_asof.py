@@ -20,6 +20,7 @@ non-Parquet or remote sources, substrait on-demand views).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -338,8 +339,13 @@ class AsofRetrievalJob(RetrievalJob):
                 keys = dict.fromkeys(entity for _, entity in plan.keys)
                 con.register(_ENTITY, self._entities.select([_ROW, self._timestamp, *keys]))
                 # Streamed batches: DuckDB keeps no materialized copy of the answer.
+                began = time.perf_counter()
                 part = con.sql(sql).to_arrow_reader(1_000_000).read_all()
                 con.unregister(_ENTITY)
+                log.info(
+                    "ASOF join of %s: %d rows in %.1fs",
+                    plan.name, part.num_rows, time.perf_counter() - began,
+                )  # fmt: skip
                 if part.num_rows != table.num_rows:
                     raise RuntimeError(
                         f"feature view {plan.name!r}: the ASOF join returned {part.num_rows} "
