@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -183,9 +184,57 @@ def test_view_rows_outside_the_entity_times_are_filtered_in_the_scan() -> None:
     plan = fa.ViewPlan("v", "read_parquet('x')", (("uid", "user_id"),), "ts", None, (), 10)
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
     bounded = fa.view_sql(plan, "event_timestamp", (t0, t0))
-    assert "WHERE \"ts\" <= TIMESTAMPTZ '2024-01-01T00:00:00+00:00'" in bounded
-    assert "\"ts\" >= TIMESTAMPTZ '2024-01-01T00:00:00+00:00' - INTERVAL 10 MICROSECONDS" in bounded
+    low = "TIMESTAMPTZ '2024-01-01T00:00:00+00:00'"
+    # the window's own rows, and before it each key's latest row still inside the ttl
+    assert f'WHERE "ts" >= {low} AND "ts" <= {low}' in bounded
+    assert f'WHERE "ts" < {low} AND "ts" >= {low} - INTERVAL 10 MICROSECONDS' in bounded
+    assert 'PARTITION BY "uid" ORDER BY "ts" DESC) = 1' in bounded
     assert "WHERE" not in fa.view_sql(plan, "event_timestamp", None)
+
+
+def test_rows_before_the_first_entity_time_answer_as_if_all_were_kept(tmp_path: Path) -> None:
+    """Random rows, many per key before the first entity time: the ASOF answer equals a
+    brute-force point-in-time lookup (latest event time <= the entity's, latest created on
+    a tie, nulled past the ttl)."""
+    rng = np.random.default_rng(3)
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    n = 400
+    hours = rng.integers(0, 20 * 24, n)
+    rows = pd.DataFrame(
+        {
+            "uid": rng.choice(["a", "b", "c", "d"], n),
+            "ts": [t0 + timedelta(hours=int(h)) for h in hours],
+            "created": [t0 + timedelta(hours=int(h), seconds=i) for i, h in enumerate(hours)],
+            "val": np.arange(n, dtype=float),
+        }
+    )
+    pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), tmp_path / "t.parquet")
+    m = 60  # entity times in the last 5 of the 20 days
+    entities = pd.DataFrame(
+        {
+            "user_id": rng.choice(["a", "b", "c", "d", "e"], m),
+            "event_timestamp": [
+                t0 + timedelta(days=15, minutes=int(x)) for x in rng.integers(0, 5 * 1440, m)
+            ],
+        }
+    )
+    for ttl in (timedelta(days=3), None):
+        plan = fa.ViewPlan(
+            "v", fa._scan(str(tmp_path / "t.parquet")), (("uid", "user_id"),), "ts",
+            "created", (("val", "val"),), ttl // timedelta(microseconds=1) if ttl else None,
+        )  # fmt: skip
+        config = fa.DuckDBAsofOfflineStoreConfig()
+        job = fa.AsofRetrievalJob(entities, "event_timestamp", [plan], config)
+        got = job.to_df()["val"].to_numpy(float)
+        want = []
+        for user, at in zip(entities["user_id"], entities["event_timestamp"], strict=True):
+            seen = rows[(rows["uid"] == user) & (rows["ts"] <= at)]
+            if ttl is not None:
+                seen = seen[seen["ts"] >= at - ttl]
+            best = seen.sort_values(["ts", "created"]).tail(1)
+            want.append(best["val"].iloc[0] if len(best) else np.nan)
+        np.testing.assert_array_equal(got, want)
+        assert np.isfinite(got).sum() > m // 2  # most entity rows found a row
 
 
 def test_two_features_and_tz_aware_or_naive_entity_times(tmp_path: Path) -> None:
