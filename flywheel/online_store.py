@@ -85,7 +85,6 @@ class BatchedSqliteOnlineStore(SqliteOnlineStore):
         if store.vector_enabled or getattr(store, "enable_openai_compatible_store", False):
             super().online_write_batch(config, table, list(data), progress)
             return
-        conn = self._get_conn(config)
         version = config.entity_key_serialization_version
         keyed = [
             (serialize_entity_key(key, entity_key_serialization_version=version), values, ts, ct)
@@ -100,6 +99,40 @@ class BatchedSqliteOnlineStore(SqliteOnlineStore):
                     text, _ = extract_text_and_num(value, False)
                     yield key_bin, name, value.SerializeToString(), text, event, created
 
+        self.write_rows(config, table, rows())
+        if progress:
+            progress(len(keyed))
+
+    def write_arrow(self, config: RepoConfig, table: FeatureView, batch: Any) -> bool:
+        """Upsert an Arrow batch of ``table``'s rows without Feast's proto conversion
+        (:mod:`flywheel.feature_store.arrow_rows`: the same rows, byte for byte). Returns
+        False, having written nothing, where that module or this store's configuration
+        needs Feast's own path (then call ``online_write_batch``)."""
+        from flywheel.feature_store import arrow_rows
+
+        store = config.online_store
+        if store.vector_enabled or getattr(store, "enable_openai_compatible_store", False):
+            return False
+        if config.entity_key_serialization_version != arrow_rows.KEY_VERSION:
+            return False
+        source: Any = table.batch_source
+        rows = arrow_rows.encode(
+            batch,
+            [(f.name, f.dtype.to_value_type()) for f in table.features],
+            {c.name: c.dtype.to_value_type() for c in table.entity_columns},
+            source.timestamp_field,
+            source.created_timestamp_column or None,
+            _epoch,
+        )
+        if rows is None:
+            return False
+        self.write_rows(config, table, rows)
+        return True
+
+    def write_rows(self, config: RepoConfig, table: FeatureView, rows: Any) -> None:
+        """One transaction: Feast's upsert of each ``(entity_key, feature_name, value,
+        value_text, event_ts, created_ts)`` row, in the order given."""
+        conn = self._get_conn(config)
         name = _table_id(
             config.project, table, config.registry.enable_online_feature_view_versioning
         )
@@ -111,6 +144,4 @@ class BatchedSqliteOnlineStore(SqliteOnlineStore):
             "event_ts = excluded.event_ts, created_ts = excluded.created_ts;"
         )
         with conn:
-            conn.executemany(sql, rows())
-        if progress:
-            progress(len(keyed))
+            conn.executemany(sql, rows)

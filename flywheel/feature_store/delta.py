@@ -12,8 +12,10 @@ cost follows the new days, not the history. The records go to Parquet files unde
 those whose (key, hash) is not in the previous digest: new keys, keys with a newer row, and
 keys whose latest row a late event corrected (same timestamp, other values), including a
 correction back to an older value. Only those rows are read in full, and they stream to the
-online store in Arrow batches of :func:`view_batch_rows` rows, through Feast's own
-Arrow-to-proto conversion and the provider's ``online_write_batch``.
+online store in Arrow batches of :func:`view_batch_rows` rows: into the local SQLite store
+as they are (:mod:`flywheel.feature_store.arrow_rows`, the rows Feast would write), into
+any other through Feast's own Arrow-to-proto conversion and the provider's
+``online_write_batch``.
 
 Redis's ``online_write_batch`` skips a row whose event timestamp is not newer than the
 stored one, which would drop exactly the corrections; the delta writes with Feast's
@@ -174,14 +176,20 @@ def _write(store: FeatureStore, view: FeatureView, reader: Any) -> int:
     """Stream ``reader``'s record batches into the online store; return rows written."""
     from feast.utils import _convert_arrow_to_proto
 
+    from flywheel.online_store import BatchedSqliteOnlineStore
+
     provider = store._get_provider()
+    online = getattr(provider, "online_store", None)
+    direct = online if isinstance(online, BatchedSqliteOnlineStore) else None
     join_types = {c.name: c.dtype.to_value_type() for c in view.entity_columns}
     written = 0
     for batch in reader:
         if batch.num_rows == 0:
             continue
-        rows = _convert_arrow_to_proto(batch, view, join_types)
-        provider.online_write_batch(store.config, view, rows, None)
+        # The local store takes Arrow as it is; other stores get Feast's protos.
+        if direct is None or not direct.write_arrow(store.config, view, batch):
+            rows = _convert_arrow_to_proto(batch, view, join_types)
+            provider.online_write_batch(store.config, view, rows, None)
         written += batch.num_rows
     return written
 
