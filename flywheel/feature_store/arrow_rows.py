@@ -103,11 +103,47 @@ def _feature_values(column: pa.Array, value_type: Any) -> list[tuple[bytes, str 
                 return tag + _varint(len(raw)) + raw, v
 
             return _encoded(np.asarray(column.to_pylist(), dtype=object), text)  # type: ignore[return-value]
+        listed = _list_values(column, value_type)
+        if listed is not None:
+            return listed
     from feast.infra.online_stores.helpers import extract_text_and_num
     from feast.type_map import python_values_to_proto_values
 
     protos = python_values_to_proto_values(column.to_numpy(zero_copy_only=False), value_type)
     return [(p.SerializeToString(), extract_text_and_num(p, False)[0]) for p in protos]
+
+
+def _list_values(column: pa.Array, value_type: Any) -> list[tuple[bytes, None]] | None:
+    """A ``list<string>`` or ``list<double>`` column without nulls (lists or elements) or
+    NaN as ``string_list_val`` / ``double_list_val`` bytes (a nested message of repeated
+    field 1; doubles packed); None for any other column. Lists have no text."""
+    from feast.value_type import ValueType
+
+    if not pa.types.is_list(column.type) or column.values.null_count:
+        return None
+    inner = column.values
+    offsets = column.offsets.to_numpy()
+    if value_type == ValueType.STRING_LIST and pa.types.is_string(inner.type):
+        tag = _tag("string_list_val", 2)
+        words = [
+            (b"\x0a" + _varint(len(w)) + w) for w in (v.encode("utf8") for v in inner.to_pylist())
+        ]
+        out = []
+        for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True):
+            body = b"".join(words[lo:hi])
+            out.append((tag + _varint(len(body)) + body, None))
+        return out
+    if value_type == ValueType.DOUBLE_LIST and pa.types.is_float64(inner.type):
+        if not _plain(inner):
+            return None
+        tag = _tag("double_list_val", 2)
+        data = inner.to_numpy().astype("<f8").tobytes()
+        out = []
+        for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True):
+            packed = b"\x0a" + _varint(8 * (hi - lo)) + data[8 * lo : 8 * hi] if hi > lo else b""
+            out.append((tag + _varint(len(packed)) + packed, None))
+        return out
+    return None
 
 
 def _key_values(column: pa.Array, value_type: Any) -> list[bytes] | None:
@@ -153,15 +189,13 @@ def _epochs(column: pa.Array, epoch: Callable[[datetime | None], int | None]) ->
     (a naive UTC ``datetime`` per value), once per distinct value."""
     import pandas as pd
 
-    stamps = pd.to_datetime(column.to_numpy(zero_copy_only=False))
-    seen: dict[Any, int | None] = {}
-    out = []
-    for ts in stamps:
-        hit = seen.get(ts, -1)
-        if hit == -1:
-            hit = seen[ts] = epoch(None if pd.isna(ts) else ts.to_pydatetime())
-        out.append(hit)
-    return out
+    if column.null_count:  # rare: every value the way Feast's path converts it
+        stamps = pd.to_datetime(column.to_numpy(zero_copy_only=False))
+        return [epoch(None if pd.isna(ts) else ts.to_pydatetime()) for ts in stamps]
+    raw = column.to_numpy(zero_copy_only=False)
+    distinct, inverse = np.unique(raw, return_inverse=True)
+    converted = [epoch(ts.to_pydatetime()) for ts in pd.to_datetime(distinct)]
+    return [converted[i] for i in inverse.tolist()]
 
 
 def encode(

@@ -210,3 +210,19 @@ def test_the_store_writes_the_direct_rows_and_feast_reads_them(tmp_path: Path) -
     keys = [k for k, _ in last.values()][:50]
     read = SqliteOnlineStore().online_read(config, view, keys)
     assert [values for _, values in read] == [v for _, v in list(last.values())[:50]]
+
+
+def test_list_columns_are_encoded_directly_also_in_a_slice() -> None:
+    """The list path itself (not Feast's fallback) on a batch slice, whose list offsets do
+    not start at 0, as a reader's batches may be."""
+    from feast.value_type import ValueType
+
+    view = _views()["user_item_latest"]
+    whole = _batch("user_item_latest", 120, seed=4)
+    part = whole.slice(37, 50)
+    for name, value_type in (
+        ("ui_items", ValueType.STRING_LIST),
+        ("ui_values", ValueType.DOUBLE_LIST),
+    ):
+        assert arrow_rows._list_values(part.column(name), value_type) is not None
+    assert _direct_rows(view, part) == _feast_rows(view, part)
