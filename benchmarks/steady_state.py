@@ -113,12 +113,18 @@ def features_stage(workspace: str, build: str, lake_workspace: str) -> dict[str,
     built = build_features(s)  # follows features.build
     build_s = time.perf_counter() - start
     shutdown_ray()
+    began = time.perf_counter()
     feature_store.apply(s)
+    apply_s = time.perf_counter() - began
     end = feature_time(_settings(lake_workspace, build))
+    began = time.perf_counter()
     materialized = feature_store.materialize(s, end=end)
+    materialize_s = time.perf_counter() - began
     written = sum(v.keys_written or 0 for v in materialized.views)
     return {
         "build_s": round(build_s, 2),
+        "apply_s": round(apply_s, 2),
+        "materialize_s": round(materialize_s, 2),
         "phases": built.seconds,
         "path": built.path,
         "partitions_recomputed": built.partitions_recomputed,
@@ -255,7 +261,9 @@ def run_day(args: Any, day: int, root: Path, lake_events: int, users: int) -> di
         m = measure(f"features-{day}", _logged, log, features_stage, inc, "incremental", inc)
         row.update(inc_features_s=m.seconds, inc_build_s=m.result["build_s"],
                    inc_peak_mib=m.peak_mib, inc_phases=m.result["phases"],
-                   inc_path=m.result["path"])  # fmt: skip
+                   inc_path=m.result["path"], inc_apply_s=m.result["apply_s"],
+                   inc_materialize_s=m.result["materialize_s"],
+                   inc_keys_written=m.result["keys_written"])  # fmt: skip
     if day in args.full_set:
         m = measure(f"full-{day}", _logged, log, features_stage, full, "full", inc)
         row.update(full_features_s=m.seconds, full_build_s=m.result["build_s"],
