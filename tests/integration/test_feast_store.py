@@ -681,7 +681,7 @@ def test_the_v1_service_still_resolves(offline):
 
 
 def test_materialize_writes_in_batches_sized_per_view(online, monkeypatch):
-    """Every write batch Feast hands the online store has at most the rows sized for its
+    """Every write batch handed to the online store has at most the rows sized for its
     view, and values written in many small batches equal the offline join."""
     from flywheel.feature_store import write_batches as wb
 
@@ -697,6 +697,14 @@ def test_materialize_writes_in_batches_sized_per_view(online, monkeypatch):
         return write(self, config, table, data, progress)
 
     monkeypatch.setattr(store_cls, "online_write_batch", counting)
+    if hasattr(store_cls, "write_arrow"):  # the local store's direct path: Arrow batches
+        direct = store_cls.write_arrow
+
+        def counting_arrow(self, config, table, batch):
+            seen.setdefault(table.name, []).append(batch.num_rows)
+            return direct(self, config, table, batch)
+
+        monkeypatch.setattr(store_cls, "write_arrow", counting_arrow)
     summary = fs.materialize(settings, end=T0 + 2 * D)
     assert {v.batch_rows for v in summary.views} == {3}
     assert seen and all(max(sizes) <= 3 for sizes in seen.values())

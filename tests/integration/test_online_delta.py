@@ -96,7 +96,8 @@ def changed(before: dict[str, dict[Key, tuple]], after: dict[str, dict[Key, tupl
 
 @pytest.fixture
 def written(settings: Settings, monkeypatch) -> dict[str, list[Key]]:
-    """Every key handed to the online store's ``online_write_batch``, per view (cleared by
+    """Every key handed to the online store (``online_write_batch``, or the local store's
+    ``write_arrow``), per view (cleared by
     the test between runs); the rows are still written to the real store."""
     cls = type(fs.get_store(settings)._get_provider().online_store)
     write = cls.online_write_batch
@@ -108,6 +109,17 @@ def written(settings: Settings, monkeypatch) -> dict[str, list[Key]]:
         return write(self, config, table, data, progress)
 
     monkeypatch.setattr(cls, "online_write_batch", recording)
+    if hasattr(cls, "write_arrow"):  # the local store's direct path takes Arrow batches
+        direct = cls.write_arrow
+
+        def recording_arrow(self, config, table, batch):
+            done = direct(self, config, table, batch)
+            if done:
+                columns = [batch.column(c.name).to_pylist() for c in table.entity_columns]
+                seen.setdefault(table.name, []).extend(zip(*columns, strict=True))
+            return done
+
+        monkeypatch.setattr(cls, "write_arrow", recording_arrow)
     return seen
 
 
