@@ -113,7 +113,7 @@ def _feature_values(column: pa.Array, value_type: Any) -> list[tuple[bytes, str 
     return [(p.SerializeToString(), extract_text_and_num(p, False)[0]) for p in protos]
 
 
-def _list_values(column: pa.Array, value_type: Any) -> list[tuple[bytes, None]] | None:
+def _list_values(column: pa.Array, value_type: Any) -> list[tuple[bytes, str | None]] | None:
     """A ``list<string>`` or ``list<double>`` column without nulls (lists or elements) or
     NaN as ``string_list_val`` / ``double_list_val`` bytes (a nested message of repeated
     field 1; doubles packed); None for any other column. Lists have no text."""
@@ -128,7 +128,7 @@ def _list_values(column: pa.Array, value_type: Any) -> list[tuple[bytes, None]] 
         words = [
             (b"\x0a" + _varint(len(w)) + w) for w in (v.encode("utf8") for v in inner.to_pylist())
         ]
-        out = []
+        out: list[tuple[bytes, str | None]] = []
         for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True):
             body = b"".join(words[lo:hi])
             out.append((tag + _varint(len(body)) + body, None))
@@ -138,11 +138,11 @@ def _list_values(column: pa.Array, value_type: Any) -> list[tuple[bytes, None]] 
             return None
         tag = _tag("double_list_val", 2)
         data = inner.to_numpy().astype("<f8").tobytes()
-        out = []
+        doubles: list[tuple[bytes, str | None]] = []
         for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True):
             packed = b"\x0a" + _varint(8 * (hi - lo)) + data[8 * lo : 8 * hi] if hi > lo else b""
-            out.append((tag + _varint(len(packed)) + packed, None))
-        return out
+            doubles.append((tag + _varint(len(packed)) + packed, None))
+        return doubles
     return None
 
 
