@@ -63,6 +63,12 @@ def _epoch(ts: datetime | None) -> int | None:
     return None if ts is None else adapt_datetime_epoch(to_naive_utc(ts))
 
 
+def _needs_feast_write(config: RepoConfig) -> bool:
+    """Vector and text-search configurations write through Feast's own method."""
+    store = config.online_store
+    return bool(store.vector_enabled or getattr(store, "enable_openai_compatible_store", False))
+
+
 class BatchedSqliteOnlineStore(SqliteOnlineStore):
     """Feast's SQLite online store; writes a batch with one sorted ``executemany``."""
 
@@ -81,8 +87,7 @@ class BatchedSqliteOnlineStore(SqliteOnlineStore):
         progress: Callable[[int], Any] | None,
     ) -> None:
         """Upsert ``data`` into ``table``'s SQLite table (same rows as Feast's own method)."""
-        store = config.online_store
-        if store.vector_enabled or getattr(store, "enable_openai_compatible_store", False):
+        if _needs_feast_write(config):
             super().online_write_batch(config, table, list(data), progress)
             return
         version = config.entity_key_serialization_version
@@ -110,8 +115,7 @@ class BatchedSqliteOnlineStore(SqliteOnlineStore):
         needs Feast's own path (then call ``online_write_batch``)."""
         from flywheel.feature_store import arrow_rows
 
-        store = config.online_store
-        if store.vector_enabled or getattr(store, "enable_openai_compatible_store", False):
+        if _needs_feast_write(config):
             return False
         if config.entity_key_serialization_version != arrow_rows.KEY_VERSION:
             return False

@@ -12,15 +12,18 @@ columns directly:
 - ``int64``, ``double`` and ``string`` features without nulls or NaN encoded as the
   ``ValueProto`` wire bytes (field tag, then varint, little-endian double or length-prefixed
   UTF-8), each distinct value once per batch, and their text as ``str()`` of the value,
-  which is what Feast's ``extract_text_and_num`` gives;
-- any other column (lists, nulls, NaN, other types) through Feast's own
+  which is what Feast's ``extract_text_and_num`` gives; ``list<string>`` and
+  ``list<double>`` features without nulls or NaN as ``string_list_val`` /
+  ``double_list_val`` bytes (no text);
+- any other column (nulls, NaN, other types) through Feast's own
   ``python_values_to_proto_values``, exactly as Feast would;
 - timestamps through the store's own conversion, once per distinct value.
 
 :func:`encode` returns None for a batch it cannot encode (a key column that is not a
 non-null string or int64), and the caller then takes Feast's path. The rows are the same
-bytes Feast writes (``tests/unit/test_arrow_rows.py`` compares them on every feature table
-of a built workspace and on edge cases), so a store written here reads back through Feast.
+bytes Feast writes (``tests/unit/test_arrow_rows.py`` runs Feast's path on a random batch of
+every feature view's schema, edge values included, and compares), so a store written here
+reads back through Feast.
 """
 
 from __future__ import annotations
